@@ -1,0 +1,81 @@
+"""``maskfx`` command line: ``maskfx demo`` runs the whole lifecycle on offline data."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torchvision
+
+import maskfx
+from maskfx.transform import COLLAPSE_MODES
+from maskfx.train import accuracy, digits_loaders, param_groups, predict, resolve_device, train_epochs
+
+
+def _load_model(name: str, weights: str | None) -> torch.nn.Module:
+    model = torchvision.models.get_model(name, weights=None, num_classes=10)
+    if weights:
+        # weights_only: a checkpoint is data, never code.
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def demo(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    train_loader, test_loader = digits_loaders(batch_size=args.batch_size, seed=args.seed)
+    model = _load_model(args.model, args.weights)
+    print(f"[1/5] transform {args.model} (digits, 32x32, 10 classes) on {device}")
+    net = maskfx.transform(model, jumpout=True)
+    summary = maskfx.summary(net)
+    print(f"      jumpout sites: {summary.count('jumpout')}, parameters: {summary.params_now:,}")
+
+    print(f"[2/5] train {args.epochs} epochs")
+    optimizer = torch.optim.SGD(param_groups(net, lr=args.lr, weight_decay=5e-4), momentum=0.9, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    loss = train_epochs(net, train_loader, optimizer, args.epochs, device, scheduler=scheduler)
+    logits, labels = predict(net, test_loader, device)
+    print(f"      last epoch loss {loss:.3f}, test accuracy {accuracy(logits, labels):.4f}")
+
+    print(f"[3/5] collapse (mode={args.mode})")
+    deploy = maskfx.collapse(net.cpu(), mode=args.mode)
+    deploy_logits, _ = predict(deploy, test_loader, torch.device("cpu"))
+    gap = (deploy_logits - predict(net, test_loader, torch.device("cpu"))[0]).abs().max().item()
+    print(f"      max |collapsed - trained eval| = {gap:.2e}, test accuracy {accuracy(deploy_logits, labels):.4f}")
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="maskfx-demo-"))
+    print(f"[4/5] export ONNX to {out / 'model.onnx'}")
+    example = next(iter(test_loader))[0][:8]
+    path, report = maskfx.export_onnx(deploy, out / "model.onnx", example_inputs=(example,), device=args.ort_device)
+    print(f"      {report}")
+
+    print(f"[5/5] ONNX Runtime accuracy on the test set ({report.provider})")
+    session = maskfx.export.open_session(path, device=args.ort_device)
+    ort_logits = torch.cat([torch.from_numpy(session.run(images)[0]) for images, _ in test_loader])
+    print(f"      test accuracy {accuracy(ort_logits, labels):.4f}, "
+          f"max |ORT - PyTorch| = {(ort_logits - deploy_logits).abs().max().item():.2e}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="maskfx", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("demo", help="transform, train, collapse, export and verify a small model offline")
+    run.add_argument("--model", default="resnet18", help="torchvision classification model (weights=None)")
+    run.add_argument("--weights", default=None, help="local state_dict file to start from (10-class head)")
+    run.add_argument("--epochs", type=int, default=5)
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--lr", type=float, default=0.01)
+    run.add_argument("--mode", choices=COLLAPSE_MODES, default="expected")
+    run.add_argument("--device", default="auto", help="training device: auto, cpu or cuda")
+    run.add_argument("--ort-device", default="auto", help="ONNX Runtime device: auto, cpu or cuda")
+    run.add_argument("--out", default=None, help="output folder (default: a temporary one)")
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

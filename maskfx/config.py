@@ -1,0 +1,63 @@
+"""Technique configs. Each validates itself on construction, so a bad value raises
+``ValueError`` naming the field before ``transform`` touches anything."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from maskfx.nn.jumpout import check_jumpout_args
+
+
+def _check_patterns(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a sequence of glob patterns (str), got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class JumpoutConfig:
+    """Where and how Jumpout goes after ReLUs.
+
+    ``include``/``exclude`` are ``fnmatch`` globs on a site's qualified name: the ReLU module's
+    path (``"layer1.0.relu"``) or, for functional ReLUs, the enclosing module's path plus the
+    graph node name (``"features.denseblock1.relu_3"``). Empty ``include`` means every site.
+    """
+
+    sigma: float = 0.1
+    p_min: float = 0.01
+    p_max: float = 0.6
+    max_rate: float = 0.9
+    per_sample: bool = False
+    replace_dropout: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_jumpout_args(self.sigma, self.p_min, self.p_max, self.max_rate)
+        object.__setattr__(self, "include", _check_patterns("include", self.include))
+        object.__setattr__(self, "exclude", _check_patterns("exclude", self.exclude))
+
+    def layer_kwargs(self) -> dict[str, Any]:
+        return dict(sigma=self.sigma, p_min=self.p_min, p_max=self.p_max,
+                    max_rate=self.max_rate, per_sample=self.per_sample)
+
+
+Config = TypeVar("Config")
+
+
+def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | None:
+    """Map a technique argument (``None``/``False``, ``True``, or a config) to a config or ``None``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return config_type()
+    if isinstance(value, config_type):
+        return value
+    raise ValueError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    """Plain-data view of a config, recorded beside the state_dict so a model can be rebuilt."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}

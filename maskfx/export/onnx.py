@@ -1,0 +1,142 @@
+"""ONNX export with the dynamo exporter, checked and verified against PyTorch in ONNX Runtime."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import onnx
+import torch
+from torch import nn
+
+from maskfx.export.runtime import open_session
+
+# No random op may survive into a deployed graph.
+RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal",
+                        "RandomNormalLike", "Multinomial", "Dropout"})
+SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GiB limit, with room for the graph itself
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported graph failed a check; ``report`` says which."""
+
+    def __init__(self, message: str, report: "ExportReport") -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class BatchCheck:
+    batch: int
+    max_abs_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    provider: str
+    file_bytes: int
+    node_count: int
+    op_counts: dict[str, int]
+    random_ops: list[str]
+    checks: list[BatchCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.random_ops and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def __str__(self) -> str:
+        parity = ", ".join(f"batch {c.batch}: max|diff| {c.max_abs_diff:.2e} (tol {c.tolerance:.1e})"
+                           for c in self.checks)
+        return (f"{self.path} ({self.file_bytes / 2**20:.1f} MiB, {self.node_count} nodes) on "
+                f"{self.provider}; random ops: {self.random_ops or 'none'}; {parity}; "
+                f"{'verified' if self.ok else 'FAILED'}")
+
+
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of a graph, subgraphs (If/Loop/Scan bodies) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from iter_nodes(sub)
+
+
+def op_histogram(model: onnx.ModelProto) -> Counter:
+    ops = Counter(node.op_type for node in iter_nodes(model.graph))
+    for function in model.functions:
+        ops.update(node.op_type for node in function.node)
+    return ops
+
+
+def _batched(inputs: Sequence[torch.Tensor], size: int) -> tuple[torch.Tensor, ...]:
+    """The example inputs cut or tiled along the batch dimension to ``size`` rows."""
+    return tuple(x.repeat(-(-size // x.shape[0]), *([1] * (x.dim() - 1)))[:size] for x in inputs)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: Sequence[torch.Tensor],
+    dynamic_batch: bool = True,
+    verify: bool = True,
+    device: str = "auto",
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    opset: int | None = None,
+) -> tuple[Path, ExportReport]:
+    """Export ``model`` (in eval mode) to ONNX with torch's dynamo exporter and verify it.
+
+    The result passes ``onnx.checker``, holds no random op, and (``verify=True``) its ONNX
+    Runtime outputs match PyTorch's at two batch sizes, to ``atol + rtol * max|output|``.
+    A failed check raises ``ExportVerificationError`` carrying the report. Returns the path and
+    the report; the file is a single ``.onnx`` unless the weights exceed protobuf's 2 GiB.
+    """
+    example_inputs = tuple(example_inputs)
+    if not example_inputs or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 for x in example_inputs):
+        raise ValueError("example_inputs must be a non-empty sequence of tensors with a batch dimension")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        # A batch of 1 would be specialised by torch.export; trace with at least 2 rows.
+        trace_inputs = _batched(example_inputs, max(2, example_inputs[0].shape[0])) if dynamic_batch else example_inputs
+        batch = torch.export.Dim("batch", min=1)
+        dynamic_shapes = tuple({0: batch} for _ in trace_inputs) if dynamic_batch else None
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        with torch.no_grad():
+            torch.onnx.export(model, trace_inputs, path, dynamo=True, verbose=False, opset_version=opset,
+                              dynamic_shapes=dynamic_shapes, external_data=param_bytes > SINGLE_FILE_LIMIT)
+        onnx.checker.check_model(os.fspath(path))
+        proto = onnx.load(os.fspath(path), load_external_data=False)
+        ops = op_histogram(proto)
+        session = open_session(path, device=device)
+        report = ExportReport(path, session.provider, path.stat().st_size, sum(ops.values()), dict(ops),
+                              sorted(op for op in ops if op in RANDOM_OPS))
+        if verify:
+            sizes = (1, example_inputs[0].shape[0] + 2) if dynamic_batch else (example_inputs[0].shape[0],)
+            for size in sizes:
+                inputs = _batched(example_inputs, size)
+                with torch.no_grad():
+                    expected = model(*inputs)
+                expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+                got = session.run(*inputs)
+                worst, tolerance = 0.0, atol
+                for ref, out in zip(expected, got):
+                    ref = ref.detach().float().cpu()
+                    worst = max(worst, (ref - torch.from_numpy(out).float()).abs().max().item())
+                    tolerance = max(tolerance, atol + rtol * ref.abs().max().item())
+                report.checks.append(BatchCheck(size, worst, tolerance))
+    finally:
+        model.train(was_training)
+    if report.random_ops or (verify and not report.ok):
+        raise ExportVerificationError(f"ONNX export failed verification: {report}", report)
+    return path, report

@@ -1,0 +1,4 @@
+"""torch.nn-style maskfx layers; each works on its own, without torch.fx."""
+from maskfx.nn.jumpout import Jumpout
+
+__all__ = ["Jumpout"]

@@ -1,0 +1,71 @@
+"""Small torch.fx helpers that every pass shares."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch.fx as fx
+from torch import nn
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The module a ``call_module`` node calls, else ``None``."""
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def nodes_calling(gm: fx.GraphModule, types: type | tuple[type, ...]) -> Iterator[tuple[fx.Node, nn.Module]]:
+    """``(node, module)`` for every call of a module of the given types, in graph order."""
+    for node in list(gm.graph.nodes):
+        module = module_of(gm, node)
+        if isinstance(module, types):
+            yield node, module
+
+
+def scope_of(node: fx.Node) -> str:
+    """Qualified name of the module whose forward created ``node`` ("" at the root)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if node.op == "call_module":
+        return str(node.target)
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def fresh_name(gm: fx.GraphModule, base: str) -> str:
+    """An attribute name on ``gm`` that nothing uses yet."""
+    name, k = base, 1
+    while hasattr(gm, name):
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def insert_module_after(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module) -> fx.Node:
+    """Call ``module`` on ``node``'s output and route every other user of ``node`` through it."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(name, (node,))
+    node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+    return new
+
+
+def replace_with_module(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module,
+                        args: tuple) -> fx.Node:
+    """Put a call of ``module`` on ``args`` where ``node`` was, and erase ``node``."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(name, args)
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+    return new
+
+
+def bypass(gm: fx.GraphModule, node: fx.Node) -> None:
+    """Remove a one-input pass-through node, wiring its users to its input."""
+    node.replace_all_uses_with(node.args[0])
+    gm.graph.erase_node(node)
+
+
+def finish(gm: fx.GraphModule) -> fx.GraphModule:
+    """Drop modules nothing calls any more, check the graph and regenerate ``forward``."""
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm

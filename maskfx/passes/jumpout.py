@@ -1,0 +1,81 @@
+"""Jumpout pass: one Jumpout after every ReLU call site; collapse removes them all."""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from maskfx.config import JumpoutConfig
+from maskfx.nn import Jumpout
+from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
+    replace_with_module, scope_of
+from maskfx.state import Site
+
+TECHNIQUE = "jumpout"
+RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_})
+RELU_METHODS = frozenset({"relu", "relu_"})
+
+
+def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in RELU_METHODS
+    return type(module_of(gm, node)) is nn.ReLU
+
+
+def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target is F.dropout
+    return type(module_of(gm, node)) is nn.Dropout
+
+
+def site_name(node: fx.Node) -> str:
+    """A ReLU module's path, or the enclosing module's path plus the node name for functional ReLUs."""
+    if node.op == "call_module":
+        return str(node.target)
+    scope = scope_of(node)
+    return f"{scope}.{node.name}" if scope else node.name
+
+
+def _selected(name: str, config: JumpoutConfig) -> bool:
+    included = not config.include or any(fnmatchcase(name, p) for p in config.include)
+    return included and not any(fnmatchcase(name, p) for p in config.exclude)
+
+
+def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
+    module = module_of(gm, node)
+    p = module.p if module is not None else node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+    where = f" '{node.target}'" if module is not None else ""
+    return f"replaced Dropout{where} (p={p})"
+
+
+def rewrite(gm: fx.GraphModule, config: JumpoutConfig) -> list[Site]:
+    sites = []
+    for node in [n for n in gm.graph.nodes if is_relu(gm, n)]:
+        location = site_name(node)
+        if not _selected(location, config):
+            continue
+        name = fresh_name(gm, f"{node.name}_jumpout")
+        users = list(node.users)
+        if config.replace_dropout and len(users) == 1 and is_dropout(gm, users[0]):
+            detail = _dropout_detail(gm, users[0])
+            replace_with_module(gm, users[0], name, Jumpout(**config.layer_kwargs()), (node,))
+        else:
+            detail = ""
+            insert_module_after(gm, node, name, Jumpout(**config.layer_kwargs()))
+        sites.append(Site(TECHNIQUE, name, location, detail))
+    finish(gm)
+    return sites
+
+
+def collapse(gm: fx.GraphModule, mode: str) -> list[str]:
+    """Jumpout is the identity at inference: both modes simply remove it."""
+    removed = [node for node, _ in nodes_calling(gm, Jumpout)]
+    for node in removed:
+        bypass(gm, node)
+    finish(gm)
+    return [f"jumpout: removed {len(removed)} layers (identity at inference)"] if removed else []

@@ -1,0 +1,35 @@
+"""What maskfx records on a graph module, in ``gm.meta["maskfx"]`` (never in globals)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.fx as fx
+
+META_KEY = "maskfx"
+
+
+@dataclass
+class Site:
+    """One rewrite: which maskfx module now stands where in the original model."""
+
+    technique: str
+    module: str  # attribute name of the maskfx module in the graph module ("" once collapsed away)
+    location: str  # qualified name of the site in the original model
+    detail: str = ""
+
+
+@dataclass
+class MaskfxState:
+    configs: dict[str, Any]  # technique name -> its config dataclass
+    sites: list[Site]
+    params_original: int
+    collapsed: str | None = None  # None, "expected" or "prune"
+    notes: list[str] = field(default_factory=list)  # what collapse changed beyond removing layers
+
+
+def get_state(gm: fx.GraphModule) -> MaskfxState:
+    state = getattr(gm, "meta", {}).get(META_KEY)
+    if not isinstance(state, MaskfxState):
+        raise ValueError("not a maskfx graph module: pass the result of maskfx.transform()")
+    return state

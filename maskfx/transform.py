@@ -1,0 +1,112 @@
+"""The public lifecycle: transform -> train -> freeze -> collapse. State lives in ``gm.meta``."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch.fx as fx
+from torch import nn
+
+from maskfx.config import resolve
+from maskfx.passes import PIPELINE
+from maskfx.state import META_KEY, MaskfxState, Site, get_state
+from maskfx.tracing import LeafSpec, trace
+
+COLLAPSE_MODES = ("expected", "prune")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def transform(model: nn.Module, *, jumpout=None, leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
+    """Trace a copy of ``model`` and rewrite it with the requested techniques.
+
+    Each technique argument takes ``None``/``False`` (off), ``True`` (paper defaults) or its
+    config dataclass. ``leaf_modules`` (qualified names or module types) are kept whole when
+    tracing; use it for submodules torch.fx cannot trace. ``model`` itself is never modified.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    requested = {"jumpout": jumpout}
+    configs = {p.name: resolve(p.name, requested[p.name], p.config_type) for p in PIPELINE}
+    if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
+        raise ValueError("model is already a maskfx graph module; transform the original model instead")
+    gm = trace(copy.deepcopy(model), leaf_modules)
+    state = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=[],
+                        params_original=count_parameters(model))
+    for technique in PIPELINE:
+        if configs[technique.name] is not None:
+            state.sites += technique.rewrite(gm, configs[technique.name])
+    gm.meta[META_KEY] = state
+    return gm
+
+
+def freeze(net: fx.GraphModule) -> fx.GraphModule:
+    """Fix learned connectivity and stop structure learning (layers with a ``freeze`` method)."""
+    get_state(net)
+    for module in net.modules():
+        if module is not net and callable(getattr(module, "freeze", None)):
+            module.freeze()
+    return net
+
+
+def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
+    """Lower every maskfx layer to plain PyTorch ops; returns a new graph module in eval mode.
+
+    ``"expected"`` keeps the eval-mode function exactly (expected-value weights); ``"prune"``
+    also removes what the learned structure leaves unused, so the graph really shrinks. The
+    trained ``net`` is left as it is.
+    """
+    if mode not in COLLAPSE_MODES:
+        raise ValueError(f"mode must be one of {COLLAPSE_MODES}, got {mode!r}")
+    state = get_state(net)
+    if state.collapsed is not None:
+        raise ValueError(f"net was already collapsed (mode={state.collapsed!r})")
+    deploy = copy.deepcopy(net).eval()
+    notes = []
+    for technique in reversed(PIPELINE):
+        if technique.name in state.configs:
+            notes += technique.collapse(deploy, mode)
+    leftovers = [name for name, m in deploy.named_modules()
+                 if isinstance(m, tuple(t for p in PIPELINE for t in p.layer_types))]
+    if leftovers:
+        raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
+    deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
+                                        params_original=state.params_original, collapsed=mode, notes=notes)
+    return deploy
+
+
+@dataclass
+class Summary:
+    """What ``transform`` rewrote, where, and what it cost in parameters."""
+
+    sites: list[Site]
+    configs: dict
+    params_original: int
+    params_now: int
+    collapsed: str | None
+    notes: list[str]
+
+    def count(self, technique: str) -> int:
+        return sum(site.technique == technique for site in self.sites)
+
+    def __str__(self) -> str:
+        lines = [f"maskfx summary ({'collapsed: ' + self.collapsed if self.collapsed else 'trainable'})"]
+        for name, config in self.configs.items():
+            lines.append(f"  {name}: {self.count(name)} sites  {config}")
+            for site in (s for s in self.sites if s.technique == name):
+                extra = f"  [{site.detail}]" if site.detail else ""
+                lines.append(f"    {site.location:<40} -> {site.module or '-'}{extra}")
+        change = self.params_now - self.params_original
+        lines.append(f"  parameters: {self.params_original:,} original -> {self.params_now:,} now "
+                     f"({change:+,}, x{self.params_now / max(self.params_original, 1):.3f})")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def summary(net: fx.GraphModule) -> Summary:
+    state = get_state(net)
+    return Summary(list(state.sites), dict(state.configs), state.params_original,
+                   count_parameters(net), state.collapsed, list(state.notes))

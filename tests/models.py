@@ -1,0 +1,66 @@
+"""Small hand-written models shared by the tests."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EveryReluKind(nn.Module):
+    """One ReLU call site of each kind maskfx must find, a shared module called twice, and a
+    Dropout right after a ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(16, 16) for _ in range(8))
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        f = self.fcs
+        x = self.drop(self.act(f[0](x)))           # nn.ReLU, then Dropout (replaced)
+        x = F.relu(f[1](x))                        # F.relu
+        x = torch.relu(f[2](x))                    # torch.relu
+        x = f[3](x).relu()                         # Tensor.relu
+        x = F.relu(f[4](x), inplace=True)          # F.relu in place
+        x = torch.relu_(f[5](x))                   # torch.relu_
+        x = f[6](x).relu_()                        # Tensor.relu_
+        x = self.act(f[7](x))                      # the same nn.ReLU again: a second site
+        return self.head(x)
+
+
+RELU_SITES_OF_EVERY_RELU_KIND = 8
+
+
+class DataDependent(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+class UntraceableInside(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), DataDependent())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class UntraceableRoot(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else x
+
+
+class RandomInEval(nn.Module):
+    """Adds noise even in eval mode: its export must be refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) + torch.rand_like(x)

@@ -1,0 +1,42 @@
+"""The torchvision classification zoo, and an independent count of a model's ReLU call sites."""
+import torch
+import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ALL_MODELS = torchvision.models.list_models(module=torchvision.models)
+
+# Over ~150M parameters: transform, eval, collapse and train checks only, no ONNX export,
+# to keep CI's 2 cores and 24 GB inside budget.
+GIANTS = frozenset({"convnext_large", "regnet_y_128gf", "vit_h_14", "vit_l_16", "vit_l_32"})
+
+
+def input_size(name: str) -> int:
+    if name.startswith(("vit", "swin", "maxvit")):
+        return 224  # fixed-size position embeddings / window partitions
+    if name.startswith(("inception", "googlenet")):
+        return 96  # inception_v3 needs at least 75 pixels
+    return 64
+
+
+class _CountRelu(TorchDispatchMode):
+    RELU = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.RELU
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def count_relu_calls(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """ReLU kernels one eval forward runs: in a loop-free model, one per call site."""
+    with _CountRelu() as counter:
+        model.eval()(x)
+    return counter.count
+
+
+def first_tensor(output):
+    return output if isinstance(output, torch.Tensor) else output[0]
