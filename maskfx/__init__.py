@@ -5,13 +5,13 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
-from maskfx.config import JumpoutConfig
+from maskfx.config import BlockoutConfig, JumpoutConfig
 from maskfx.export import ExportReport, export_onnx
 from maskfx.tracing import TraceError
 from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "JumpoutConfig", "ExportReport", "Summary", "TraceError",
+    "BlockoutConfig", "JumpoutConfig", "ExportReport", "Summary", "TraceError",
     "collapse", "export_onnx", "freeze", "param_groups", "summary", "transform",
 ]

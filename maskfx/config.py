@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from maskfx.nn.blockout import check_blockout_args
 from maskfx.nn.jumpout import check_jumpout_args
 
 
@@ -42,6 +43,37 @@ class JumpoutConfig:
     def layer_kwargs(self) -> dict[str, Any]:
         return dict(sigma=self.sigma, p_min=self.p_min, p_max=self.p_max,
                     max_rate=self.max_rate, per_sample=self.per_sample)
+
+
+@dataclass(frozen=True)
+class BlockoutConfig:
+    """Blockout on the classifier head (the trailing Linear layers of the model).
+
+    ``hidden`` adds ReLU hidden layers of those sizes before the classifier (the paper's Fig. 5);
+    the classifier is then re-initialised, so only ``hidden=()`` keeps a pretrained function.
+    ``keep_dropout`` keeps the head's Dropouts (removed by default: Blockout generalises them).
+    ``prune_threshold`` turns probabilities into hard clusters for ``collapse("prune")``, and a
+    pruned layer uses per-cluster blocks when they cost at most ``block_ratio`` times the
+    multiply-adds of the dense layer.
+    """
+
+    clusters: int = 6
+    hidden: tuple[int, ...] = ()
+    variant: str = "hard-learned"
+    keep_dropout: bool = False
+    prune_threshold: float = 0.5
+    block_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_blockout_args(self.clusters, self.variant)
+        hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden sizes must be ints >= 1, got {self.hidden!r}")
+        object.__setattr__(self, "hidden", hidden)
+        if not (isinstance(self.prune_threshold, (int, float)) and 0.0 < self.prune_threshold < 1.0):
+            raise ValueError(f"prune_threshold must be in (0, 1), got {self.prune_threshold!r}")
+        if not (isinstance(self.block_ratio, (int, float)) and self.block_ratio >= 0.0):
+            raise ValueError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
 
 
 Config = TypeVar("Config")

@@ -8,7 +8,7 @@ from typing import Iterable
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import resolve
+from maskfx.config import BlockoutConfig, JumpoutConfig, resolve
 from maskfx.passes import PIPELINE
 from maskfx.state import META_KEY, MaskfxState, Site, get_state
 from maskfx.tracing import LeafSpec, trace
@@ -20,7 +20,9 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def transform(model: nn.Module, *, jumpout=None, leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
+def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
+              blockout: bool | BlockoutConfig | None = None,
+              leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
     Each technique argument takes ``None``/``False`` (off), ``True`` (paper defaults) or its
@@ -29,7 +31,7 @@ def transform(model: nn.Module, *, jumpout=None, leaf_modules: Iterable[LeafSpec
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    requested = {"jumpout": jumpout}
+    requested = {"jumpout": jumpout, "blockout": blockout}
     configs = {p.name: resolve(p.name, requested[p.name], p.config_type) for p in PIPELINE}
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise ValueError("model is already a maskfx graph module; transform the original model instead")
@@ -38,7 +40,9 @@ def transform(model: nn.Module, *, jumpout=None, leaf_modules: Iterable[LeafSpec
                         params_original=count_parameters(model))
     for technique in PIPELINE:
         if configs[technique.name] is not None:
-            state.sites += technique.rewrite(gm, configs[technique.name])
+            sites, notes = technique.rewrite(gm, configs[technique.name])
+            state.sites += sites
+            state.notes += notes
     gm.meta[META_KEY] = state
     return gm
 
@@ -68,13 +72,14 @@ def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
     notes = []
     for technique in reversed(PIPELINE):
         if technique.name in state.configs:
-            notes += technique.collapse(deploy, mode)
+            notes += technique.collapse(deploy, mode, state.configs[technique.name])
     leftovers = [name for name, m in deploy.named_modules()
                  if isinstance(m, tuple(t for p in PIPELINE for t in p.layer_types))]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
-                                        params_original=state.params_original, collapsed=mode, notes=notes)
+                                        params_original=state.params_original, collapsed=mode,
+                                        notes=state.notes + notes)
     return deploy
 
 

@@ -64,3 +64,17 @@ class RandomInEval(nn.Module):
 
     def forward(self, x):
         return self.fc(x) + torch.rand_like(x)
+
+
+class MLPHead(nn.Module):
+    """A small backbone and a three-Linear head with ReLU and Dropout, like VGG's classifier."""
+
+    def __init__(self, features=24, hidden=32, classes=5):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, features, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                        nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))

@@ -1,4 +1,5 @@
 """torch.nn-style maskfx layers; each works on its own, without torch.fx."""
+from maskfx.nn.blockout import BlockoutClusters, BlockoutLinear, BlockSparseLinear
 from maskfx.nn.jumpout import Jumpout
 
-__all__ = ["Jumpout"]
+__all__ = ["BlockSparseLinear", "BlockoutClusters", "BlockoutLinear", "Jumpout"]

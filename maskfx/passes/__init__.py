@@ -7,9 +7,9 @@ from typing import Callable
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import JumpoutConfig
-from maskfx.nn import Jumpout
-from maskfx.passes import jumpout
+from maskfx.config import BlockoutConfig, JumpoutConfig
+from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout
+from maskfx.passes import blockout, jumpout
 from maskfx.state import Site
 
 
@@ -18,11 +18,13 @@ class TechniquePass:
     name: str  # also the keyword argument of maskfx.transform
     config_type: type
     layer_types: tuple[type[nn.Module], ...]  # what the pass adds; none may survive collapse
-    rewrite: Callable[[fx.GraphModule, object], list[Site]]
-    collapse: Callable[[fx.GraphModule, str], list[str]]
+    rewrite: Callable[[fx.GraphModule, object], tuple[list[Site], list[str]]]  # sites, notes
+    collapse: Callable[[fx.GraphModule, str, object], list[str]]  # graph, mode, config -> notes
 
 
 # Rewrite order: structure first, then regularisers around what is left. Collapse runs in reverse.
 PIPELINE: tuple[TechniquePass, ...] = (
+    TechniquePass(blockout.TECHNIQUE, BlockoutConfig, (BlockoutClusters, BlockoutLinear),
+                  blockout.rewrite, blockout.collapse),
     TechniquePass(jumpout.TECHNIQUE, JumpoutConfig, (Jumpout,), jumpout.rewrite, jumpout.collapse),
 )

@@ -12,7 +12,7 @@ from maskfx.config import JumpoutConfig
 from maskfx.nn import Jumpout
 from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
     replace_with_module, scope_of
-from maskfx.state import Site
+from maskfx.state import OWNER, Site
 
 TECHNIQUE = "jumpout"
 RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_})
@@ -53,9 +53,10 @@ def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
     return f"replaced Dropout{where} (p={p})"
 
 
-def rewrite(gm: fx.GraphModule, config: JumpoutConfig) -> list[Site]:
+def rewrite(gm: fx.GraphModule, config: JumpoutConfig) -> tuple[list[Site], list[str]]:
     sites = []
-    for node in [n for n in gm.graph.nodes if is_relu(gm, n)]:
+    # A Blockout head regularises itself (Blockout generalises dropout): its ReLUs are left alone.
+    for node in [n for n in gm.graph.nodes if is_relu(gm, n) and OWNER not in n.meta]:
         location = site_name(node)
         if not _selected(location, config):
             continue
@@ -69,10 +70,10 @@ def rewrite(gm: fx.GraphModule, config: JumpoutConfig) -> list[Site]:
             insert_module_after(gm, node, name, Jumpout(**config.layer_kwargs()))
         sites.append(Site(TECHNIQUE, name, location, detail))
     finish(gm)
-    return sites
+    return sites, []
 
 
-def collapse(gm: fx.GraphModule, mode: str) -> list[str]:
+def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:
     """Jumpout is the identity at inference: both modes simply remove it."""
     removed = [node for node, _ in nodes_calling(gm, Jumpout)]
     for node in removed:

@@ -1,0 +1,134 @@
+"""Blockout (Murdock et al., CVPR 2016): block-structured, learned cluster masks on FC weights.
+
+Every node set of a head -- its input features, each hidden layer, its outputs -- has cluster
+probabilities ``P_j = sigmoid(Phi_j)`` in ``[0, 1]^(d_j x k)``. A Linear layer between node sets
+``j-1`` and ``j`` uses ``W_j = (1/k) W~_j (.) C_j C_{j-1}^T`` (eq. 4): a weight survives only where
+its input and output nodes share a cluster, so the mask is block-structured up to a permutation.
+
+``BlockoutClusters`` draws every ``C_j`` once per forward and ``BlockoutLinear`` takes the two it
+needs as inputs, so adjacent layers share one draw by construction.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VARIANTS = ("hard-learned", "hard-fixed", "soft-learned")
+
+
+def check_blockout_args(clusters: int, variant: str) -> None:
+    """Raise ``ValueError`` naming the bad argument (shared by the layers and the config)."""
+    if not (isinstance(clusters, int) and not isinstance(clusters, bool) and clusters >= 1):
+        raise ValueError(f"clusters must be an int >= 1, got {clusters!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+class BlockoutClusters(nn.Module):
+    """Cluster assignments for a chain of node sets of sizes ``sizes``.
+
+    Training forward: ``C_j ~ Bernoulli(P_j)`` (hard variants) with the gradient of eq. 9,
+    ``dL/dP = dL/dC (.) C``; or ``C_j = P_j`` (soft-learned). Eval: ``C_j = P_j`` (eq. 5).
+    ``hard-fixed`` keeps ``P = 0.5`` and learns nothing. Probabilities start at 0.5.
+    """
+
+    def __init__(self, sizes: list[int] | tuple[int, ...], clusters: int = 6, variant: str = "hard-learned") -> None:
+        super().__init__()
+        check_blockout_args(clusters, variant)
+        self.clusters, self.variant = clusters, variant
+        self.logits = nn.ParameterList(nn.Parameter(torch.zeros(d, clusters), requires_grad=variant != "hard-fixed")
+                                       for d in sizes)
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.logits if p.requires_grad]
+
+    def probabilities(self) -> list[torch.Tensor]:
+        return [torch.sigmoid(phi) for phi in self.logits]
+
+    def forward(self) -> tuple[torch.Tensor, ...]:
+        probabilities = self.probabilities()
+        if not self.training or self.variant == "soft-learned":
+            return tuple(probabilities)
+        draws = []
+        for p in probabilities:
+            c = torch.bernoulli(p.detach())
+            # Value c exactly; gradient dL/dC * C into P (eq. 9), then through the sigmoid.
+            draws.append(c + c * (p - p.detach()) if p.requires_grad else c)
+        return tuple(draws)
+
+    def extra_repr(self) -> str:
+        return f"sizes={[p.shape[0] for p in self.logits]}, clusters={self.clusters}, variant={self.variant}"
+
+
+def cluster_mask(c_out: torch.Tensor, c_in: torch.Tensor, clusters: int) -> torch.Tensor:
+    """``(1/k) C_out C_in^T``: the share of clusters each (output, input) pair has in common."""
+    return (c_out @ c_in.t()) / clusters
+
+
+class BlockoutLinear(nn.Module):
+    """A Linear layer whose weight is masked by the clusters of its input and output nodes.
+
+    ``forward(x, c_in, c_out)`` takes the assignments from a ``BlockoutClusters``. The bias is
+    not masked: the paper masks the weight matrix only, and an unmasked bias keeps a node with no
+    cluster a constant that pruning can drop exactly (the next layer's mask zeroes its column).
+    """
+
+    def __init__(self, in_features: int, out_features: int, clusters: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.clusters = in_features, out_features, clusters
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reference = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        self.load_linear(reference)
+
+    @torch.no_grad()
+    def load_linear(self, linear: nn.Linear) -> "BlockoutLinear":
+        """Take ``linear``'s weights so that the eval output at ``P = 0.5`` equals ``linear``'s:
+        the expected mask is then ``k * 0.25 / k = 1/4``, so ``W~ = 4 W`` (exact in floating point)."""
+        self.weight.copy_(linear.weight * 4.0)
+        if self.bias is not None:
+            self.bias.copy_(linear.bias)
+        return self
+
+    def masked_weight(self, c_in: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
+        return self.weight * cluster_mask(c_out, c_in, self.clusters).to(self.weight.dtype)
+
+    def forward(self, x: torch.Tensor, c_in: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(c_in, c_out), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, clusters={self.clusters}, " \
+               f"bias={self.bias is not None}"
+
+
+class BlockSparseLinear(nn.Module):
+    """Inference form of a pruned Blockout layer: one small dense product per cluster block.
+
+    ``y = b + sum_l scatter(out_l, x[:, in_l] @ W_l^T)``; exact for any hard clustering, and cheaper
+    than the dense layer when the blocks cover a small part of the matrix.
+    """
+
+    def __init__(self, blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                 bias: torch.Tensor | None, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        for l, (in_index, out_index, weight) in enumerate(blocks):
+            self.register_buffer(f"in_index{l}", in_index.long())
+            self.register_buffer(f"out_index{l}", out_index.long())
+            self.register_parameter(f"weight{l}", nn.Parameter(weight.detach().clone()))
+        self.n_blocks = len(blocks)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.new_zeros(*x.shape[:-1], self.out_features)
+        for l in range(self.n_blocks):
+            part = F.linear(x.index_select(-1, getattr(self, f"in_index{l}")), getattr(self, f"weight{l}"))
+            y = y.index_add(-1, getattr(self, f"out_index{l}"), part)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, blocks={self.n_blocks}"

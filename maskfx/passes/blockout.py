@@ -1,0 +1,225 @@
+"""Blockout pass: the classifier head's Linear layers become Blockout layers sharing cluster draws.
+
+The head is the chain that ends the model: Linear layers with the elementwise activations and
+Dropouts between them, back to the first node that is none of those (a flatten, a pooling, a
+norm). Collapse ``"expected"`` gives one ``nn.Linear`` per layer (eq. 5); ``"prune"`` thresholds
+the probabilities into hard clusters, drops hidden nodes in no cluster and unused input features,
+and computes a layer block by block where that needs fewer multiply-adds.
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from maskfx.config import BlockoutConfig
+from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
+from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
+    replace_with_module
+from maskfx.passes.jumpout import is_dropout
+from maskfx.state import OWNER, Site
+
+TECHNIQUE = "blockout"
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.Hardtanh,
+                       nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity)
+ELEMENTWISE_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, F.gelu, F.silu, torch.tanh,
+                                   torch.sigmoid, F.hardswish, F.relu6, F.leaky_relu, F.elu, F.mish})
+ELEMENTWISE_METHODS = frozenset({"relu", "relu_", "tanh", "sigmoid"})
+
+
+def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return type(module_of(gm, node)) is nn.Linear
+
+
+def _is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in ELEMENTWISE_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in ELEMENTWISE_METHODS
+    return isinstance(module_of(gm, node), ELEMENTWISE_MODULES)
+
+
+def _describe(gm: fx.GraphModule, node) -> str:
+    if not isinstance(node, fx.Node):
+        return f"a {type(node).__name__} of outputs"
+    module = module_of(gm, node)
+    if module is not None:
+        return f"'{node.target}' ({type(module).__name__})"
+    return f"{getattr(node.target, '__name__', node.target)} ({node.op})"
+
+
+def find_head(gm: fx.GraphModule) -> list[fx.Node] | str:
+    """The head chain in graph order, or why there is none."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    node, chain = output.args[0], []
+    while (isinstance(node, fx.Node) and len(node.users) == 1
+           and (_is_linear(gm, node) or _is_elementwise(gm, node) or is_dropout(gm, node))):
+        chain.append(node)
+        node = node.args[0]
+    chain.reverse()
+    while chain and _is_elementwise(gm, chain[0]):  # activations before the first Linear are the backbone's
+        chain.pop(0)
+    if not any(_is_linear(gm, n) for n in chain):
+        return f"no Linear classifier head: the model ends in {_describe(gm, output.args[0])}"
+    return chain
+
+
+def _linear_macs(linear: nn.Linear) -> int:
+    return linear.in_features * linear.out_features
+
+
+def _add_hidden_layers(gm: fx.GraphModule, first: fx.Node, hidden: tuple[int, ...]) -> None:
+    """Insert ReLU hidden layers before the first head Linear, which is re-made to fit them."""
+    old = gm.get_submodule(first.target)
+    sizes = (old.in_features, *hidden)
+    like = dict(device=old.weight.device, dtype=old.weight.dtype)
+    x = first.args[0]
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        x = insert_module_after(gm, x, fresh_name(gm, f"blockout_hidden{i}"), nn.Linear(a, b, **like))
+        x = insert_module_after(gm, x, fresh_name(gm, f"blockout_hidden{i}_relu"), nn.ReLU())
+    classifier = nn.Linear(hidden[-1], old.out_features, bias=old.bias is not None, **like)
+    replace_with_module(gm, first, fresh_name(gm, "blockout_classifier"), classifier, (x,))
+
+
+def rewrite(gm: fx.GraphModule, config: BlockoutConfig) -> tuple[list[Site], list[str]]:
+    chain = find_head(gm)
+    if isinstance(chain, str):
+        message = f"blockout not applied: {chain}"
+        warnings.warn(message, stacklevel=3)
+        return [], [message]
+    linears = [n for n in chain if _is_linear(gm, n)]
+    originals = [gm.get_submodule(n.target) for n in linears]
+    note = (f"blockout head: {len(linears)} Linear layers, {sum(p.numel() for m in originals for p in m.parameters()):,} "
+            f"parameters, {sum(map(_linear_macs, originals)):,} MACs/sample before transform")
+    if not config.keep_dropout:
+        for node in [n for n in chain if is_dropout(gm, n)]:
+            bypass(gm, node)
+            chain.remove(node)
+    if config.hidden:
+        _add_hidden_layers(gm, linears[0], config.hidden)
+    chain = find_head(gm)  # now with the hidden layers and without the Dropouts
+    for node in chain:
+        node.meta[OWNER] = TECHNIQUE  # other passes leave the head to Blockout
+    linears = [n for n in chain if _is_linear(gm, n)]
+    modules = [gm.get_submodule(n.target) for n in linears]
+    sizes = [modules[0].in_features] + [m.out_features for m in modules]
+    clusters = BlockoutClusters(sizes, config.clusters, config.variant).to(modules[0].weight.device)
+    clusters_name = fresh_name(gm, "blockout_clusters")
+    gm.add_submodule(clusters_name, clusters)
+    with gm.graph.inserting_before(linears[0]):
+        draws = gm.graph.call_module(clusters_name, ())
+        c = [gm.graph.call_function(operator.getitem, (draws, j)) for j in range(len(sizes))]
+    sites = []
+    for j, (node, linear) in enumerate(zip(linears, modules)):
+        layer = BlockoutLinear(linear.in_features, linear.out_features, config.clusters, linear.bias is not None)
+        layer = layer.to(linear.weight.device, linear.weight.dtype).load_linear(linear)
+        name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
+        replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
+        sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
+    finish(gm)
+    return sites, [note]
+
+
+def _head_layers(gm: fx.GraphModule, draws: fx.Node) -> list[tuple[fx.Node, BlockoutLinear]]:
+    """The BlockoutLinear calls fed by one BlockoutClusters call, in graph order."""
+    getitems = set(draws.users)
+    return [(n, m) for n, m in nodes_calling(gm, BlockoutLinear) if n.args[1] in getitems]
+
+
+def _relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / a.norm().clamp(min=1e-12)).item()
+
+
+def _gather_node(gm: fx.GraphModule, x: fx.Node, index: torch.Tensor, name: str) -> fx.Node:
+    """``x.index_select(-1, index)`` with ``index`` kept as a buffer of ``gm``."""
+    gm.register_buffer(name, index)
+    with gm.graph.inserting_after(x):
+        index_node = gm.graph.get_attr(name)
+    with gm.graph.inserting_after(index_node):
+        return gm.graph.call_method("index_select", (x, -1, index_node))
+
+
+def _pruned_layer(layer: BlockoutLinear, c_in: torch.Tensor, c_out: torch.Tensor, rows: torch.Tensor,
+                  block_cols: torch.Tensor, dense_cols: torch.Tensor, block_ratio: float) -> tuple[nn.Module, int]:
+    """The hard-clustered layer on the kept ``rows``: block by block (``block_cols`` index its
+    input) when the blocks need at most ``block_ratio`` of the dense multiply-adds, else dense
+    (``dense_cols`` index its input). Returns the module and its MACs per sample."""
+    k, weight = layer.clusters, layer.weight[rows]
+    bias = layer.bias[rows] if layer.bias is not None else None
+    blocks = []
+    for l in range(k):
+        out_index = torch.nonzero(c_out[rows, l]).flatten()
+        in_index = torch.nonzero(c_in[block_cols, l]).flatten()
+        if len(out_index) and len(in_index):
+            blocks.append((in_index, out_index, weight[out_index][:, block_cols[in_index]] / k))
+    block_macs = sum(w.numel() for *_, w in blocks)
+    dense = weight[:, dense_cols] * (c_out[rows] @ c_in[dense_cols].t()) / k
+    if block_macs <= block_ratio * dense.numel():
+        return BlockSparseLinear(blocks, bias, len(block_cols), len(rows)), block_macs
+    linear = nn.Linear(len(dense_cols), len(rows), bias=bias is not None).to(dense.device, dense.dtype)
+    linear.weight.copy_(dense)
+    if bias is not None:
+        linear.bias.copy_(bias)
+    return linear, dense.numel()
+
+
+def _expected_linear(layer: BlockoutLinear, p_in: torch.Tensor, p_out: torch.Tensor) -> nn.Linear:
+    """Eq. 5: one ordinary Linear with the expected weight ``(1/k) W~ (.) P_out P_in^T``."""
+    weight = layer.masked_weight(p_in, p_out)
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    linear = linear.to(weight.device, weight.dtype)
+    linear.weight.copy_(weight)
+    if layer.bias is not None:
+        linear.bias.copy_(layer.bias)
+    return linear
+
+
+def _count(modules: list[nn.Module]) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@torch.no_grad()
+def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]:
+    notes = []
+    for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
+        layers = _head_layers(gm, draws)
+        p = [q.detach() for q in clusters.probabilities()]
+        c = [(q > config.prune_threshold).to(q.dtype) for q in p]
+        new_modules, macs_after, changes, kept = [], 0, [], None
+        for j, (node, layer) in enumerate(layers):
+            x = node.args[0]
+            if mode == "expected":
+                module, macs = _expected_linear(layer, p[j], p[j + 1]), layer.in_features * layer.out_features
+            else:
+                # Hidden nodes in no cluster go; unused input features are skipped; every output stays.
+                last = j == len(layers) - 1
+                rows = torch.arange(layer.out_features) if last else torch.nonzero(c[j + 1].sum(1)).flatten()
+                if kept is None:
+                    block_cols, dense_cols = torch.arange(layer.in_features), torch.nonzero(c[j].sum(1)).flatten()
+                else:
+                    block_cols = dense_cols = kept
+                module, macs = _pruned_layer(layer, c[j], c[j + 1], rows, block_cols, dense_cols, config.block_ratio)
+                if kept is None and isinstance(module, nn.Linear) and len(dense_cols) < layer.in_features:
+                    x = _gather_node(gm, x, dense_cols.to(layer.weight.device), fresh_name(gm, f"{node.name}_inputs"))
+                kept = rows  # original indices of the nodes the next layer reads, in order
+                changes.append(_relative_change(layer.masked_weight(p[j], p[j + 1]),
+                                                layer.masked_weight(c[j], c[j + 1])))
+            replace_with_module(gm, node, fresh_name(gm, node.name), module, (x,))
+            new_modules.append(module)
+            macs_after += macs
+        macs_before = sum(m.in_features * m.out_features for _, m in layers)
+        note = (f"blockout collapse ({mode}): head {_count([m for _, m in layers]):,} -> {_count(new_modules):,} "
+                f"parameters, {macs_before:,} -> {macs_after:,} MACs/sample")
+        if mode == "prune":
+            note += (f"; not the eval function: hard clusters (P > {config.prune_threshold}) change the weights "
+                     f"by {', '.join(f'{x:.1%}' for x in changes)} (relative Frobenius norm, per layer)")
+        notes.append(note)
+        for item in list(draws.users):
+            gm.graph.erase_node(item)
+        gm.graph.erase_node(draws)
+    finish(gm)
+    return notes
