@@ -24,29 +24,40 @@ def _load_model(name: str, weights: str | None) -> torch.nn.Module:
 
 def demo(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
-    device = resolve_device(args.device)
+    device, cpu = resolve_device(args.device), torch.device("cpu")
     train_loader, test_loader = digits_loaders(batch_size=args.batch_size, seed=args.seed)
     model = _load_model(args.model, args.weights)
     print(f"[1/5] transform {args.model} (digits, 32x32, 10 classes) on {device}")
-    net = maskfx.transform(model, jumpout=True)
+    net = maskfx.transform(model, jumpout=True, blockout=maskfx.BlockoutConfig(clusters=args.clusters))
     summary = maskfx.summary(net)
-    print(f"      jumpout sites: {summary.count('jumpout')}, parameters: {summary.params_now:,}")
+    print(f"      jumpout sites: {summary.count('jumpout')}, blockout layers: {summary.count('blockout')}, "
+          f"parameters: {summary.params_now:,}")
 
-    print(f"[2/5] train {args.epochs} epochs")
-    optimizer = torch.optim.SGD(param_groups(net, lr=args.lr, weight_decay=5e-4), momentum=0.9, nesterov=True)
+    print(f"[2/5] train {args.epochs} epochs (weights lr {args.lr}, cluster lr {args.mask_lr})")
+    optimizer = torch.optim.SGD(param_groups(net, lr=args.lr, mask_lr=args.mask_lr, weight_decay=5e-4),
+                                momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     loss = train_epochs(net, train_loader, optimizer, args.epochs, device, scheduler=scheduler)
-    logits, labels = predict(net, test_loader, device)
-    print(f"      last epoch loss {loss:.3f}, test accuracy {accuracy(logits, labels):.4f}")
+    trained_logits, labels = predict(net, test_loader, device)
+    print(f"      last epoch loss {loss:.3f}, test accuracy {accuracy(trained_logits, labels):.4f}")
 
-    print(f"[3/5] collapse (mode={args.mode})")
-    deploy = maskfx.collapse(net.cpu(), mode=args.mode)
-    deploy_logits, _ = predict(deploy, test_loader, torch.device("cpu"))
-    gap = (deploy_logits - predict(net, test_loader, torch.device("cpu"))[0]).abs().max().item()
-    print(f"      max |collapsed - trained eval| = {gap:.2e}, test accuracy {accuracy(deploy_logits, labels):.4f}")
+    print("[3/5] collapse")
+    net = net.to(cpu)
+    deployed = {}
+    for mode in COLLAPSE_MODES:
+        collapsed = maskfx.collapse(net, mode=mode)
+        logits = predict(collapsed, test_loader, cpu)[0]
+        gap = (logits - trained_logits).abs().max().item()
+        print(f"      {mode:<8} test accuracy {accuracy(logits, labels):.4f}, max |collapsed - trained eval| "
+              f"{gap:.2e}, {sum(p.numel() for p in collapsed.parameters()):,} parameters")
+        for note in maskfx.summary(collapsed).notes:
+            if "collapse" in note:
+                print(f"               {note}")
+        deployed[mode] = (collapsed, logits)
+    deploy, deploy_logits = deployed[args.mode]
 
     out = Path(args.out or tempfile.mkdtemp(prefix="maskfx-demo-"))
-    print(f"[4/5] export ONNX to {out / 'model.onnx'}")
+    print(f"[4/5] export the {args.mode} model to {out / 'model.onnx'}")
     example = next(iter(test_loader))[0][:8]
     path, report = maskfx.export_onnx(deploy, out / "model.onnx", example_inputs=(example,), device=args.ort_device)
     print(f"      {report}")
@@ -67,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--weights", default=None, help="local state_dict file to start from (10-class head)")
     run.add_argument("--epochs", type=int, default=5)
     run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--clusters", type=int, default=6, help="Blockout clusters k")
+    run.add_argument("--mask-lr", type=float, default=1.0, help="learning rate of the structure parameters")
     run.add_argument("--lr", type=float, default=0.01)
     run.add_argument("--mode", choices=COLLAPSE_MODES, default="expected")
     run.add_argument("--device", default="auto", help="training device: auto, cpu or cuda")

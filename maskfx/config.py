@@ -52,7 +52,7 @@ class BlockoutConfig:
     ``hidden`` adds ReLU hidden layers of those sizes before the classifier (the paper's Fig. 5);
     the classifier is then re-initialised, so only ``hidden=()`` keeps a pretrained function.
     ``keep_dropout`` keeps the head's Dropouts (removed by default: Blockout generalises them).
-    ``prune_threshold`` turns probabilities into hard clusters for ``collapse("prune")``, and a
+    ``prune_threshold`` turns probabilities into hard clusters for ``freeze`` and ``collapse("prune")``; a
     pruned layer uses per-cluster blocks when they cost at most ``block_ratio`` times the
     multiply-adds of the dense layer.
     """

@@ -16,7 +16,9 @@ def test_mean_of_sampled_training_weights_approaches_the_expected_weight():
     random_logits(clusters, 1.5)
     layer = BlockoutLinear(7, 5, clusters=3)
     samples = torch.stack([layer.masked_weight(*clusters()).detach() for _ in range(20000)])
-    expected = layer.masked_weight(*[p.detach() for p in clusters.probabilities()])
+    p_in, p_out = [p.detach() for p in clusters.probabilities()]
+    paper_weight = 4.0 * layer.weight.detach()  # maskfx stores W~ / 4 (inverted scaling)
+    expected = (1 / 3) * paper_weight * (p_out @ p_in.t())  # eq. 5
     standard_error = samples.std(0) / 20000 ** 0.5
     assert ((samples.mean(0) - expected).abs() <= 4 * standard_error + 1e-6).all()
     assert torch.allclose(samples.mean(0), expected, atol=0.02)
@@ -122,7 +124,7 @@ def test_prune_of_hard_clusters_is_exact_and_smaller(block_ratio):
     assert uses_blocks == (block_ratio == 1.0)  # disjoint clusters: blocks beat dense; ratio 0 forbids them
     # Dense: the nodes in no cluster go. Blocks: also the zeros between the 4 disjoint clusters.
     assert head(pruned) < (head(expected) / 2 if uses_blocks else head(expected) * 0.9)
-    assert "change the weights by 0.0%, 0.0%, 0.0%" in maskfx.summary(pruned).notes[-1]
+    assert "exact: the clusters are hard" in maskfx.summary(pruned).notes[-1]
 
 
 def test_prune_of_soft_clusters_reports_how_far_it_moves():
@@ -131,6 +133,25 @@ def test_prune_of_soft_clusters_reports_how_far_it_moves():
     note = maskfx.summary(maskfx.collapse(net, "prune")).notes[-1]
     changes = [float(v.rstrip("%,")) for v in note.split("change the weights by ")[1].split(" (")[0].split()]
     assert len(changes) == 3 and all(0.0 < c < 100.0 for c in changes)
+
+
+def test_freeze_fixes_hard_clusters_so_prune_is_the_trained_function():
+    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3))
+    clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
+    random_logits(clusters, 2.0)
+    maskfx.freeze(net)
+    assert maskfx.param_groups(net, lr=0.1)[-1]["name"] == "weights"  # no structure left to learn
+    opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.1), lr=0.1)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    net.train()
+    first, second = net(x), net(x)
+    torch.testing.assert_close(first, second)  # frozen: no more sampling
+    F.cross_entropy(first, y).backward()
+    opt.step()
+    net.eval()
+    pruned = maskfx.collapse(net, "prune")
+    torch.testing.assert_close(pruned(x), net(x), rtol=0, atol=1e-5)
+    assert "exact" in maskfx.summary(pruned).notes[-1]
 
 
 def test_prune_and_expected_export_to_onnx(tmp_path):

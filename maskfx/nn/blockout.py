@@ -10,6 +10,8 @@ needs as inputs, so adjacent layers share one draw by construction.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,24 +33,39 @@ class BlockoutClusters(nn.Module):
     Training forward: ``C_j ~ Bernoulli(P_j)`` (hard variants) with the gradient of eq. 9,
     ``dL/dP = dL/dC (.) C``; or ``C_j = P_j`` (soft-learned). Eval: ``C_j = P_j`` (eq. 5).
     ``hard-fixed`` keeps ``P = 0.5`` and learns nothing. Probabilities start at 0.5.
+
+    ``freeze()`` replaces the probabilities by hard clusters (``P > threshold``) for good, so the
+    weights can be fine-tuned for the very structure that ``collapse("prune")`` keeps.
     """
 
-    def __init__(self, sizes: list[int] | tuple[int, ...], clusters: int = 6, variant: str = "hard-learned") -> None:
+    def __init__(self, sizes: list[int] | tuple[int, ...], clusters: int = 6, variant: str = "hard-learned",
+                 threshold: float = 0.5) -> None:
         super().__init__()
         check_blockout_args(clusters, variant)
-        self.clusters, self.variant = clusters, variant
-        self.logits = nn.ParameterList(nn.Parameter(torch.zeros(d, clusters), requires_grad=variant != "hard-fixed")
-                                       for d in sizes)
+        self.clusters, self.variant, self.threshold = clusters, variant, float(threshold)
+        self.register_buffer("frozen", torch.tensor(False))
+        initial_logit = math.log(INITIAL_PROBABILITY / (1.0 - INITIAL_PROBABILITY))
+        self.logits = nn.ParameterList(nn.Parameter(torch.full((d, clusters), initial_logit),
+                                                    requires_grad=variant != "hard-fixed") for d in sizes)
 
     def structure_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.logits if p.requires_grad]
 
     def probabilities(self) -> list[torch.Tensor]:
+        if self.frozen:
+            return [(torch.sigmoid(phi) > self.threshold).to(phi.dtype) for phi in self.logits]
         return [torch.sigmoid(phi) for phi in self.logits]
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the hard clusters ``P > threshold``; no more sampling or structure learning."""
+        self.frozen.fill_(True)
+        for phi in self.logits:
+            phi.requires_grad_(False)
 
     def forward(self) -> tuple[torch.Tensor, ...]:
         probabilities = self.probabilities()
-        if not self.training or self.variant == "soft-learned":
+        if not self.training or self.variant == "soft-learned" or self.frozen:
             return tuple(probabilities)
         draws = []
         for p in probabilities:
@@ -61,9 +78,19 @@ class BlockoutClusters(nn.Module):
         return f"sizes={[p.shape[0] for p in self.logits]}, clusters={self.clusters}, variant={self.variant}"
 
 
+# Inverted scaling, as inverted dropout does: the paper's W~ is 4x ours. At the initial P = 0.5 the
+# expected paper mask (1/k) P P^T is 1/4, so with the literal eq. 4 a head's stored weights would sit
+# at 4x their effective value and take 1/4 of its gradient: SGD would move it 16x slower than an
+# ordinary Linear. With the factor folded in, the stored weight is the effective one at
+# initialisation and usual learning rates and weight decay apply. Same model class as eq. 4.
+INITIAL_PROBABILITY = 0.5
+MASK_SCALE = 1.0 / INITIAL_PROBABILITY ** 2
+
+
 def cluster_mask(c_out: torch.Tensor, c_in: torch.Tensor, clusters: int) -> torch.Tensor:
-    """``(1/k) C_out C_in^T``: the share of clusters each (output, input) pair has in common."""
-    return (c_out @ c_in.t()) / clusters
+    """``(1/k) C_out C_in^T`` (the share of clusters each output/input pair has in common),
+    times ``MASK_SCALE``."""
+    return (c_out @ c_in.t()) * (MASK_SCALE / clusters)
 
 
 class BlockoutLinear(nn.Module):
@@ -87,9 +114,9 @@ class BlockoutLinear(nn.Module):
 
     @torch.no_grad()
     def load_linear(self, linear: nn.Linear) -> "BlockoutLinear":
-        """Take ``linear``'s weights so that the eval output at ``P = 0.5`` equals ``linear``'s:
-        the expected mask is then ``k * 0.25 / k = 1/4``, so ``W~ = 4 W`` (exact in floating point)."""
-        self.weight.copy_(linear.weight * 4.0)
+        """Take ``linear``'s weights; at ``P = 0.5`` the eval mask is exactly 1, so the eval output
+        equals ``linear``'s."""
+        self.weight.copy_(linear.weight)
         if self.bias is not None:
             self.bias.copy_(linear.bias)
         return self

@@ -18,6 +18,7 @@ from torch import nn
 
 from maskfx.config import BlockoutConfig
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
+from maskfx.nn.blockout import MASK_SCALE, cluster_mask
 from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
     replace_with_module
 from maskfx.passes.jumpout import is_dropout
@@ -107,7 +108,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig) -> tuple[list[Site], lis
     linears = [n for n in chain if _is_linear(gm, n)]
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]
-    clusters = BlockoutClusters(sizes, config.clusters, config.variant).to(modules[0].weight.device)
+    clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold).to(modules[0].weight.device)
     clusters_name = fresh_name(gm, "blockout_clusters")
     gm.add_submodule(clusters_name, clusters)
     with gm.graph.inserting_before(linears[0]):
@@ -155,9 +156,9 @@ def _pruned_layer(layer: BlockoutLinear, c_in: torch.Tensor, c_out: torch.Tensor
         out_index = torch.nonzero(c_out[rows, l]).flatten()
         in_index = torch.nonzero(c_in[block_cols, l]).flatten()
         if len(out_index) and len(in_index):
-            blocks.append((in_index, out_index, weight[out_index][:, block_cols[in_index]] / k))
+            blocks.append((in_index, out_index, weight[out_index][:, block_cols[in_index]] * (MASK_SCALE / k)))
     block_macs = sum(w.numel() for *_, w in blocks)
-    dense = weight[:, dense_cols] * (c_out[rows] @ c_in[dense_cols].t()) / k
+    dense = weight[:, dense_cols] * cluster_mask(c_out[rows], c_in[dense_cols], k)
     if block_macs <= block_ratio * dense.numel():
         return BlockSparseLinear(blocks, bias, len(block_cols), len(rows)), block_macs
     linear = nn.Linear(len(dense_cols), len(rows), bias=bias is not None).to(dense.device, dense.dtype)
@@ -214,9 +215,12 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
         macs_before = sum(m.in_features * m.out_features for _, m in layers)
         note = (f"blockout collapse ({mode}): head {_count([m for _, m in layers]):,} -> {_count(new_modules):,} "
                 f"parameters, {macs_before:,} -> {macs_after:,} MACs/sample")
-        if mode == "prune":
+        if mode == "prune" and max(changes, default=0.0) > 1e-6:
             note += (f"; not the eval function: hard clusters (P > {config.prune_threshold}) change the weights "
-                     f"by {', '.join(f'{x:.1%}' for x in changes)} (relative Frobenius norm, per layer)")
+                     f"by {', '.join(f'{x:.1%}' for x in changes)} (relative Frobenius norm, per layer); "
+                     f"freeze and fine-tune first to prune exactly")
+        elif mode == "prune":
+            note += "; exact: the clusters are hard (frozen), so this is the eval function"
         notes.append(note)
         for item in list(draws.users):
             gm.graph.erase_node(item)
