@@ -1,0 +1,103 @@
+"""Jumpout and Blockout over the torchvision classification zoo (weights=None).
+
+Per model: Jumpout alone (site count, eval, collapse, train, backward), then Jumpout with
+Blockout (a training step moves the clusters; expected and prune collapses equal eval; prune
+shrinks the head), exported once, pruned, and checked in ONNX Runtime. A quick subset runs by
+default; the whole zoo is marked slow (``.ci/run`` runs it too)."""
+import copy
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import maskfx
+from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout
+from structure import hard_block_logits
+from zoo import ALL_MODELS, GIANTS, count_relu_calls, first_tensor, input_size
+
+NO_LINEAR_HEAD = {"squeezenet1_0", "squeezenet1_1"}
+QUICK = ["resnet18", "densenet121", "mobilenet_v3_small", "alexnet", "squeezenet1_1"]
+MASKFX_LAYERS = (Jumpout, BlockoutClusters, BlockoutLinear)
+
+
+def head_parameters(gm: torch.fx.GraphModule) -> int:
+    owned = {n.target for n in gm.graph.nodes if n.op == "call_module" and n.meta.get("maskfx_owner") == "blockout"}
+    return sum(p.numel() for target in owned for p in gm.get_submodule(target).parameters())
+
+
+def check_jumpout(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor) -> None:
+    relu_sites = count_relu_calls(model, x)
+    net = maskfx.transform(model, jumpout=True)
+    assert sum(isinstance(m, Jumpout) for m in net.modules()) == relu_sites == maskfx.summary(net).count("jumpout")
+    with torch.no_grad():
+        torch.testing.assert_close(first_tensor(net.eval()(x)), reference, rtol=0, atol=1e-5)
+        deploy = maskfx.collapse(net)
+        assert not any(isinstance(m, MASKFX_LAYERS) for m in deploy.modules())
+        torch.testing.assert_close(first_tensor(deploy(x)), reference, rtol=0, atol=1e-5)
+    del deploy
+    torch.manual_seed(1)
+    original_train = first_tensor(copy.deepcopy(model).train()(x))  # a copy: BatchNorm stats move in training
+    torch.manual_seed(1)
+    out = first_tensor(net.train()(x))
+    if relu_sites:
+        assert not torch.allclose(out, original_train)
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+
+
+def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor,
+                              tmp_path) -> None:
+    if name in NO_LINEAR_HEAD:
+        with pytest.warns(UserWarning, match="no Linear classifier head"):
+            net = maskfx.transform(model, jumpout=True, blockout=True)
+    else:
+        net = maskfx.transform(model, jumpout=True, blockout=maskfx.BlockoutConfig(clusters=4))
+        with torch.no_grad():
+            torch.testing.assert_close(first_tensor(net.eval()(x)), reference, rtol=1e-5, atol=1e-5)
+        clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
+        before = [phi.detach().clone() for phi in clusters.logits]
+        opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=1.0))
+        F.cross_entropy(first_tensor(net.train()(x)), torch.tensor([1, 2])).backward()
+        opt.step()
+        assert any(not torch.equal(a, b) for a, b in zip(before, clusters.logits))
+        hard_block_logits(clusters, magnitude=40.0)  # sparse, certain clusters: prune is exact
+    net.eval()
+    with torch.no_grad():
+        reference = first_tensor(net(x))
+        expected = maskfx.collapse(net, "expected")
+        torch.testing.assert_close(first_tensor(expected(x)), reference, rtol=1e-5, atol=1e-5)
+        del expected
+        pruned = maskfx.collapse(net, "prune")
+        assert not any(isinstance(m, MASKFX_LAYERS) for m in pruned.modules())
+        torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-5, atol=1e-5)
+    if name not in NO_LINEAR_HEAD:
+        assert head_parameters(pruned) < head_parameters(net)
+    if name not in GIANTS:
+        _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,))
+        assert report.ok and not report.random_ops
+        (tmp_path / f"{name}.onnx").unlink()
+
+
+def check_model(name: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, input_size(name), input_size(name))
+    with torch.no_grad():
+        reference = first_tensor(model(x))
+    check_jumpout(model, x, reference)
+    check_blockout_and_export(name, model, x, reference, tmp_path)
+    del model
+    gc.collect()
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_zoo_quick(name, tmp_path):
+    check_model(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS if n not in QUICK])
+def test_zoo_sweep(name, tmp_path):
+    check_model(name, tmp_path)
