@@ -5,13 +5,13 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
-from maskfx.config import BlockoutConfig, JumpoutConfig
+from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.export import ExportReport, export_onnx
 from maskfx.tracing import TraceError
 from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "JumpoutConfig", "ExportReport", "Summary", "TraceError",
+    "BlockoutConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "Summary", "TraceError",
     "collapse", "export_onnx", "freeze", "param_groups", "summary", "transform",
 ]

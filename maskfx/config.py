@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from maskfx.nn.blockout import check_blockout_args
 from maskfx.nn.jumpout import check_jumpout_args
+from maskfx.nn.maskconnect import check_maskconnect_args
 
 
 def _check_patterns(name: str, value: Any) -> tuple[str, ...]:
@@ -74,6 +75,22 @@ class BlockoutConfig:
             raise ValueError(f"prune_threshold must be in (0, 1), got {self.prune_threshold!r}")
         if not (isinstance(self.block_ratio, (int, float)) and self.block_ratio >= 0.0):
             raise ValueError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
+
+
+@dataclass(frozen=True)
+class MaskConnectConfig:
+    """Learned K-of-N connectivity between the blocks of residual chains.
+
+    ``fan_in`` is K, each block's number of active inputs. ``init="previous"`` starts from the
+    original chain (at K = 1 the eval output is the original network's), for fine-tuning a
+    pretrained model; ``"uniform"`` gives every candidate the same start.
+    """
+
+    fan_in: int = 4
+    init: str = "uniform"
+
+    def __post_init__(self) -> None:
+        check_maskconnect_args(self.fan_in, self.init)
 
 
 Config = TypeVar("Config")

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import torch
 
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig, JumpoutConfig, resolve
+from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig, resolve
 from maskfx.passes import PIPELINE
 from maskfx.state import META_KEY, MaskfxState, Site, get_state
 from maskfx.tracing import LeafSpec, trace
@@ -22,17 +24,28 @@ def count_parameters(module: nn.Module) -> int:
 
 def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
               blockout: bool | BlockoutConfig | None = None,
+              maskconnect: bool | MaskConnectConfig | None = None,
+              example_inputs: Sequence[torch.Tensor] | None = None,
               leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
     Each technique argument takes ``None``/``False`` (off), ``True`` (paper defaults) or its
-    config dataclass. ``leaf_modules`` (qualified names or module types) are kept whole when
-    tracing; use it for submodules torch.fx cannot trace. ``model`` itself is never modified.
+    config dataclass. ``example_inputs`` (a tuple of tensors, as for ``torch.ao``'s ``prepare_fx``)
+    give the tensor shapes that MaskConnect needs. ``leaf_modules`` (qualified names or module
+    types) are kept whole when tracing; use it for submodules torch.fx cannot trace. ``model``
+    itself is never modified.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    requested = {"jumpout": jumpout, "blockout": blockout}
+    requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect}
     configs = {p.name: resolve(p.name, requested[p.name], p.config_type) for p in PIPELINE}
+    if example_inputs is not None:
+        example_inputs = tuple(example_inputs)
+        if not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
+            raise ValueError("example_inputs must be a non-empty tuple of tensors")
+    if configs["maskconnect"] is not None and example_inputs is None:
+        raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
+                         "to see the shapes of block outputs")
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise ValueError("model is already a maskfx graph module; transform the original model instead")
     gm = trace(copy.deepcopy(model), leaf_modules)
@@ -40,7 +53,7 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
                         params_original=count_parameters(model))
     for technique in PIPELINE:
         if configs[technique.name] is not None:
-            sites, notes = technique.rewrite(gm, configs[technique.name])
+            sites, notes = technique.rewrite(gm, configs[technique.name], example_inputs)
             state.sites += sites
             state.notes += notes
     gm.meta[META_KEY] = state

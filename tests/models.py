@@ -78,3 +78,39 @@ class MLPHead(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.backbone(x))
+
+
+class HandResidual(nn.Module):
+    """Residual blocks written by hand: F.relu(x + f(x)), torch.add, a '+' without activation,
+    plus adds that are not residual and must be left alone."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.f1 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.f2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.f3 = nn.Conv2d(width, width, 3, padding=1)
+        self.f4 = nn.Conv2d(width, width, 3, padding=1)
+        self.offset = nn.Parameter(torch.zeros(1, width, 1, 1))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.f1(x))                  # block 1
+        x = torch.relu(torch.add(self.f2(x), x))    # block 2
+        x = x + self.f3(x)                          # block 3 (no activation)
+        x = F.relu(self.f4(x)) + x                  # block 4
+        x = x + self.offset                         # broadcasting: not residual
+        x = x + x.mean(dim=(2, 3), keepdim=True)    # broadcasting: not residual
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class TwoInputs(nn.Module):
+    """An add of two independent inputs: no common ancestor, not residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return self.a(x) + self.b(y)

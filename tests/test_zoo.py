@@ -71,11 +71,14 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         del expected
         pruned = maskfx.collapse(net, "prune")
         assert not any(isinstance(m, MASKFX_LAYERS) for m in pruned.modules())
-        torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-5, atol=1e-5)
+        # The same function computed block by block: only the summation order differs.
+        torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-4, atol=1e-4)
     if name not in NO_LINEAR_HEAD:
         assert head_parameters(pruned) < head_parameters(net)
     if name not in GIANTS:
-        _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,))
+        # Random-init networks reach outputs ~1e4 (efficientnet_v2): ORT's fused kernels round
+        # differently by ~1e-4 of that scale, so parity is checked to 1e-3 of the output scale.
+        _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,), rtol=1e-3)
         assert report.ok and not report.random_ops
         (tmp_path / f"{name}.onnx").unlink()
 

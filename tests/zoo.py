@@ -13,8 +13,8 @@ GIANTS = frozenset({"convnext_large", "regnet_y_128gf", "vit_h_14", "vit_l_16", 
 def input_size(name: str) -> int:
     if name.startswith(("vit", "swin", "maxvit")):
         return 224  # fixed-size position embeddings / window partitions
-    if name.startswith(("inception", "googlenet")):
-        return 160  # inception_v3's aux head (run by the original in train mode) needs it
+    if name.startswith("inception"):
+        return 299  # its aux head, which the original runs in train mode, needs the full size
     return 64
 
 

@@ -7,9 +7,9 @@ from typing import Callable
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig, JumpoutConfig
-from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout
-from maskfx.passes import blockout, jumpout
+from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
+from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout, MaskedConnection
+from maskfx.passes import blockout, jumpout, maskconnect
 from maskfx.state import Site
 
 
@@ -18,12 +18,14 @@ class TechniquePass:
     name: str  # also the keyword argument of maskfx.transform
     config_type: type
     layer_types: tuple[type[nn.Module], ...]  # what the pass adds; none may survive collapse
-    rewrite: Callable[[fx.GraphModule, object], tuple[list[Site], list[str]]]  # sites, notes
+    rewrite: Callable[[fx.GraphModule, object, tuple | None], tuple[list[Site], list[str]]]  # graph, config, example inputs -> sites, notes
     collapse: Callable[[fx.GraphModule, str, object], list[str]]  # graph, mode, config -> notes
 
 
 # Rewrite order: structure first, then regularisers around what is left. Collapse runs in reverse.
 PIPELINE: tuple[TechniquePass, ...] = (
+    TechniquePass(maskconnect.TECHNIQUE, MaskConnectConfig, (MaskedConnection,),
+                  maskconnect.rewrite, maskconnect.collapse),
     TechniquePass(blockout.TECHNIQUE, BlockoutConfig, (BlockoutClusters, BlockoutLinear),
                   blockout.rewrite, blockout.collapse),
     TechniquePass(jumpout.TECHNIQUE, JumpoutConfig, (Jumpout,), jumpout.rewrite, jumpout.collapse),

@@ -86,7 +86,7 @@ def _add_hidden_layers(gm: fx.GraphModule, first: fx.Node, hidden: tuple[int, ..
     replace_with_module(gm, first, fresh_name(gm, "blockout_classifier"), classifier, (x,))
 
 
-def rewrite(gm: fx.GraphModule, config: BlockoutConfig) -> tuple[list[Site], list[str]]:
+def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
     chain = find_head(gm)
     if isinstance(chain, str):
         message = f"blockout not applied: {chain}"

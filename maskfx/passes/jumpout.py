@@ -53,7 +53,7 @@ def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
     return f"replaced Dropout{where} (p={p})"
 
 
-def rewrite(gm: fx.GraphModule, config: JumpoutConfig) -> tuple[list[Site], list[str]]:
+def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
     sites = []
     # A Blockout head regularises itself (Blockout generalises dropout): its ReLUs are left alone.
     for node in [n for n in gm.graph.nodes if is_relu(gm, n) and OWNER not in n.meta]:

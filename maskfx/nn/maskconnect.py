@@ -1,0 +1,137 @@
+"""MaskConnect (Ahmed & Torresani, ECCV 2018): learned K-of-N input connections between modules.
+
+A connection layer feeds module ``j`` with ``x_j = sum_k m_k * adapt(y_k)`` over candidate outputs
+``y_k`` of earlier modules (eq. 1). Real masks ``m~`` in ``[0, 1]`` are normalised to a
+multinomial and K distinct candidates are drawn per training forward; the binary mask is used
+forward and backward, and its gradient ``<dL/dx_j, adapt(y_k)>`` updates every entry of ``m~``
+(BinaryConnect style). Outputs of another shape are adapted without parameters: strided
+subsampling and zero-padded channels, as ResNet's option-A shortcuts do.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+INITS = ("uniform", "previous")
+ALL_ZERO_FLOOR = 1e-3  # a mask clipped to all zeros is lifted to this uniform value
+
+# id -> mask; tensors compare elementwise, so membership is by identity, not by a WeakSet's ==.
+_clipped_masks: "weakref.WeakValueDictionary[int, nn.Parameter]" = weakref.WeakValueDictionary()
+_hook_handle = None
+
+
+@torch.no_grad()
+def clip_mask_(mask: torch.Tensor) -> None:
+    """Clip to ``[0, 1]``; an all-zero result becomes uniform (branch-free, no host sync)."""
+    mask.clamp_(0.0, 1.0)
+    mask.add_((mask.sum() == 0).to(mask.dtype) * ALL_ZERO_FLOOR)
+
+
+def _clip_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if _clipped_masks.get(id(p)) is p:
+                clip_mask_(p)
+
+
+def register_clipped_mask(mask: nn.Parameter) -> None:
+    """Keep ``mask`` in ``[0, 1]`` after every ``torch.optim`` step, whichever optimizer it is."""
+    global _hook_handle
+    _clipped_masks[id(mask)] = mask
+    if _hook_handle is None:
+        _hook_handle = register_optimizer_step_post_hook(_clip_after_step)
+
+
+def check_maskconnect_args(fan_in: int, init: str) -> None:
+    if not (isinstance(fan_in, int) and not isinstance(fan_in, bool) and fan_in >= 1):
+        raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def adapt(y: torch.Tensor, channels: int, strides: Sequence[int]) -> torch.Tensor:
+    """Parameter-free shape adaptation: subsample dims 2.. by ``strides``, zero-pad dim 1 to ``channels``."""
+    if any(s != 1 for s in strides):
+        y = y[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
+    if y.shape[1] < channels:
+        y = F.pad(y, [0, 0] * len(strides) + [0, channels - y.shape[1]])
+    return y
+
+
+class MaskedConnection(nn.Module):
+    """Input of one module: the sum of K of its ``len(adapters)`` candidate inputs.
+
+    Args:
+        adapters: per candidate, ``(channels, strides)`` for ``adapt`` (static, from shape propagation).
+        fan_in: K; capped at the number of candidates.
+        init: ``"uniform"`` (all ``m~ = 1``) or ``"previous"``: the last candidate (the previous
+            module, the original chain) at 1, the others at 0.1, so eval and freeze start from the
+            original network at K = 1 and always keep it among the top K.
+    """
+
+    def __init__(self, adapters: Sequence[tuple[int, tuple[int, ...]]], fan_in: int, init: str = "uniform") -> None:
+        super().__init__()
+        check_maskconnect_args(fan_in, init)
+        if not adapters:
+            raise ValueError("a connection needs at least one candidate input")
+        self.adapters = [(int(c), tuple(int(s) for s in strides)) for c, strides in adapters]
+        self.fan_in = min(fan_in, len(adapters))
+        start = torch.ones(len(adapters)) if init == "uniform" else torch.full((len(adapters),), 0.1)
+        if init == "previous":
+            start[-1] = 1.0
+        self.mask = nn.Parameter(start)
+        register_clipped_mask(self.mask)
+        self.register_buffer("frozen_mask", torch.zeros(len(adapters)))
+        self.register_buffer("frozen", torch.tensor(False))
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        return [self.mask] if self.mask.requires_grad else []
+
+    def top_k(self) -> torch.Tensor:
+        """Binary mask of the K largest ``m~``. Ties go to the later candidate (the previous module
+        first), so equal masks give the original chain: deterministic and a sensible default."""
+        reversed_order = torch.argsort(self.mask.detach().flip(0), descending=True, stable=True)
+        chosen = len(self.adapters) - 1 - reversed_order[: self.fan_in]
+        return torch.zeros_like(self.frozen_mask).index_fill_(0, chosen, 1.0)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the top-K connectivity and stop learning the mask."""
+        self.frozen_mask.copy_(self.top_k())
+        self.frozen.fill_(True)
+        self.mask.requires_grad_(False)
+
+    def active(self) -> torch.Tensor:
+        """The binary mask that eval and collapse use: frozen, else the current top K."""
+        return self.frozen_mask if self.frozen else self.top_k()
+
+    def sample(self) -> torch.Tensor:
+        """K distinct candidates drawn from the normalised masks, as a binary mask."""
+        register_clipped_mask(self.mask)  # again: a deep copy of this layer skipped __init__
+        with torch.no_grad():
+            clip_mask_(self.mask)  # a safety net for updates made outside torch.optim
+            weights = self.mask.detach() + 1e-12  # zero entries stay drawable when fewer than K are positive
+            drawn = torch.multinomial(weights / weights.sum(), self.fan_in, replacement=False)
+        return torch.zeros_like(self.frozen_mask).index_fill_(0, drawn, 1.0)
+
+    def forward(self, *candidates: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.frozen:
+            # Value: the binary draw. Gradient: dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
+            binary = self.sample()
+            mask = binary + (self.mask - self.mask.detach())
+        else:
+            mask = self.active()
+        mask = mask.to(candidates[0].dtype)
+        out = None
+        for k, (y, (channels, strides)) in enumerate(zip(candidates, self.adapters)):
+            term = mask[k] * adapt(y, channels, strides)
+            out = term if out is None else out + term
+        return out
+
+    def extra_repr(self) -> str:
+        return f"candidates={len(self.adapters)}, fan_in={self.fan_in}"

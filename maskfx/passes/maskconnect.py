@@ -1,0 +1,210 @@
+"""MaskConnect pass: residual chains become learned K-of-N connections; collapse fixes them and
+removes the blocks that no later block reads.
+
+A residual block is found by its merge: an add of two same-shaped tensors (no broadcasting) that
+both descend from one node ``x``, the block input (the latest common ancestor), optionally
+followed by an elementwise activation, whose output ``y`` is the block output. Blocks where each
+input is the previous block's output form a chain; block ``j`` of a chain then reads the masked
+sum of the chain input and every earlier block output.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+from maskfx.config import MaskConnectConfig
+from maskfx.nn import MaskedConnection
+from maskfx.passes.graph import finish, fresh_name, module_of, nodes_calling, scope_of
+from maskfx.passes.blockout import _is_elementwise
+from maskfx.state import Site
+
+TECHNIQUE = "maskconnect"
+BLOCK = "maskfx_block"  # node.meta key: (chain index, block index) of the nodes of a residual block
+ADD_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add})
+ADD_METHODS = frozenset({"add", "add_"})
+
+
+@dataclass
+class Block:
+    input: fx.Node
+    output: fx.Node
+    nodes: list[fx.Node]
+    name: str
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
+    """Record every node's output shape in ``node.meta["tensor_meta"]`` (eval mode, no grad)."""
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        gm.train(was_training)
+
+
+def shape_of(node) -> torch.Size | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return getattr(meta, "shape", None)
+
+
+def _add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    is_add = (node.op == "call_function" and node.target in ADD_FUNCTIONS) or \
+             (node.op == "call_method" and node.target in ADD_METHODS)
+    if not is_add or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+        return None
+    a, b = node.args
+    return (a, b) if isinstance(a, fx.Node) and isinstance(b, fx.Node) and a is not b else None
+
+
+def _block_name(nodes: list[fx.Node]) -> str:
+    scopes = [scope_of(n).split(".") for n in nodes if scope_of(n)]
+    prefix = []
+    for parts in zip(*scopes):
+        if len(set(parts)) != 1:
+            break
+        prefix.append(parts[0])
+    return ".".join(prefix) or nodes[-1].name
+
+
+def find_residual_blocks(gm: fx.GraphModule) -> list[Block]:
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    ancestors: dict[fx.Node, set[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        ancestors[node] = {node}.union(*(ancestors[i] for i in node.all_input_nodes))
+    blocks = []
+    for node in gm.graph.nodes:
+        operands = _add_operands(node)
+        if operands is None or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
+            continue
+        common = ancestors[operands[0]] & ancestors[operands[1]]
+        if not common:
+            continue
+        x = max(common, key=order.__getitem__)
+        users = list(node.users)
+        y = users[0] if len(users) == 1 and _is_elementwise(gm, users[0]) else node
+        body = [n for n in gm.graph.nodes if order[x] < order[n] <= order[y] and x in ancestors[n]
+                and n in ancestors[y]]
+        blocks.append(Block(x, y, body, _block_name(body)))
+    return blocks
+
+
+def find_chains(gm: fx.GraphModule) -> list[list[Block]]:
+    """Maximal sequences of residual blocks, each reading the previous one's output; >= 2 blocks."""
+    blocks = find_residual_blocks(gm)
+    by_input = {b.input: b for b in blocks}
+    starts = [b for b in blocks if b.input not in {c.output for c in blocks}]
+    chains = []
+    for block in starts:
+        chain = [block]
+        while chain[-1].output in by_input:
+            chain.append(by_input[chain[-1].output])
+        if len(chain) >= 2:
+            chains.append(chain)
+    return chains
+
+
+def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ...]] | None:
+    """``(channels, strides)`` that turn a ``source``-shaped tensor into ``target``'s shape, or None."""
+    if len(source) != len(target) or len(source) < 2 or source[1] > target[1]:
+        return None
+    strides = []
+    for s, t in zip(source[2:], target[2:]):
+        stride = math.ceil(s / t) if t else 0
+        if t == 0 or stride < 1 or len(range(0, s, stride)) != t:
+            return None
+        strides.append(stride)
+    return int(target[1]), tuple(strides)
+
+
+def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
+    if example_inputs is None:
+        raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), to see the shapes of block outputs")
+    propagate_shapes(gm, example_inputs)
+    chains = find_chains(gm)
+    if not chains:
+        message = "maskconnect not applied: no chain of two or more residual blocks (same-shaped add of a block input and its transform)"
+        warnings.warn(message, stacklevel=3)
+        return [], [message]
+    sites = []
+    for c, chain in enumerate(chains):
+        outputs = [chain[0].input] + [b.output for b in chain]  # candidate k = output of block k (0: chain input)
+        names = [f"input of {chain[0].name}"] + [b.name for b in chain]
+        for j, block in enumerate(chain):
+            for node in block.nodes:
+                node.meta[BLOCK] = (c, j)
+            if j == 0:
+                continue  # one candidate: nothing to learn
+            target = shape_of(block.input)
+            usable = [(k, _adapter(shape_of(outputs[k]), target)) for k in range(j + 1)]
+            usable = [(k, a) for k, a in usable if a is not None]
+            layer = MaskedConnection([a for _, a in usable], config.fan_in, config.init)
+            name = fresh_name(gm, f"maskconnect_{block.name.replace('.', '_')}")
+            gm.add_submodule(name, layer)
+            with gm.graph.inserting_after(block.input):
+                connection = gm.graph.call_module(name, tuple(outputs[k] for k, _ in usable))
+            connection.meta[BLOCK] = (c, j)
+            connection.meta["tensor_meta"] = block.input.meta.get("tensor_meta")
+            block.input.replace_all_uses_with(connection, delete_user_cb=lambda user: user is not connection
+                                              and user.meta.get(BLOCK) == (c, j))
+            sites.append(Site(TECHNIQUE, name, block.name,
+                              f"K={layer.fan_in} of [{', '.join(names[k] for k, _ in usable)}]"))
+    finish(gm)
+    return sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks"]
+
+
+def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
+    """The active candidates of ``node``, adapted and added with plain ops, inserted before ``node``."""
+    total = None
+    with gm.graph.inserting_before(node):
+        for k in torch.nonzero(layer.active()).flatten().tolist():
+            term, (channels, strides) = node.args[k], layer.adapters[k]
+            if any(s != 1 for s in strides):
+                index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+                term = gm.graph.call_function(operator.getitem, (term, index))
+            source_channels = shape_of(node.args[k])[1]
+            if source_channels < channels:
+                term = gm.graph.call_function(F.pad, (term, [0, 0] * len(strides) + [0, channels - source_channels]))
+            total = term if total is None else gm.graph.call_function(operator.add, (total, term))
+    return total
+
+
+def _block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
+    members: dict[tuple[int, int], list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if BLOCK in node.meta and not isinstance(module_of(gm, node), MaskedConnection):
+            members.setdefault(node.meta[BLOCK], []).append(node)
+    return {key: _block_name(nodes) for key, nodes in members.items()}
+
+
+def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
+    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed."""
+    names = _block_names(gm)
+    connections = []
+    for node, layer in list(nodes_calling(gm, MaskedConnection)):
+        sources = [names.get(a.meta.get(BLOCK), "chain input")
+                   for a, on in zip(node.args, layer.active().tolist()) if on]
+        connections.append(f"{names[node.meta[BLOCK]]} <- {', '.join(sources)}")
+        summed = _static_sum(gm, node, layer)
+        node.replace_all_uses_with(summed)
+        gm.graph.erase_node(node)
+    # Remove dead blocks: repeat, since a removed block's input sum frees earlier blocks.
+    removed = True
+    while removed:
+        removed = False
+        for node in reversed(list(gm.graph.nodes)):
+            if BLOCK in node.meta and not node.users and node.op != "output":
+                gm.graph.erase_node(node)
+                removed = True
+    kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
+    gone = [name for key, name in names.items() if key not in kept]
+    finish(gm)
+    return [f"maskconnect collapse: connections {'; '.join(connections)}; "
+            f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}"]

@@ -1,0 +1,205 @@
+"""MaskConnect: K-of-N sampling, BinaryConnect gradients, clipping, freeze, chains, pruning."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import maskfx
+from maskfx.nn import MaskedConnection
+from maskfx.nn.maskconnect import adapt
+from models import HandResidual, MLPHead, TwoInputs
+
+
+def decode(layer: MaskedConnection, n: int) -> list[int]:
+    """Which candidates a forward used: candidate k is the constant 2**k, so the sum is a bitmask."""
+    out = layer(*[torch.full((1, 1), float(2 ** k)) for k in range(n)])
+    value = int(round(out.item()))
+    return [k for k in range(n) if value >> k & 1]
+
+
+def connection(n: int, fan_in: int) -> MaskedConnection:
+    return MaskedConnection([(1, ())] * n, fan_in)
+
+
+def test_exactly_k_distinct_candidates_per_training_forward():
+    torch.manual_seed(0)
+    layer = connection(6, 3).train()
+    with torch.no_grad():
+        layer.mask.copy_(torch.tensor([0.9, 0.05, 0.5, 0.0, 1.0, 0.3]))
+    for _ in range(300):
+        assert len(decode(layer, 6)) == 3
+    assert connection(2, 5).fan_in == 2  # K = min(fan_in, candidates)
+
+
+def test_k1_sampling_frequencies_follow_the_normalised_masks():
+    torch.manual_seed(1)
+    layer = connection(4, 1).train()
+    probabilities = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    with torch.no_grad():
+        layer.mask.copy_(probabilities)
+    n = 20000
+    counts = np.bincount([decode(layer, 4)[0] for _ in range(n)], minlength=4)
+    standard_error = np.sqrt(probabilities.numpy() * (1 - probabilities.numpy()) / n)
+    assert np.all(np.abs(counts / n - probabilities.numpy()) < 4 * standard_error)
+
+
+def test_mask_gradient_is_the_inner_product_for_every_candidate():
+    torch.manual_seed(2)
+    shapes = [(2, 4, 8, 8), (2, 6, 8, 8), (2, 8, 4, 4)]  # subsampled and zero-padded, then identity
+    layer = MaskedConnection([(8, (2, 2)), (8, (2, 2)), (8, (1, 1))], fan_in=1).train()
+    ys = [torch.randn(s) for s in shapes]
+    w = torch.randn(2, 8, 4, 4)
+    (w * layer(*ys)).sum().backward()  # dL/dx = w
+    for k, (y, (channels, strides)) in enumerate(zip(ys, layer.adapters)):
+        assert layer.mask.grad[k].item() == pytest.approx((w * adapt(y, channels, strides)).sum().item(), rel=1e-5)
+    assert adapt(ys[0], 8, (2, 2)).shape == (2, 8, 4, 4)
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.SGD, torch.optim.Adam])
+def test_clipping_and_all_zero_guard_hold_after_optimizer_steps(optimizer):
+    torch.manual_seed(3)
+    layer = connection(4, 2).train()
+    opt = optimizer(maskfx.param_groups(layer, lr=0.0, mask_lr=5.0))
+    for direction in (1.0, -1.0, -1.0):
+        opt.zero_grad()
+        layer.mask.grad = torch.full((4,), direction)  # push every entry past a bound
+        opt.step()
+        assert ((layer.mask >= 0) & (layer.mask <= 1)).all() and layer.mask.sum() > 0
+
+
+def test_freeze_is_deterministic_and_stops_learning():
+    layer = connection(5, 2)
+    with torch.no_grad():
+        layer.mask.copy_(torch.tensor([0.5, 0.9, 0.5, 0.2, 0.5]))
+    twins = [copy.deepcopy(layer) for _ in range(3)]
+    for twin in twins:
+        twin.freeze()
+    assert all(torch.equal(t.frozen_mask, torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0])) for t in twins)  # tie: later
+    frozen = twins[0].train()
+    assert {tuple(decode(frozen, 5)) for _ in range(50)} == {(1, 4)}
+    assert not frozen.mask.requires_grad and maskfx.param_groups(frozen, lr=0.1)[-1]["name"] == "weights"
+
+
+def test_untrained_uniform_masks_evaluate_as_the_original_chain():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = resnet_inputs()[0]
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x,)).eval()
+    torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
+
+
+def test_eval_uses_the_top_k_before_freezing():
+    layer = connection(4, 2).eval()
+    with torch.no_grad():
+        layer.mask.copy_(torch.tensor([0.1, 0.7, 0.2, 0.9]))
+    assert decode(layer, 4) == [1, 3]
+
+
+def resnet_inputs(size=64):
+    return (torch.randn(2, 3, size, size),)
+
+
+def test_chains_cover_every_block_of_torchvision_resnets():
+    for name, blocks in (("resnet18", 8), ("resnet34", 16), ("resnet50", 16)):
+        model = torchvision.models.get_model(name, num_classes=10)
+        net = maskfx.transform(model, maskconnect=True, example_inputs=resnet_inputs())
+        summary = maskfx.summary(net)
+        assert summary.count("maskconnect") == blocks - 1, name
+        assert [s.location for s in summary.sites][:2] == ["layer1.1", "layer1.2" if blocks == 16 else "layer2.0"]
+
+
+def test_hand_written_residual_chain_and_non_residual_adds_left_alone():
+    net = maskfx.transform(HandResidual(), maskconnect=maskfx.MaskConnectConfig(fan_in=2),
+                           example_inputs=(torch.randn(2, 3, 8, 8),))
+    layers = [m for m in net.modules() if isinstance(m, MaskedConnection)]
+    assert [len(m.adapters) for m in layers] == [2, 3, 4]  # blocks 2..4 of one chain of 4
+    assert "offset" in net.code and "mean" in net.code  # the broadcasting adds are still there
+    with pytest.warns(UserWarning, match="maskconnect not applied"):
+        two = maskfx.transform(TwoInputs(), maskconnect=True, example_inputs=(torch.randn(2, 4), torch.randn(2, 4)))
+    assert "maskconnect not applied" in str(maskfx.summary(two))
+
+
+def test_previous_init_at_k1_reproduces_the_original_network():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = resnet_inputs()[0]
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous"),
+                           example_inputs=(x,)).eval()
+    torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "hand"])
+def test_train_freeze_collapse_and_export(name, tmp_path):
+    torch.manual_seed(4)
+    model = HandResidual() if name == "hand" else torchvision.models.get_model(name, num_classes=4)
+    x = torch.randn(4, 3, 32, 32)
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(x,))
+    masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
+    before = [m.detach().clone() for m in masks]
+    opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=0.3, weight_decay=1e-4), momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(net.train()(x), torch.tensor([0, 1, 2, 3])).backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, masks))
+    assert all(((m >= 0) & (m <= 1)).all() for m in masks)
+    maskfx.freeze(net)
+    F.cross_entropy(net.train()(x), torch.tensor([0, 1, 2, 3])).backward()  # fine-tuning step works
+    net.eval()
+    deploy = maskfx.collapse(net)
+    assert not any(isinstance(m, MaskedConnection) for m in deploy.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
+    _, report = maskfx.export_onnx(deploy, tmp_path / f"{name}.onnx", example_inputs=(x,))
+    assert report.ok
+
+
+def test_unused_blocks_are_removed_and_outputs_unchanged():
+    torch.manual_seed(5)
+    model = torchvision.models.resnet18(num_classes=10)
+    x = resnet_inputs()[0]
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x,)).eval()
+    layers = {s.location: net.get_submodule(s.module) for s in maskfx.summary(net).sites}
+    with torch.no_grad():
+        for location, layer in layers.items():
+            layer.mask.zero_()
+            layer.mask[-1] = 1.0  # the previous block ...
+        # ... except: layer2.0 reads the chain input and layer3.0 reads layer2.0, so layer1.0,
+        # layer1.1, layer2.1 (no reader) go; layer1.0 and layer1.1 then feed nobody either.
+        layers["layer2.0"].mask.zero_(); layers["layer2.0"].mask[0] = 1.0
+        layers["layer3.0"].mask.zero_(); layers["layer3.0"].mask[3] = 1.0
+    deploy = maskfx.collapse(net)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
+    code = deploy.code
+    assert "layer1_0_conv1" not in code and "layer1_1_conv1" not in code and "layer2_1_conv1" not in code
+    assert "layer2_0_conv1" in code and "layer3_0_conv1" in code
+    removed = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("layer1.", "layer2.1.")))
+    assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters()) - removed
+    note = maskfx.summary(deploy).notes[-1]
+    assert "removed 3 unused blocks: layer1.0, layer1.1, layer2.1" in note
+    assert "layer2.0 <- chain input" in note and "layer3.0 <- layer2.0" in note
+
+
+def test_maskconnect_needs_example_inputs_and_validates_its_config():
+    with pytest.raises(ValueError, match="example_inputs"):
+        maskfx.transform(HandResidual(), maskconnect=True)
+    with pytest.raises(ValueError, match="fan_in"):
+        maskfx.MaskConnectConfig(fan_in=0)
+    with pytest.raises(ValueError, match="init"):
+        maskfx.MaskConnectConfig(init="random")
+
+
+def test_phase_recipe_runs_joint_then_frozen_phases():
+    from maskfx.train import maskconnect_recipe, run_phases
+    phases = maskconnect_recipe(lr=0.05, mask_lr=0.2, epochs=(1, 1, 1, 0))
+    assert [(p.lr, p.mask_lr, p.freeze_first) for p in phases] == [
+        (0.05, 0.2, False), (0.05, 0.0, True), (0.005, 0.0, False), (0.0005, 0.0, False)]
+    net = maskfx.transform(HandResidual(), maskconnect=True, example_inputs=(torch.randn(2, 3, 8, 8),))
+    data = [(torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))) for _ in range(2)]
+    losses = run_phases(net, data, phases, torch.device("cpu"))
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert all(m.frozen for m in net.modules() if isinstance(m, MaskedConnection))
+    with pytest.raises(ValueError, match="epochs"):
+        maskconnect_recipe(epochs=(1, 2))
