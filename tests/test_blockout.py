@@ -180,3 +180,14 @@ def test_a_model_without_linear_head_is_reported_not_crashed_on():
 def test_invalid_config_raises_value_error(kwargs, field):
     with pytest.raises(ValueError, match=field):
         maskfx.BlockoutConfig(**kwargs)
+
+
+def test_frozen_clusters_survive_a_state_dict_round_trip():
+    source = maskfx.transform(MLPHead(), blockout=True)
+    random_logits(next(m for m in source.modules() if isinstance(m, BlockoutClusters)), 2.0)
+    maskfx.freeze(source)
+    target = maskfx.transform(MLPHead(), blockout=True)
+    target.load_state_dict(source.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(target.train()(x), source.train()(x))
+    assert maskfx.param_groups(target, lr=0.1)[-1]["name"] == "weights"

@@ -203,3 +203,19 @@ def test_phase_recipe_runs_joint_then_frozen_phases():
     assert all(m.frozen for m in net.modules() if isinstance(m, MaskedConnection))
     with pytest.raises(ValueError, match="epochs"):
         maskconnect_recipe(epochs=(1, 2))
+
+
+def test_frozen_state_survives_a_state_dict_round_trip():
+    x = torch.randn(2, 3, 8, 8)
+    config = maskfx.MaskConnectConfig(fan_in=1)
+    source = maskfx.transform(HandResidual(), maskconnect=config, example_inputs=(x,))
+    for m in source.modules():
+        if isinstance(m, MaskedConnection):
+            with torch.no_grad():
+                m.mask.copy_(torch.rand(m.mask.shape))
+    maskfx.freeze(source)
+    target = maskfx.transform(HandResidual(), maskconnect=config, example_inputs=(x,))
+    target.load_state_dict(source.state_dict())
+    for a, b in zip(*[[m for m in net.modules() if isinstance(m, MaskedConnection)] for net in (source, target)]):
+        assert torch.equal(a.active(), b.active()) and not b.mask.requires_grad
+    torch.testing.assert_close(target.train()(x), source.train()(x))  # frozen: no sampling either side

@@ -44,6 +44,7 @@ class BlockoutClusters(nn.Module):
         check_blockout_args(clusters, variant)
         self.clusters, self.variant, self.threshold = clusters, variant, float(threshold)
         self.register_buffer("frozen", torch.tensor(False))
+        self._frozen = False  # host mirror of the buffer, so forward never syncs on it
         initial_logit = math.log(INITIAL_PROBABILITY / (1.0 - INITIAL_PROBABILITY))
         self.logits = nn.ParameterList(nn.Parameter(torch.full((d, clusters), initial_logit),
                                                     requires_grad=variant != "hard-fixed") for d in sizes)
@@ -52,7 +53,7 @@ class BlockoutClusters(nn.Module):
         return [p for p in self.logits if p.requires_grad]
 
     def probabilities(self) -> list[torch.Tensor]:
-        if self.frozen:
+        if self._frozen:
             return [(torch.sigmoid(phi) > self.threshold).to(phi.dtype) for phi in self.logits]
         return [torch.sigmoid(phi) for phi in self.logits]
 
@@ -60,12 +61,19 @@ class BlockoutClusters(nn.Module):
     def freeze(self) -> None:
         """Fix the hard clusters ``P > threshold``; no more sampling or structure learning."""
         self.frozen.fill_(True)
+        self._frozen = True
         for phi in self.logits:
             phi.requires_grad_(False)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._frozen = bool(self.frozen)
+        for phi in self.logits:
+            phi.requires_grad_(not self._frozen and self.variant != "hard-fixed")
+
     def forward(self) -> tuple[torch.Tensor, ...]:
         probabilities = self.probabilities()
-        if not self.training or self.variant == "soft-learned" or self.frozen:
+        if not self.training or self.variant == "soft-learned" or self._frozen:
             return tuple(probabilities)
         draws = []
         for p in probabilities:

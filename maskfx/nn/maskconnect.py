@@ -9,6 +9,8 @@ subsampling and zero-padded channels, as ResNet's option-A shortcuts do.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import weakref
 from typing import Sequence
 
@@ -88,6 +90,8 @@ class MaskedConnection(nn.Module):
         register_clipped_mask(self.mask)
         self.register_buffer("frozen_mask", torch.zeros(len(adapters)))
         self.register_buffer("frozen", torch.tensor(False))
+        # Host copy of the frozen mask (None: not frozen), so forward never syncs on a buffer.
+        self._frozen_indices: list[int] | None = None
 
     def structure_parameters(self) -> list[nn.Parameter]:
         return [self.mask] if self.mask.requires_grad else []
@@ -105,10 +109,17 @@ class MaskedConnection(nn.Module):
         self.frozen_mask.copy_(self.top_k())
         self.frozen.fill_(True)
         self.mask.requires_grad_(False)
+        self._frozen_indices = torch.nonzero(self.frozen_mask).flatten().tolist()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        frozen = bool(self.frozen)
+        self._frozen_indices = torch.nonzero(self.frozen_mask).flatten().tolist() if frozen else None
+        self.mask.requires_grad_(not frozen)
 
     def active(self) -> torch.Tensor:
         """The binary mask that eval and collapse use: frozen, else the current top K."""
-        return self.frozen_mask if self.frozen else self.top_k()
+        return self.frozen_mask if self._frozen_indices is not None else self.top_k()
 
     def sample(self) -> torch.Tensor:
         """K distinct candidates drawn from the normalised masks, as a binary mask."""
@@ -120,7 +131,11 @@ class MaskedConnection(nn.Module):
         return torch.zeros_like(self.frozen_mask).index_fill_(0, drawn, 1.0)
 
     def forward(self, *candidates: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.frozen:
+        if self._frozen_indices is not None:
+            # Fixed connectivity (fine-tuning): add only the K active candidates.
+            terms = [adapt(candidates[k], *self.adapters[k]) for k in self._frozen_indices]
+            return functools.reduce(operator.add, terms)
+        if self.training:
             # Value: the binary draw. Gradient: dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
             binary = self.sample()
             mask = binary + (self.mask - self.mask.detach())
