@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 import maskfx
-from maskfx.export import open_session
 from maskfx.nn import Jumpout
-from timing import interleaved_medians, print_ratio
+from measure import interleaved_medians, ort_latency_ratio, print_ratio, train_step_fn
 
 
 def with_dropout_at_jumpout_sites(net: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -28,17 +25,6 @@ def with_dropout_at_jumpout_sites(net: torch.fx.GraphModule) -> torch.fx.GraphMo
         if isinstance(module, Jumpout):
             setattr(baseline, name, nn.Dropout(module.expected_rate()))
     return baseline
-
-
-def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
 
 
 def bench_train_step(args) -> None:
@@ -57,13 +43,9 @@ def bench_onnx_latency(args, name: str) -> None:
     deploy = maskfx.collapse(maskfx.transform(model, jumpout=True))
     x = torch.randn(args.ort_batch, 3, 224, 224)
     with tempfile.TemporaryDirectory() as tmp:
-        _, original = maskfx.export_onnx(model, Path(tmp) / "original.onnx", (x,))
-        _, collapsed = maskfx.export_onnx(deploy, Path(tmp) / "collapsed.onnx", (x,))
-        sessions = {k: open_session(r.path) for k, r in (("original", original), ("collapsed", collapsed))}
-        feeds = {k: s.feeds((x,)) for k, s in sessions.items()}
-        t = interleaved_medians({k: (lambda s=s, f=feeds[k]: s.session.run(None, f)) for k, s in sessions.items()},
-                                rounds=args.rounds)
-    print_ratio(f"{name} ORT latency b{args.ort_batch} ({sessions['original'].provider}): collapsed / original",
+        t, reports = ort_latency_ratio({"original": model, "collapsed": deploy}, x, args.rounds, tmp)
+    original, collapsed = reports["original"], reports["collapsed"]
+    print_ratio(f"{name} ORT latency b{args.ort_batch} ({original.provider}): collapsed / original",
                 t["collapsed"], t["original"], "1.00")
     print(f"{'':<58} ONNX nodes: collapsed {collapsed.node_count}, original {original.node_count}"
           f" ({'identical' if collapsed.op_counts == original.op_counts else 'DIFFERENT'} op histograms)")

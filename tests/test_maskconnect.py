@@ -10,7 +10,7 @@ import torchvision
 import maskfx
 from maskfx.nn import MaskedConnection
 from maskfx.nn.maskconnect import adapt
-from models import HandResidual, MLPHead, TwoInputs
+from models import HandResidual, TwoInputs
 
 
 def decode(layer: MaskedConnection, n: int) -> list[int]:

@@ -1,0 +1,73 @@
+"""Interleaved timing: the candidates take turns, so machine noise hits them alike and the
+ratios taken in one run are meaningful even on a busy machine."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 15,
+                        warmup: int = 3, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds per call of each candidate, measured in alternation."""
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    sync()
+    times = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def print_ratio(label: str, numerator: float, denominator: float, goal: str) -> float:
+    ratio = numerator / denominator
+    print(f"{label:<58} {numerator * 1e3:9.2f} ms / {denominator * 1e3:9.2f} ms = {ratio:6.3f}   (goal {goal})")
+    return ratio
+
+
+def count_macs(model, *inputs) -> int:
+    """Multiply-adds of one eval forward, from torch's FLOP counter (2 FLOPs per MAC)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def ort_latency_ratio(models: dict, example, rounds: int, tmp) -> tuple[dict[str, float], dict]:
+    """Export each model, open it in ONNX Runtime, and time them interleaved on ``example``."""
+    from pathlib import Path
+
+    import maskfx
+    from maskfx.export import open_session
+
+    reports = {name: maskfx.export_onnx(m, Path(tmp) / f"{name}.onnx", (example,))[1] for name, m in models.items()}
+    sessions = {name: open_session(r.path) for name, r in reports.items()}
+    feeds = {name: s.feeds((example,)) for name, s in sessions.items()}
+    times = interleaved_medians({name: (lambda s=s, f=feeds[name]: s.session.run(None, f))
+                                 for name, s in sessions.items()}, rounds=rounds)
+    return times, reports
+
+
+def train_step_fn(model, x, y):
+    """One SGD step of cross-entropy on a fixed batch, as a closure for timing."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
