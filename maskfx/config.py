@@ -81,16 +81,24 @@ class BlockoutConfig:
 class MaskConnectConfig:
     """Learned K-of-N connectivity between the blocks of residual chains.
 
-    ``fan_in`` is K, each block's number of active inputs. ``init="previous"`` starts from the
-    original chain (at K = 1 the eval output is the original network's), for fine-tuning a
-    pretrained model; ``"uniform"`` gives every candidate the same start.
+    ``fan_in`` is K, each block's (or branch's) number of active inputs. ``blocks`` learns the
+    inputs of the blocks of residual chains; ``branches`` learns, in chains of ResNeXt modules,
+    which branches of the previous module each branch reads (GateConnect). A ResNeXt chain gets
+    branch connectivity when ``branches`` is on, block connectivity only otherwise.
+    ``init="previous"`` starts blocks from the original chain (at K = 1 the eval output is the
+    original network's), for fine-tuning a pretrained model; ``"uniform"`` gives every candidate
+    the same start. Branch gates always start uniform: at K = C they give the original network.
     """
 
     fan_in: int = 4
     init: str = "uniform"
+    blocks: bool = True
+    branches: bool = True
 
     def __post_init__(self) -> None:
         check_maskconnect_args(self.fan_in, self.init)
+        if not (self.blocks or self.branches):
+            raise ValueError("blocks and branches are both off: turn one on, or pass maskconnect=None")
 
 
 Config = TypeVar("Config")

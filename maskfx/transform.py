@@ -56,6 +56,7 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
             sites, notes = technique.rewrite(gm, configs[technique.name], example_inputs)
             state.sites += sites
             state.notes += notes
+    gm.train(model.training)  # layers the passes added start in train mode: match the model's
     gm.meta[META_KEY] = state
     return gm
 
@@ -86,6 +87,7 @@ def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
     for technique in reversed(PIPELINE):
         if technique.name in state.configs:
             notes += technique.collapse(deploy, mode, state.configs[technique.name])
+    deploy.eval()  # layers collapse added start in train mode
     leftovers = [name for name, m in deploy.named_modules()
                  if isinstance(m, tuple(t for p in PIPELINE for t in p.layer_types))]
     if leftovers:
@@ -112,8 +114,9 @@ class Summary:
 
     def __str__(self) -> str:
         lines = [f"maskfx summary ({'collapsed: ' + self.collapsed if self.collapsed else 'trainable'})"]
-        for name, config in self.configs.items():
-            lines.append(f"  {name}: {self.count(name)} sites  {config}")
+        techniques = list(dict.fromkeys([*self.configs, *(s.technique for s in self.sites)]))
+        for name in techniques:
+            lines.append(f"  {name}: {self.count(name)} sites  {self.configs.get(name, '')}")
             for site in (s for s in self.sites if s.technique == name):
                 extra = f"  [{site.detail}]" if site.detail else ""
                 lines.append(f"    {site.location:<40} -> {site.module or '-'}{extra}")

@@ -65,7 +65,81 @@ def adapt(y: torch.Tensor, channels: int, strides: Sequence[int]) -> torch.Tenso
     return y
 
 
-class MaskedConnection(nn.Module):
+class KOfNMasks(nn.Module):
+    """Real masks ``m~`` of shape ``(N,)`` or ``(T, N)``: each row picks K of N candidates.
+
+    Training: K distinct draws per row from the normalised row (a multinomial), returned as a
+    binary tensor whose gradient flows to every entry of ``m~`` (straight-through, as
+    BinaryConnect). Eval: the top K of each row. ``freeze`` fixes the top K for good. The masks
+    stay in ``[0, 1]`` after any ``torch.optim`` step and never become all zero.
+    """
+
+    def __init__(self, shape: tuple[int, ...], fan_in: int, init: str = "uniform") -> None:
+        super().__init__()
+        check_maskconnect_args(fan_in, init)
+        if not shape or shape[-1] < 1:
+            raise ValueError("a connection needs at least one candidate input")
+        self.fan_in = min(fan_in, shape[-1])
+        start = torch.ones(shape) if init == "uniform" else torch.full(shape, 0.1)
+        if init == "previous":
+            start[..., -1] = 1.0
+        self.mask = nn.Parameter(start)
+        register_clipped_mask(self.mask)
+        self.register_buffer("frozen_mask", torch.zeros(shape))
+        self.register_buffer("frozen", torch.tensor(False))
+        # Host mirror of the frozen state, so forward never syncs on a buffer.
+        self._frozen_indices: list[int] | None = None
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen_indices is not None
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        return [self.mask] if self.mask.requires_grad else []
+
+    def top_k(self) -> torch.Tensor:
+        """Binary mask of the K largest entries of each row. Ties go to the later candidate (the
+        previous module first), so equal masks give the original chain: deterministic."""
+        n = self.mask.shape[-1]
+        reversed_order = torch.argsort(self.mask.detach().flip(-1), dim=-1, descending=True, stable=True)
+        chosen = n - 1 - reversed_order[..., : self.fan_in]
+        return torch.zeros_like(self.frozen_mask).scatter_(-1, chosen, 1.0)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the top-K connectivity and stop learning the mask."""
+        self.frozen_mask.copy_(self.top_k())
+        self.frozen.fill_(True)
+        self.mask.requires_grad_(False)
+        self._frozen_indices = torch.nonzero(self.frozen_mask.flatten()).flatten().tolist()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        frozen = bool(self.frozen)
+        self._frozen_indices = torch.nonzero(self.frozen_mask.flatten()).flatten().tolist() if frozen else None
+        self.mask.requires_grad_(not frozen)
+
+    def active(self) -> torch.Tensor:
+        """The binary mask that eval and collapse use: frozen, else the current top K."""
+        return self.frozen_mask if self.is_frozen else self.top_k()
+
+    def sample(self) -> torch.Tensor:
+        """K distinct candidates per row drawn from the normalised masks, as a binary mask."""
+        register_clipped_mask(self.mask)  # again: a deep copy of this layer skipped __init__
+        with torch.no_grad():
+            clip_mask_(self.mask)  # a safety net for updates made outside torch.optim
+            weights = self.mask.detach() + 1e-12  # zero entries stay drawable when fewer than K are positive
+            drawn = torch.multinomial(weights / weights.sum(-1, keepdim=True), self.fan_in, replacement=False)
+        return torch.zeros_like(self.frozen_mask).scatter_(-1, drawn, 1.0)
+
+    def gates(self) -> torch.Tensor:
+        """The binary mask this forward uses; in training its gradient reaches every ``m~`` entry."""
+        if self.training and not self.is_frozen:
+            return self.sample() + (self.mask - self.mask.detach())
+        return self.active()
+
+
+class MaskedConnection(KOfNMasks):
     """Input of one module: the sum of K of its ``len(adapters)`` candidate inputs.
 
     Args:
@@ -77,76 +151,19 @@ class MaskedConnection(nn.Module):
     """
 
     def __init__(self, adapters: Sequence[tuple[int, tuple[int, ...]]], fan_in: int, init: str = "uniform") -> None:
-        super().__init__()
-        check_maskconnect_args(fan_in, init)
-        if not adapters:
-            raise ValueError("a connection needs at least one candidate input")
+        super().__init__((len(adapters),), fan_in, init)
         self.adapters = [(int(c), tuple(int(s) for s in strides)) for c, strides in adapters]
-        self.fan_in = min(fan_in, len(adapters))
-        start = torch.ones(len(adapters)) if init == "uniform" else torch.full((len(adapters),), 0.1)
-        if init == "previous":
-            start[-1] = 1.0
-        self.mask = nn.Parameter(start)
-        register_clipped_mask(self.mask)
-        self.register_buffer("frozen_mask", torch.zeros(len(adapters)))
-        self.register_buffer("frozen", torch.tensor(False))
-        # Host copy of the frozen mask (None: not frozen), so forward never syncs on a buffer.
-        self._frozen_indices: list[int] | None = None
-
-    def structure_parameters(self) -> list[nn.Parameter]:
-        return [self.mask] if self.mask.requires_grad else []
-
-    def top_k(self) -> torch.Tensor:
-        """Binary mask of the K largest ``m~``. Ties go to the later candidate (the previous module
-        first), so equal masks give the original chain: deterministic and a sensible default."""
-        reversed_order = torch.argsort(self.mask.detach().flip(0), descending=True, stable=True)
-        chosen = len(self.adapters) - 1 - reversed_order[: self.fan_in]
-        return torch.zeros_like(self.frozen_mask).index_fill_(0, chosen, 1.0)
-
-    @torch.no_grad()
-    def freeze(self) -> None:
-        """Fix the top-K connectivity and stop learning the mask."""
-        self.frozen_mask.copy_(self.top_k())
-        self.frozen.fill_(True)
-        self.mask.requires_grad_(False)
-        self._frozen_indices = torch.nonzero(self.frozen_mask).flatten().tolist()
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        frozen = bool(self.frozen)
-        self._frozen_indices = torch.nonzero(self.frozen_mask).flatten().tolist() if frozen else None
-        self.mask.requires_grad_(not frozen)
-
-    def active(self) -> torch.Tensor:
-        """The binary mask that eval and collapse use: frozen, else the current top K."""
-        return self.frozen_mask if self._frozen_indices is not None else self.top_k()
-
-    def sample(self) -> torch.Tensor:
-        """K distinct candidates drawn from the normalised masks, as a binary mask."""
-        register_clipped_mask(self.mask)  # again: a deep copy of this layer skipped __init__
-        with torch.no_grad():
-            clip_mask_(self.mask)  # a safety net for updates made outside torch.optim
-            weights = self.mask.detach() + 1e-12  # zero entries stay drawable when fewer than K are positive
-            drawn = torch.multinomial(weights / weights.sum(), self.fan_in, replacement=False)
-        return torch.zeros_like(self.frozen_mask).index_fill_(0, drawn, 1.0)
 
     def forward(self, *candidates: torch.Tensor) -> torch.Tensor:
-        if self._frozen_indices is not None:
+        if self.is_frozen:
             # Fixed connectivity (fine-tuning): add only the K active candidates.
             terms = [adapt(candidates[k], *self.adapters[k]) for k in self._frozen_indices]
             return functools.reduce(operator.add, terms)
-        if self.training:
-            # Value: the binary draw. Gradient: dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
-            binary = self.sample()
-            mask = binary + (self.mask - self.mask.detach())
-        else:
-            mask = self.active()
-        mask = mask.to(candidates[0].dtype)
-        out = None
-        for k, (y, (channels, strides)) in enumerate(zip(candidates, self.adapters)):
-            term = mask[k] * adapt(y, channels, strides)
-            out = term if out is None else out + term
-        return out
+        # Training: the binary draw, with dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
+        mask = self.gates().to(candidates[0].dtype)
+        terms = [mask[k] * adapt(y, channels, strides) for k, (y, (channels, strides))
+                 in enumerate(zip(candidates, self.adapters))]
+        return functools.reduce(operator.add, terms)
 
     def extra_repr(self) -> str:
         return f"candidates={len(self.adapters)}, fan_in={self.fan_in}"

@@ -8,7 +8,7 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
-from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout, MaskedConnection
+from maskfx.nn import BlockoutClusters, BlockoutLinear, BranchGates, Jumpout, MaskedConnection
 from maskfx.passes import blockout, jumpout, maskconnect
 from maskfx.state import Site
 
@@ -24,7 +24,7 @@ class TechniquePass:
 
 # Rewrite order: structure first, then regularisers around what is left. Collapse runs in reverse.
 PIPELINE: tuple[TechniquePass, ...] = (
-    TechniquePass(maskconnect.TECHNIQUE, MaskConnectConfig, (MaskedConnection,),
+    TechniquePass(maskconnect.TECHNIQUE, MaskConnectConfig, (MaskedConnection, BranchGates),
                   maskconnect.rewrite, maskconnect.collapse),
     TechniquePass(blockout.TECHNIQUE, BlockoutConfig, (BlockoutClusters, BlockoutLinear),
                   blockout.rewrite, blockout.collapse),

@@ -1,10 +1,15 @@
 """Small torch.fx helpers that every pass shares."""
 from __future__ import annotations
 
+import operator
 from typing import Iterator
 
+import torch
 import torch.fx as fx
 from torch import nn
+
+ADD_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add})
+ADD_METHODS = frozenset({"add", "add_"})
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:

@@ -21,14 +21,13 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
-from maskfx.passes.graph import finish, fresh_name, module_of, nodes_calling, scope_of
+from maskfx.passes import gateconnect
+from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, module_of, nodes_calling, scope_of
 from maskfx.passes.blockout import _is_elementwise
 from maskfx.state import Site
 
 TECHNIQUE = "maskconnect"
 BLOCK = "maskfx_block"  # node.meta key: (chain index, block index) of the nodes of a residual block
-ADD_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add})
-ADD_METHODS = frozenset({"add", "add_"})
 
 
 @dataclass
@@ -127,13 +126,14 @@ def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ..
 def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
     if example_inputs is None:
         raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), to see the shapes of block outputs")
+    sites = gateconnect.rewrite(gm, config) if config.branches else []  # before blocks: ResNeXt chains are theirs
     propagate_shapes(gm, example_inputs)
-    chains = find_chains(gm)
-    if not chains:
-        message = "maskconnect not applied: no chain of two or more residual blocks (same-shaped add of a block input and its transform)"
+    chains = find_chains(gm) if config.blocks else []
+    if not chains and not sites:
+        message = ("maskconnect not applied: no chain of two or more residual blocks (same-shaped add of a "
+                   "block input and its transform)" + (" or ResNeXt modules" if config.branches else ""))
         warnings.warn(message, stacklevel=3)
         return [], [message]
-    sites = []
     for c, chain in enumerate(chains):
         outputs = [chain[0].input] + [b.output for b in chain]  # candidate k = output of block k (0: chain input)
         names = [f"input of {chain[0].name}"] + [b.name for b in chain]
@@ -157,7 +157,9 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
             sites.append(Site(TECHNIQUE, name, block.name,
                               f"K={layer.fan_in} of [{', '.join(names[k] for k, _ in usable)}]"))
     finish(gm)
-    return sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks"]
+    branch_gates = sum(site.technique == gateconnect.TECHNIQUE for site in sites)
+    return sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks, "
+                   f"{branch_gates} ResNeXt branch gate layers"]
 
 
 def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
@@ -185,7 +187,9 @@ def _block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
-    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed."""
+    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed, and
+    ``"prune"`` removes the ResNeXt branches nobody reads."""
+    notes = gateconnect.collapse(gm, mode)
     names = _block_names(gm)
     connections = []
     for node, layer in list(nodes_calling(gm, MaskedConnection)):
@@ -206,5 +210,7 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[s
     kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
     gone = [name for key, name in names.items() if key not in kept]
     finish(gm)
-    return [f"maskconnect collapse: connections {'; '.join(connections)}; "
-            f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}"]
+    if connections:
+        notes.append(f"maskconnect collapse: connections {'; '.join(connections)}; "
+                     f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}")
+    return notes
