@@ -1,0 +1,99 @@
+"""GateConnect costs and gains on resnext50_32x4d: training-step time and peak memory with learned
+branch connectivity against the original ResNeXt, and ONNX Runtime latency of a K = 1 pruned
+network against the original next to its MAC ratio.
+
+    python benchmarks/bench_gateconnect.py [--rounds 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torchvision
+
+import maskfx
+from maskfx.nn import BranchedBottleneck
+from measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio, train_step_fn
+
+
+def build(variant: str, batch: int, size: int, fan_in: int):
+    torch.manual_seed(0)
+    model = torchvision.models.resnext50_32x4d(num_classes=10)
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+    if variant == "learned":
+        model = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=fan_in), example_inputs=(x,))
+    return model, x, y
+
+
+def peak_memory_child(variant: str, batch: int, size: int, fan_in: int) -> None:
+    """Run in a fresh process: a few training steps, then print the process's peak RSS in MiB."""
+    model, x, y = build(variant, batch, size, fan_in)
+    step = train_step_fn(model, x, y)
+    for _ in range(3):
+        step()
+    print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_memory(variant: str, args) -> float:
+    out = subprocess.run([sys.executable, __file__, "--peak-memory-of", variant, "--batch", str(args.batch),
+                          "--size", str(args.size), "--fan-in", str(args.fan_in)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+
+
+def bench_training(args) -> None:
+    original, x, y = build("original", args.batch, args.size, args.fan_in)
+    learned, _, _ = build("learned", args.batch, args.size, args.fan_in)
+    t = interleaved_medians({"learned": train_step_fn(learned, x, y), "original": train_step_fn(original, x, y)},
+                            rounds=args.rounds)
+    label = f"resnext50_32x4d train step b{args.batch} {args.size}px, K={args.fan_in}"
+    print_ratio(f"{label}: learned / original", t["learned"], t["original"], "<= 1.25")
+    memory = {v: peak_memory(v, args) for v in ("learned", "original")}
+    print(f"{label}: peak RSS learned {memory['learned']:.0f} MiB / original {memory['original']:.0f} MiB "
+          f"= {memory['learned'] / memory['original']:.3f} (whole process, CPU)")
+
+
+def bench_pruned_latency(args) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnext50_32x4d(num_classes=1000).eval()
+    x = torch.randn(args.ort_batch, 3, 224, 224)
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x[:1],))
+    for gates in (m for m in net.modules() if hasattr(m, "mask") and m.mask.dim() == 2):
+        with torch.no_grad():
+            gates.mask.copy_(torch.rand(gates.mask.shape, generator=torch.Generator().manual_seed(1)))
+    maskfx.freeze(net)
+    pruned = maskfx.collapse(net.eval(), "prune")
+    branches = [m.branches for m in pruned.modules() if isinstance(m, BranchedBottleneck)]
+    mac_ratio = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
+    params = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        t, _ = ort_latency_ratio({"pruned": pruned, "original": model}, x, args.rounds, tmp)
+    ratio = print_ratio(f"resnext50_32x4d ORT latency b{args.ort_batch} 224px: K=1 pruned / original",
+                        t["pruned"], t["original"], "report, next to the MAC ratio")
+    print(f"{'':<58} branches per module {branches}; MAC ratio {mac_ratio:.3f}, parameter ratio {params:.3f}, "
+          f"latency/MAC ratio {ratio / mac_ratio:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--fan-in", type=int, default=4)
+    parser.add_argument("--ort-batch", type=int, default=4)
+    parser.add_argument("--peak-memory-of", choices=("learned", "original"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak_memory_of:
+        return peak_memory_child(args.peak_memory_of, args.batch, args.size, args.fan_in)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_training(args)
+    bench_pruned_latency(args)
+
+
+if __name__ == "__main__":
+    main()
