@@ -53,9 +53,11 @@ class BlockoutConfig:
     ``hidden`` adds ReLU hidden layers of those sizes before the classifier (the paper's Fig. 5);
     the classifier is then re-initialised, so only ``hidden=()`` keeps a pretrained function.
     ``keep_dropout`` keeps the head's Dropouts (removed by default: Blockout generalises them).
-    ``prune_threshold`` turns probabilities into hard clusters for ``freeze`` and ``collapse("prune")``; a
-    pruned layer uses per-cluster blocks when they cost at most ``block_ratio`` times the
-    multiply-adds of the dense layer.
+    ``prune_threshold`` turns probabilities into hard clusters for ``freeze`` and ``collapse("prune")``,
+    where each node also keeps its ``min_clusters`` most probable clusters (0: a node in no cluster
+    is removed, the paper's plain thresholding; 1, the default, never empties the head). A pruned
+    layer uses per-cluster blocks when they cost at most ``block_ratio`` times the multiply-adds of
+    the dense layer.
     """
 
     clusters: int = 6
@@ -63,6 +65,7 @@ class BlockoutConfig:
     variant: str = "hard-learned"
     keep_dropout: bool = False
     prune_threshold: float = 0.5
+    min_clusters: int = 1
     block_ratio: float = 1.0
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class BlockoutConfig:
         object.__setattr__(self, "hidden", hidden)
         if not (isinstance(self.prune_threshold, (int, float)) and 0.0 < self.prune_threshold < 1.0):
             raise ValueError(f"prune_threshold must be in (0, 1), got {self.prune_threshold!r}")
+        if not (isinstance(self.min_clusters, int) and 0 <= self.min_clusters <= self.clusters):
+            raise ValueError(f"min_clusters must be an int in [0, clusters], got {self.min_clusters!r}")
         if not (isinstance(self.block_ratio, (int, float)) and self.block_ratio >= 0.0):
             raise ValueError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
 

@@ -113,7 +113,8 @@ def test_jumpout_leaves_the_blockout_head_alone():
 @pytest.mark.parametrize("block_ratio", [1.0, 0.0])
 def test_prune_of_hard_clusters_is_exact_and_smaller(block_ratio):
     model = MLPHead(features=48, hidden=64, classes=6)
-    net = maskfx.transform(model, blockout=maskfx.BlockoutConfig(clusters=4, block_ratio=block_ratio)).eval()
+    config = maskfx.BlockoutConfig(clusters=4, block_ratio=block_ratio, min_clusters=0)  # nodes in no cluster go
+    net = maskfx.transform(model, blockout=config).eval()
     hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=40.0)
     x = torch.randn(5, 3, 8, 8)
     expected, pruned = maskfx.collapse(net, "expected"), maskfx.collapse(net, "prune")
@@ -154,6 +155,21 @@ def test_freeze_fixes_hard_clusters_so_prune_is_the_trained_function():
     assert "exact" in maskfx.summary(pruned).notes[-1]
 
 
+def test_min_clusters_keeps_every_node_in_a_cluster_so_the_head_never_empties():
+    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3)).eval()
+    clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
+    with torch.no_grad():
+        for phi in clusters.logits:  # probabilities just below the threshold, as after a short run
+            phi.copy_(-0.05 - 0.01 * torch.rand(phi.shape))
+    assert all(torch.equal(c.sum(1), torch.ones(c.shape[0])) for c in clusters.hard())
+    pruned = maskfx.collapse(net, "prune")
+    assert any(isinstance(m, BlockSparseLinear) for m in pruned.modules())  # one cluster per node: k blocks
+    plain = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3, min_clusters=0)).eval()
+    plain.load_state_dict(net.state_dict())
+    head = lambda m: sum(p.numel() for n, p in m.named_parameters() if not n.startswith("backbone"))
+    assert head(maskfx.collapse(plain, "prune")) < head(pruned)  # plain thresholding empties the head
+
+
 def test_prune_and_expected_export_to_onnx(tmp_path):
     net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=4)).eval()
     hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=3.0)
@@ -175,7 +191,7 @@ def test_a_model_without_linear_head_is_reported_not_crashed_on():
 @pytest.mark.parametrize("kwargs, field", [
     (dict(clusters=0), "clusters"), (dict(clusters=2.5), "clusters"), (dict(hidden=(0,)), "hidden"),
     (dict(hidden=(16, -1)), "hidden"), (dict(variant="soft-fixed"), "variant"),
-    (dict(prune_threshold=1.0), "prune_threshold"),
+    (dict(prune_threshold=1.0), "prune_threshold"), (dict(min_clusters=7), "min_clusters"),
 ])
 def test_invalid_config_raises_value_error(kwargs, field):
     with pytest.raises(ValueError, match=field):

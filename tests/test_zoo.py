@@ -27,7 +27,7 @@ def head_parameters(gm: torch.fx.GraphModule) -> int:
     return sum(p.numel() for target in owned for p in gm.get_submodule(target).parameters())
 
 
-def check_jumpout(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor) -> None:
+def check_jumpout(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor, giant: bool) -> None:
     relu_sites = count_relu_calls(model, x)
     net = maskfx.transform(model, jumpout=True)
     assert sum(isinstance(m, Jumpout) for m in net.modules()) == relu_sites == maskfx.summary(net).count("jumpout")
@@ -37,6 +37,8 @@ def check_jumpout(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tens
         assert not any(isinstance(m, MASKFX_LAYERS) for m in deploy.modules())
         torch.testing.assert_close(first_tensor(deploy(x)), reference, rtol=0, atol=1e-5)
     del deploy
+    if giant:
+        return
     torch.manual_seed(1)
     original_train = first_tensor(copy.deepcopy(model).train()(x))  # a copy: BatchNorm stats move in training
     torch.manual_seed(1)
@@ -48,7 +50,7 @@ def check_jumpout(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tens
 
 
 def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor,
-                              tmp_path) -> None:
+                              tmp_path, giant: bool) -> None:
     if name in NO_LINEAR_HEAD:
         with pytest.warns(UserWarning, match="no Linear classifier head"):
             net = maskfx.transform(model, jumpout=True, blockout=True)
@@ -57,11 +59,14 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         with torch.no_grad():
             torch.testing.assert_close(first_tensor(net.eval()(x)), reference, rtol=1e-5, atol=1e-5)
         clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
-        before = [phi.detach().clone() for phi in clusters.logits]
-        opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=1.0))
-        F.cross_entropy(first_tensor(net.train()(x)), torch.tensor([1, 2])).backward()
-        opt.step()
-        assert any(not torch.equal(a, b) for a, b in zip(before, clusters.logits))
+        if not giant:
+            before = [phi.detach().clone() for phi in clusters.logits]
+            opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=1.0))
+            for _ in range(2):  # two steps: a zero-initialised head (vit) gives the clusters no gradient at first
+                opt.zero_grad()
+                F.cross_entropy(first_tensor(net.train()(x)), torch.tensor([1, 2])).backward()
+                opt.step()
+            assert any(not torch.equal(a, b) for a, b in zip(before, clusters.logits))
         hard_block_logits(clusters, magnitude=40.0)  # sparse, certain clusters: prune is exact
     net.eval()
     with torch.no_grad():
@@ -69,18 +74,19 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         expected = maskfx.collapse(net, "expected")
         torch.testing.assert_close(first_tensor(expected(x)), reference, rtol=1e-5, atol=1e-5)
         del expected
+        if giant:
+            return
         pruned = maskfx.collapse(net, "prune")
         assert not any(isinstance(m, MASKFX_LAYERS) for m in pruned.modules())
         # The same function computed block by block: only the summation order differs.
         torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-4, atol=1e-4)
     if name not in NO_LINEAR_HEAD:
         assert head_parameters(pruned) < head_parameters(net)
-    if name not in GIANTS:
-        # Random-init networks reach outputs ~1e4 (efficientnet_v2): ORT's fused kernels round
-        # differently by ~1e-4 of that scale, so parity is checked to 1e-3 of the output scale.
-        _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,), rtol=1e-3)
-        assert report.ok and not report.random_ops
-        (tmp_path / f"{name}.onnx").unlink()
+    # Random-init networks reach outputs ~1e4 (efficientnet_v2): ORT's fused kernels round
+    # differently by ~1e-4 of that scale, so parity is checked to 1e-3 of the output scale.
+    _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,), rtol=1e-3)
+    assert report.ok and not report.random_ops
+    (tmp_path / f"{name}.onnx").unlink()
 
 
 def check_model(name: str, tmp_path) -> None:
@@ -89,8 +95,10 @@ def check_model(name: str, tmp_path) -> None:
     x = torch.randn(2, 3, input_size(name), input_size(name))
     with torch.no_grad():
         reference = first_tensor(model(x))
-    check_jumpout(model, x, reference)
-    check_blockout_and_export(name, model, x, reference, tmp_path)
+    giant = name in GIANTS  # these stop at the eval and collapse checks: CI has 24 GB and 2 cores
+    check_jumpout(model, x, reference, giant)
+    gc.collect()
+    check_blockout_and_export(name, model, x, reference, tmp_path, giant)
     del model
     gc.collect()
 

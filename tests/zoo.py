@@ -5,8 +5,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 ALL_MODELS = torchvision.models.list_models(module=torchvision.models)
 
-# Over ~150M parameters: transform, eval, collapse and train checks only, no ONNX export,
-# to keep CI's 2 cores and 24 GB inside budget.
+# Over ~150M parameters: transform, eval and expected-collapse checks only (no training step,
+# prune or ONNX export), to keep CI's 2 cores and 24 GB inside budget.
 GIANTS = frozenset({"convnext_large", "regnet_y_128gf", "vit_h_14", "vit_l_16", "vit_l_32"})
 
 

@@ -34,15 +34,19 @@ class BlockoutClusters(nn.Module):
     ``dL/dP = dL/dC (.) C``; or ``C_j = P_j`` (soft-learned). Eval: ``C_j = P_j`` (eq. 5).
     ``hard-fixed`` keeps ``P = 0.5`` and learns nothing. Probabilities start at 0.5.
 
-    ``freeze()`` replaces the probabilities by hard clusters (``P > threshold``) for good, so the
-    weights can be fine-tuned for the very structure that ``collapse("prune")`` keeps.
+    ``hard()`` is the hard clustering: ``P > threshold``, plus each node's ``min_clusters`` most
+    probable clusters (with ``min_clusters=0``, nodes in no cluster are pruned away; with 1, the
+    default, a short training run whose ``P`` still sits near 0.5 cannot empty the head).
+    ``freeze()`` replaces the probabilities by ``hard()`` for good, so the weights can be
+    fine-tuned for the very structure that ``collapse("prune")`` keeps.
     """
 
     def __init__(self, sizes: list[int] | tuple[int, ...], clusters: int = 6, variant: str = "hard-learned",
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, min_clusters: int = 1) -> None:
         super().__init__()
         check_blockout_args(clusters, variant)
         self.clusters, self.variant, self.threshold = clusters, variant, float(threshold)
+        self.min_clusters = min(int(min_clusters), clusters)
         self.register_buffer("frozen", torch.tensor(False))
         self._frozen = False  # host mirror of the buffer, so forward never syncs on it
         initial_logit = math.log(INITIAL_PROBABILITY / (1.0 - INITIAL_PROBABILITY))
@@ -53,9 +57,18 @@ class BlockoutClusters(nn.Module):
         return [p for p in self.logits if p.requires_grad]
 
     def probabilities(self) -> list[torch.Tensor]:
-        if self._frozen:
-            return [(torch.sigmoid(phi) > self.threshold).to(phi.dtype) for phi in self.logits]
-        return [torch.sigmoid(phi) for phi in self.logits]
+        return self.hard() if self._frozen else [torch.sigmoid(phi) for phi in self.logits]
+
+    def hard(self) -> list[torch.Tensor]:
+        """Binary cluster assignments: ``P > threshold`` or among the node's ``min_clusters`` most likely."""
+        assignments = []
+        for phi in self.logits:
+            p = torch.sigmoid(phi.detach())
+            c = p > self.threshold
+            if self.min_clusters:
+                c = c.scatter(1, p.topk(self.min_clusters, dim=1).indices, True)
+            assignments.append(c.to(phi.dtype))
+        return assignments
 
     @torch.no_grad()
     def freeze(self) -> None:

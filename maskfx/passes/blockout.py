@@ -108,7 +108,8 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     linears = [n for n in chain if _is_linear(gm, n)]
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]
-    clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold).to(modules[0].weight.device)
+    clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold,
+                                config.min_clusters).to(modules[0].weight.device)
     clusters_name = fresh_name(gm, "blockout_clusters")
     gm.add_submodule(clusters_name, clusters)
     with gm.graph.inserting_before(linears[0]):
@@ -189,7 +190,7 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
     for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
         layers = _head_layers(gm, draws)
         p = [q.detach() for q in clusters.probabilities()]
-        c = [(q > config.prune_threshold).to(q.dtype) for q in p]
+        c = clusters.hard()
         new_modules, macs_after, changes, kept = [], 0, [], None
         for j, (node, layer) in enumerate(layers):
             x = node.args[0]
@@ -216,7 +217,8 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
         note = (f"blockout collapse ({mode}): head {_count([m for _, m in layers]):,} -> {_count(new_modules):,} "
                 f"parameters, {macs_before:,} -> {macs_after:,} MACs/sample")
         if mode == "prune" and max(changes, default=0.0) > 1e-6:
-            note += (f"; not the eval function: hard clusters (P > {config.prune_threshold}) change the weights "
+            note += (f"; not the eval function: hard clusters (P > {config.prune_threshold}, at least "
+                     f"{config.min_clusters} per node) change the weights "
                      f"by {', '.join(f'{x:.1%}' for x in changes)} (relative Frobenius norm, per layer); "
                      f"freeze and fine-tune first to prune exactly")
         elif mode == "prune":

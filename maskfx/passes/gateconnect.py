@@ -21,6 +21,7 @@ from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS
 from maskfx.state import Site
 
 TECHNIQUE = "gateconnect"
+RESNEXT = "maskfx_resnext"  # node.meta key: part of a ResNeXt module; block connectivity leaves it alone
 SEQUENCE = ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"]
 
 
@@ -90,6 +91,9 @@ def find_chains(gm: fx.GraphModule) -> list[list[Module]]:
 
 def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> list[Site]:
     sites = []
+    for module in find_modules(gm):  # ResNeXt modules get branch connectivity or none, never block connectivity
+        for node in module.nodes:
+            node.meta[RESNEXT] = True
     for chain in find_chains(gm):
         # Read the input from the graph now: rewriting the chain before may have replaced it.
         inside = set(chain[0].nodes)

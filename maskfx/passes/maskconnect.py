@@ -81,7 +81,7 @@ def find_residual_blocks(gm: fx.GraphModule) -> list[Block]:
     blocks = []
     for node in gm.graph.nodes:
         operands = _add_operands(node)
-        if operands is None or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
+        if operands is None or gateconnect.RESNEXT in node.meta or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
             continue
         common = ancestors[operands[0]] & ancestors[operands[1]]
         if not common:
