@@ -15,7 +15,7 @@ import torchvision
 import maskfx
 from maskfx.nn import BlockoutClusters, BlockoutLinear, Jumpout
 from structure import hard_block_logits
-from zoo import ALL_MODELS, GIANTS, count_relu_calls, first_tensor, input_size
+from zoo import ALL_MODELS, GIANTS, calibrate_batchnorm, count_relu_calls, first_tensor, input_size
 
 NO_LINEAR_HEAD = {"squeezenet1_0", "squeezenet1_1"}
 QUICK = ["resnet18", "densenet121", "mobilenet_v3_small", "alexnet", "squeezenet1_1"]
@@ -55,7 +55,7 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         with pytest.warns(UserWarning, match="no Linear classifier head"):
             net = maskfx.transform(model, jumpout=True, blockout=True)
     else:
-        net = maskfx.transform(model, jumpout=True, blockout=maskfx.BlockoutConfig(clusters=4))
+        net = maskfx.transform(model, jumpout=True, blockout=maskfx.BlockoutConfig(clusters=4, min_clusters=0))
         with torch.no_grad():
             torch.testing.assert_close(first_tensor(net.eval()(x)), reference, rtol=1e-5, atol=1e-5)
         clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
@@ -82,9 +82,7 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-4, atol=1e-4)
     if name not in NO_LINEAR_HEAD:
         assert head_parameters(pruned) < head_parameters(net)
-    # Random-init networks reach outputs ~1e4 (efficientnet_v2): ORT's fused kernels round
-    # differently by ~1e-4 of that scale, so parity is checked to 1e-3 of the output scale.
-    _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,), rtol=1e-3)
+    _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,))
     assert report.ok and not report.random_ops
     (tmp_path / f"{name}.onnx").unlink()
 
@@ -93,6 +91,7 @@ def check_model(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
     x = torch.randn(2, 3, input_size(name), input_size(name))
+    calibrate_batchnorm(model, x)
     with torch.no_grad():
         reference = first_tensor(model(x))
     giant = name in GIANTS  # these stop at the eval and collapse checks: CI has 24 GB and 2 cores

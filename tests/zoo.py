@@ -38,5 +38,21 @@ def count_relu_calls(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.count
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """BatchNorm running statistics from a real batch, as a trained network has them. Random-init
+    statistics (mean 0, variance 1) let activations grow layer after layer (efficientnet outputs
+    reach ~1e3), which turns fp32 rounding into large absolute differences."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: exactly the calibration batch's statistics
+    model.train()(torch.randn(8, *x.shape[1:], generator=torch.Generator().manual_seed(0)))
+    model.eval()
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
 def first_tensor(output):
     return output if isinstance(output, torch.Tensor) else output[0]
