@@ -11,14 +11,13 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 
 import torch
 import torchvision
 
 import maskfx
-from maskfx.nn import BranchedBottleneck
-from measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio, train_step_fn
+from maskfx.nn import BranchedBottleneck, BranchGates
+from measure import interleaved_medians, print_ratio, report_pruned_latency, train_step_fn
 
 
 def build(variant: str, batch: int, size: int, fan_in: int):
@@ -63,20 +62,14 @@ def bench_pruned_latency(args) -> None:
     model = torchvision.models.resnext50_32x4d(num_classes=1000).eval()
     x = torch.randn(args.ort_batch, 3, 224, 224)
     net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x[:1],))
-    for gates in (m for m in net.modules() if hasattr(m, "mask") and m.mask.dim() == 2):
+    for gates in (m for m in net.modules() if isinstance(m, BranchGates)):
         with torch.no_grad():
             gates.mask.copy_(torch.rand(gates.mask.shape, generator=torch.Generator().manual_seed(1)))
     maskfx.freeze(net)
     pruned = maskfx.collapse(net.eval(), "prune")
     branches = [m.branches for m in pruned.modules() if isinstance(m, BranchedBottleneck)]
-    mac_ratio = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-    params = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in model.parameters())
-    with tempfile.TemporaryDirectory() as tmp:
-        t, _ = ort_latency_ratio({"pruned": pruned, "original": model}, x, args.rounds, tmp)
-    ratio = print_ratio(f"resnext50_32x4d ORT latency b{args.ort_batch} 224px: K=1 pruned / original",
-                        t["pruned"], t["original"], "report, next to the MAC ratio")
-    print(f"{'':<58} branches per module {branches}; MAC ratio {mac_ratio:.3f}, parameter ratio {params:.3f}, "
-          f"latency/MAC ratio {ratio / mac_ratio:.3f}")
+    report_pruned_latency(f"resnext50_32x4d ORT latency b{args.ort_batch} 224px: K=1 pruned / original", pruned,
+                          model, x, args.rounds, detail=f"branches per module {branches}; ")
 
 
 def main() -> None:

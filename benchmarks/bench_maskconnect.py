@@ -7,14 +7,13 @@ network against the unpruned one next to its MAC ratio.
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import torch
 import torchvision
 
 import maskfx
 from maskfx.nn import MaskedConnection
-from measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio, train_step_fn
+from measure import interleaved_medians, print_ratio, report_pruned_latency, train_step_fn
 
 
 def bench_train_step(args) -> None:
@@ -47,15 +46,9 @@ def bench_pruned_latency(args) -> None:
     skip_blocks(net, skipped={1, 4, 6, 8, 10, 12, 14})  # every other non-final block of the 16
     maskfx.freeze(net)
     pruned = maskfx.collapse(net)
-    mac_ratio = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-    params = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in model.parameters())
     assert not any(isinstance(m, MaskedConnection) for m in pruned.modules())
-    with tempfile.TemporaryDirectory() as tmp:
-        t, _ = ort_latency_ratio({"pruned": pruned, "original": model}, x, args.rounds, tmp)
-    ratio = print_ratio(f"resnet50 ORT latency b{args.ort_batch} 224px: pruned / original", t["pruned"],
-                        t["original"], "within 10% of the MAC ratio")
-    print(f"{'':<58} MAC ratio {mac_ratio:.3f}, parameter ratio {params:.3f}, "
-          f"latency/MAC ratio {ratio / mac_ratio:.3f}")
+    report_pruned_latency(f"resnet50 ORT latency b{args.ort_batch} 224px: pruned / original", pruned, model, x,
+                          args.rounds)
 
 
 def main() -> None:

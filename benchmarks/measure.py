@@ -71,3 +71,16 @@ def train_step_fn(model, x, y):
         F.cross_entropy(model(x), y).backward()
         opt.step()
     return step
+
+
+def report_pruned_latency(label: str, pruned, original, x, rounds: int, detail: str = "") -> None:
+    """ONNX Runtime latency of ``pruned`` / ``original`` next to their MAC and parameter ratios."""
+    import tempfile
+
+    mac_ratio = count_macs(pruned, x[:1]) / count_macs(original, x[:1])
+    params = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in original.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        t, _ = ort_latency_ratio({"pruned": pruned, "original": original}, x, rounds, tmp)
+    ratio = print_ratio(label, t["pruned"], t["original"], "within 10% of the MAC ratio")
+    print(f"{'':<58} {detail}MAC ratio {mac_ratio:.3f}, parameter ratio {params:.3f}, "
+          f"latency/MAC ratio {ratio / mac_ratio:.3f}")
