@@ -13,35 +13,18 @@ import warnings
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from maskfx.config import BlockoutConfig
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
 from maskfx.nn.blockout import MASK_SCALE, cluster_mask
-from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
-    replace_with_module
-from maskfx.passes.jumpout import is_dropout
+from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_elementwise, \
+    module_of, nodes_calling, replace_with_module
 from maskfx.state import OWNER, Site
 
 TECHNIQUE = "blockout"
-ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.Hardtanh,
-                       nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity)
-ELEMENTWISE_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, F.gelu, F.silu, torch.tanh,
-                                   torch.sigmoid, F.hardswish, F.relu6, F.leaky_relu, F.elu, F.mish})
-ELEMENTWISE_METHODS = frozenset({"relu", "relu_", "tanh", "sigmoid"})
-
-
 def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
     return type(module_of(gm, node)) is nn.Linear
-
-
-def _is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_function":
-        return node.target in ELEMENTWISE_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in ELEMENTWISE_METHODS
-    return isinstance(module_of(gm, node), ELEMENTWISE_MODULES)
 
 
 def _describe(gm: fx.GraphModule, node) -> str:
@@ -58,11 +41,11 @@ def find_head(gm: fx.GraphModule) -> list[fx.Node] | str:
     output = next(n for n in gm.graph.nodes if n.op == "output")
     node, chain = output.args[0], []
     while (isinstance(node, fx.Node) and len(node.users) == 1
-           and (_is_linear(gm, node) or _is_elementwise(gm, node) or is_dropout(gm, node))):
+           and (_is_linear(gm, node) or is_elementwise(gm, node) or is_dropout(gm, node))):
         chain.append(node)
         node = node.args[0]
     chain.reverse()
-    while chain and _is_elementwise(gm, chain[0]):  # activations before the first Linear are the backbone's
+    while chain and is_elementwise(gm, chain[0]):  # activations before the first Linear are the backbone's
         chain.pop(0)
     if not any(_is_linear(gm, n) for n in chain):
         return f"no Linear classifier head: the model ends in {_describe(gm, output.args[0])}"

@@ -6,10 +6,16 @@ from typing import Iterator
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 ADD_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add})
 ADD_METHODS = frozenset({"add", "add_"})
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.Hardtanh,
+                       nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity)
+ELEMENTWISE_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, F.gelu, F.silu, torch.tanh,
+                                   torch.sigmoid, F.hardswish, F.relu6, F.leaky_relu, F.elu, F.mish})
+ELEMENTWISE_METHODS = frozenset({"relu", "relu_", "tanh", "sigmoid"})
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -31,6 +37,22 @@ def scope_of(node: fx.Node) -> str:
     if node.op == "call_module":
         return str(node.target)
     return next(reversed(stack.values()))[0] if stack else ""
+
+
+def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """An activation applied value by value (a node that pruning may see through)."""
+    if node.op == "call_function":
+        return node.target in ELEMENTWISE_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in ELEMENTWISE_METHODS
+    return isinstance(module_of(gm, node), ELEMENTWISE_MODULES)
+
+
+def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """An ordinary dropout (nn.Dropout or F.dropout): what Jumpout and Blockout both replace."""
+    if node.op == "call_function":
+        return node.target is F.dropout
+    return type(module_of(gm, node)) is nn.Dropout
 
 
 def fresh_name(gm: fx.GraphModule, base: str) -> str:

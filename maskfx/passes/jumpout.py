@@ -10,8 +10,8 @@ from torch import nn
 
 from maskfx.config import JumpoutConfig
 from maskfx.nn import Jumpout
-from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, module_of, nodes_calling, \
-    replace_with_module, scope_of
+from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, module_of, \
+    nodes_calling, replace_with_module, scope_of
 from maskfx.state import OWNER, Site
 
 TECHNIQUE = "jumpout"
@@ -25,12 +25,6 @@ def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in RELU_METHODS
     return type(module_of(gm, node)) is nn.ReLU
-
-
-def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_function":
-        return node.target is F.dropout
-    return type(module_of(gm, node)) is nn.Dropout
 
 
 def site_name(node: fx.Node) -> str:

@@ -22,8 +22,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.passes import gateconnect
-from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, module_of, nodes_calling, scope_of
-from maskfx.passes.blockout import _is_elementwise
+from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, is_elementwise, module_of, \
+    nodes_calling, scope_of
 from maskfx.state import Site
 
 TECHNIQUE = "maskconnect"
@@ -88,7 +88,7 @@ def find_residual_blocks(gm: fx.GraphModule) -> list[Block]:
             continue
         x = max(common, key=order.__getitem__)
         users = list(node.users)
-        y = users[0] if len(users) == 1 and _is_elementwise(gm, users[0]) else node
+        y = users[0] if len(users) == 1 and is_elementwise(gm, users[0]) else node
         body = [n for n in gm.graph.nodes if order[x] < order[n] <= order[y] and x in ancestors[n]
                 and n in ancestors[y]]
         blocks.append(Block(x, y, body, _block_name(body)))
