@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
-
 import torch.fx as fx
 from torch import nn
 

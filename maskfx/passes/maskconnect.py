@@ -124,8 +124,6 @@ def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ..
 
 
 def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
-    if example_inputs is None:
-        raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), to see the shapes of block outputs")
     sites = gateconnect.rewrite(gm, config) if config.branches else []  # before blocks: ResNeXt chains are theirs
     propagate_shapes(gm, example_inputs)
     chains = find_chains(gm) if config.blocks else []
