@@ -89,7 +89,9 @@ def check_blockout_and_export(name: str, model: torch.nn.Module, x: torch.Tensor
         torch.testing.assert_close(first_tensor(pruned(x)), reference, rtol=1e-4, atol=1e-4)
     if name not in NO_LINEAR_HEAD:
         assert head_parameters(pruned) < head_parameters(net)
-    _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,))
+    # ORT's kernels round differently from PyTorch's; through ~100 random-init layers (resnet101/152)
+    # that reaches ~4e-4 of the output scale, so the zoo checks 1e-3 of it (the default is 1e-4).
+    _, report = maskfx.export_onnx(pruned, tmp_path / f"{name}.onnx", example_inputs=(x,), rtol=1e-3)
     assert report.ok and not report.random_ops
     (tmp_path / f"{name}.onnx").unlink()
 
