@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
+from maskfx.nn.maskconnect import adapt
 from maskfx.passes import gateconnect
 from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, is_elementwise, module_of, \
     nodes_calling, scope_of
@@ -161,17 +161,15 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
 
 
 def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
-    """The active candidates of ``node``, adapted and added with plain ops, inserted before ``node``."""
+    """The active candidates of ``node``, adapted (by the layer's own ``adapt``) and added, as graph
+    nodes inserted before ``node``."""
     total = None
     with gm.graph.inserting_before(node):
         for k in torch.nonzero(layer.active()).flatten().tolist():
             term, (channels, strides) = node.args[k], layer.adapters[k]
-            if any(s != 1 for s in strides):
-                index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
-                term = gm.graph.call_function(operator.getitem, (term, index))
-            source_channels = shape_of(node.args[k])[1]
-            if source_channels < channels:
-                term = gm.graph.call_function(F.pad, (term, [0, 0] * len(strides) + [0, channels - source_channels]))
+            shape = shape_of(term)
+            if shape is None or shape[1] != channels or any(s != 1 for s in strides):
+                term = gm.graph.call_function(adapt, (term, channels, strides))
             total = term if total is None else gm.graph.call_function(operator.add, (total, term))
     return total
 
