@@ -20,6 +20,7 @@ def test_quickstart_example_runs(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--epochs", "1", "--finetune-epochs", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "verified" in out and "[5/5]" in out and (tmp_path / "model.onnx").exists()
+    assert "verified" in out and "[6/6]" in out and (tmp_path / "model.onnx").exists()
+    assert "exact: the clusters are hard" in out  # frozen before collapse: prune is the trained function
