@@ -72,7 +72,7 @@ class BlockoutClusters(nn.Module):
 
     @torch.no_grad()
     def freeze(self) -> None:
-        """Fix the hard clusters ``P > threshold``; no more sampling or structure learning."""
+        """Fix the clusters at ``hard()`` for good: no more sampling or structure learning."""
         self.frozen.fill_(True)
         self._frozen = True
         for phi in self.logits:
