@@ -219,3 +219,23 @@ def test_frozen_state_survives_a_state_dict_round_trip():
     for a, b in zip(*[[m for m in net.modules() if isinstance(m, MaskedConnection)] for net in (source, target)]):
         assert torch.equal(a.active(), b.active()) and not b.mask.requires_grad
     torch.testing.assert_close(target.train()(x), source.train()(x))  # frozen: no sampling either side
+
+
+def test_candidate_gradients_match_the_dense_masked_sum():
+    torch.manual_seed(6)
+    shapes = [(2, 4, 8, 8), (2, 6, 8, 8), (2, 8, 4, 4)]
+    adapters = [(8, (2, 2)), (8, (2, 2)), (8, (1, 1))]
+    layer = MaskedConnection(adapters, fan_in=2).train()
+    ys = [torch.randn(s, requires_grad=True) for s in shapes]
+    w = torch.randn(2, 8, 4, 4)
+    torch.manual_seed(7)
+    (w * layer(*ys)).sum().backward()
+    torch.manual_seed(7)
+    binary = layer.sample()  # the same draw
+    dense = [y.detach().clone().requires_grad_() for y in ys]
+    (w * sum(binary[k] * adapt(y, *a) for k, (y, a) in enumerate(zip(dense, adapters)))).sum().backward()
+    for k, (sparse, reference) in enumerate(zip(ys, dense)):
+        if binary[k]:
+            torch.testing.assert_close(sparse.grad, reference.grad)
+        else:
+            assert sparse.grad is None or not sparse.grad.any()

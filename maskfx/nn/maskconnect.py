@@ -56,13 +56,50 @@ def check_maskconnect_args(fan_in: int, init: str) -> None:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
+def _strided(y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
+    """A view of ``y`` subsampled by ``strides`` in dims 2.. (``y`` itself when all are 1)."""
+    if all(s == 1 for s in strides):
+        return y
+    return y[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
+
+
 def adapt(y: torch.Tensor, channels: int, strides: Sequence[int]) -> torch.Tensor:
     """Parameter-free shape adaptation: subsample dims 2.. by ``strides``, zero-pad dim 1 to ``channels``."""
-    if any(s != 1 for s in strides):
-        y = y[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
+    y = _strided(y, strides)
     if y.shape[1] < channels:
         y = F.pad(y, [0, 0] * len(strides) + [0, channels - y.shape[1]])
     return y
+
+
+class _SparseMaskedSum(torch.autograd.Function):
+    """Forward: the sum of the active candidates only. Backward: the active candidates get
+    ``adapt^T(g)``; every mask entry gets ``<g, adapt(y_k)>``, computed on strided views without
+    materialising the padded copies. The same values as multiplying every candidate by its 0/1
+    mask, at the cost of K candidates instead of N."""
+
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor, active: list[int], adapters, *candidates: torch.Tensor) -> torch.Tensor:
+        ctx.active, ctx.adapters = active, adapters
+        ctx.save_for_backward(*candidates)
+        return functools.reduce(operator.add, [adapt(candidates[k], *adapters[k]) for k in active])
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        candidates = ctx.saved_tensors
+        mask_grad = torch.stack([(g[:, : y.shape[1]] * _strided(y, strides)).sum()
+                                 for y, (_, strides) in zip(candidates, ctx.adapters)])
+        candidate_grads = []
+        for k, (y, (_, strides)) in enumerate(zip(candidates, ctx.adapters)):
+            if k not in ctx.active or not ctx.needs_input_grad[3 + k]:
+                candidate_grads.append(None)
+                continue
+            cropped = g[:, : y.shape[1]]
+            if any(s != 1 for s in strides):
+                grad = g.new_zeros(y.shape)
+                _strided(grad, strides).copy_(cropped)  # scatter back into the subsampled positions
+                cropped = grad
+            candidate_grads.append(cropped)
+        return (mask_grad.to(g.dtype), None, None, *candidate_grads)
 
 
 class KOfNMasks(nn.Module):
@@ -159,10 +196,11 @@ class MaskedConnection(KOfNMasks):
             # Fixed connectivity (fine-tuning): add only the K active candidates.
             terms = [adapt(candidates[k], *self.adapters[k]) for k in self._frozen_indices]
             return functools.reduce(operator.add, terms)
-        # Training: the binary draw, with dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
-        mask = self.gates().to(candidates[0].dtype)
-        terms = [mask[k] * adapt(y, channels, strides) for k, (y, (channels, strides))
-                 in enumerate(zip(candidates, self.adapters))]
+        if self.training:
+            # The binary draw (one host read of K indices), with dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
+            active = torch.nonzero(self.sample()).flatten().tolist()
+            return _SparseMaskedSum.apply(self.mask, active, self.adapters, *candidates)
+        terms = [adapt(candidates[k], *self.adapters[k]) for k in torch.nonzero(self.top_k()).flatten().tolist()]
         return functools.reduce(operator.add, terms)
 
     def extra_repr(self) -> str:
