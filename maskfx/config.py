@@ -2,7 +2,7 @@
 ``ValueError`` naming the field before ``transform`` touches anything."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from maskfx.nn.blockout import check_blockout_args
@@ -118,8 +118,3 @@ def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | No
     if isinstance(value, config_type):
         return value
     raise ValueError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")
-
-
-def as_dict(config: Any) -> dict[str, Any]:
-    """Plain-data view of a config, recorded beside the state_dict so a model can be rebuilt."""
-    return {f.name: getattr(config, f.name) for f in fields(config)}
