@@ -7,7 +7,6 @@ from typing import Any
 import torch.fx as fx
 
 META_KEY = "maskfx"
-OWNER = "maskfx_owner"  # node.meta key: the technique a node belongs to; other passes skip it
 
 
 @dataclass

@@ -20,7 +20,8 @@ from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
 from maskfx.nn.blockout import MASK_SCALE, cluster_mask
 from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_elementwise, \
     module_of, nodes_calling, replace_with_module
-from maskfx.state import OWNER, Site
+from maskfx.marks import claim
+from maskfx.state import Site
 
 TECHNIQUE = "blockout"
 def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -86,8 +87,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     if config.hidden:
         _add_hidden_layers(gm, linears[0], config.hidden)
     chain = find_head(gm)  # now with the hidden layers and without the Dropouts
-    for node in chain:
-        node.meta[OWNER] = TECHNIQUE  # other passes leave the head to Blockout
+    claim(chain, TECHNIQUE)  # other passes leave the head to Blockout
     linears = [n for n in chain if _is_linear(gm, n)]
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]

@@ -18,10 +18,10 @@ from maskfx.nn import BranchedBottleneck, BranchGates, BranchSum
 from maskfx.nn.gateconnect import is_resnext_bottleneck
 from maskfx.passes.graph import finish, fresh_name, module_of, nodes_calling
 from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS
+from maskfx.marks import RESNEXT
 from maskfx.state import Site
 
 TECHNIQUE = "gateconnect"
-RESNEXT = "maskfx_resnext"  # node.meta key: part of a ResNeXt module; block connectivity leaves it alone
 SEQUENCE = ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"]
 
 

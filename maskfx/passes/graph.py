@@ -31,14 +31,6 @@ def nodes_calling(gm: fx.GraphModule, types: type | tuple[type, ...]) -> Iterato
             yield node, module
 
 
-def scope_of(node: fx.Node) -> str:
-    """Qualified name of the module whose forward created ``node`` ("" at the root)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if node.op == "call_module":
-        return str(node.target)
-    return next(reversed(stack.values()))[0] if stack else ""
-
-
 def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
     """An activation applied value by value (a node that pruning may see through)."""
     if node.op == "call_function":

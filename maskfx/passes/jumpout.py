@@ -10,9 +10,10 @@ from torch import nn
 
 from maskfx.config import JumpoutConfig
 from maskfx.nn import Jumpout
+from maskfx.marks import attribute_base, call_site_locations, owner
 from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, module_of, \
-    nodes_calling, replace_with_module, scope_of
-from maskfx.state import OWNER, Site
+    nodes_calling, replace_with_module
+from maskfx.state import Site
 
 TECHNIQUE = "jumpout"
 RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_})
@@ -25,14 +26,6 @@ def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in RELU_METHODS
     return type(module_of(gm, node)) is nn.ReLU
-
-
-def site_name(node: fx.Node) -> str:
-    """A ReLU module's path, or the enclosing module's path plus the node name for functional ReLUs."""
-    if node.op == "call_module":
-        return str(node.target)
-    scope = scope_of(node)
-    return f"{scope}.{node.name}" if scope else node.name
 
 
 def _selected(name: str, config: JumpoutConfig) -> bool:
@@ -50,11 +43,11 @@ def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
 def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
     sites = []
     # A Blockout head regularises itself (Blockout generalises dropout): its ReLUs are left alone.
-    for node in [n for n in gm.graph.nodes if is_relu(gm, n) and OWNER not in n.meta]:
-        location = site_name(node)
-        if not _selected(location, config):
+    relus = [n for n in gm.graph.nodes if is_relu(gm, n)]
+    for node, location in call_site_locations(relus).items():
+        if owner(node) is not None or not _selected(location, config):
             continue
-        name = fresh_name(gm, f"{node.name}_jumpout")
+        name = fresh_name(gm, attribute_base(TECHNIQUE, location))
         users = list(node.users)
         if config.replace_dropout and len(users) == 1 and is_dropout(gm, users[0]):
             detail = _dropout_detail(gm, users[0])

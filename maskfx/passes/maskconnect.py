@@ -23,11 +23,11 @@ from maskfx.nn import MaskedConnection
 from maskfx.nn.maskconnect import adapt
 from maskfx.passes import gateconnect
 from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, is_elementwise, module_of, \
-    nodes_calling, scope_of
+    nodes_calling
+from maskfx.marks import BLOCK, RESNEXT, scope_of
 from maskfx.state import Site
 
 TECHNIQUE = "maskconnect"
-BLOCK = "maskfx_block"  # node.meta key: (chain index, block index) of the nodes of a residual block
 
 
 @dataclass
@@ -81,7 +81,7 @@ def find_residual_blocks(gm: fx.GraphModule) -> list[Block]:
     blocks = []
     for node in gm.graph.nodes:
         operands = _add_operands(node)
-        if operands is None or gateconnect.RESNEXT in node.meta or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
+        if operands is None or RESNEXT in node.meta or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
             continue
         common = ancestors[operands[0]] & ancestors[operands[1]]
         if not common:

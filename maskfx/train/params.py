@@ -7,11 +7,12 @@ from torch import nn
 def structure_parameters(net: nn.Module) -> list[nn.Parameter]:
     """Learnable structure (cluster logits, connection masks) of every maskfx layer in ``net``.
 
-    A maskfx layer declares its own through a ``structure_parameters()`` method.
+    A maskfx layer declares its own through a ``structure_parameters()`` method; ``net`` may be
+    such a layer itself.
     """
     found, seen = [], set()
     for module in net.modules():
-        if module is not net and callable(getattr(module, "structure_parameters", None)):
+        if callable(getattr(module, "structure_parameters", None)):
             for p in module.structure_parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
