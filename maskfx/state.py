@@ -17,6 +17,7 @@ class Site:
     module: str  # attribute name of the maskfx module in the graph module ("" once collapsed away)
     location: str  # qualified name of the site in the original model
     detail: str = ""
+    train_only: bool = False  # in a graph only train mode runs (e.g. an auxiliary head)
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Symbolic tracing that knows maskfx's leaf modules and explains its failures."""
+"""Symbolic tracing in both train and eval mode, aware of leaf modules, explaining its failures."""
 from __future__ import annotations
 
+import copy
+import re
 from typing import Iterable
 
 import torch.fx as fx
@@ -57,18 +59,10 @@ def _split_leaves(model: nn.Module, leaf_modules: Iterable[LeafSpec]) -> tuple[f
     return frozenset(names), tuple(types)
 
 
-def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
-    """Trace ``model`` in eval mode into a GraphModule that shares its submodules.
-
-    The caller passes a copy when the original must stay untouched; the model's train/eval
-    mode is restored on the result either way.
-    """
-    names, types = _split_leaves(model, leaf_modules)
-    tracer = _LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types)
-    was_training = model.training
-    model.eval()
+def _graph_in_mode(tracer: fx.Tracer, model: nn.Module, training: bool) -> fx.Graph:
+    model.train(training)
     try:
-        graph = tracer.trace(model)
+        return tracer.trace(model)
     except Exception as error:
         path, kind = getattr(error, "_maskfx_failed_module", ("", type(model).__name__))
         where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind} itself"
@@ -76,10 +70,35 @@ def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphMo
                   f"or leaf_modules=[{kind}]" if path else
                   "leaf_modules cannot help here: make the model's own forward free of data-dependent "
                   "Python control flow, or wrap it so the untraceable part is a submodule")
-        raise TraceError(f"torch.fx could not trace {where}: {type(error).__name__}: {error}. "
+        mode = "train" if training else "eval"
+        raise TraceError(f"torch.fx could not trace {where} in {mode} mode: {type(error).__name__}: {error}. "
                          f"Remedy: {remedy}.", module=path or None) from None
+
+
+def _code(graph: fx.Graph) -> str:
+    """The graph's code with tracer-numbered tensor constants unnumbered: each trace numbers its own."""
+    return re.sub(r"_tensor_constant\d+", "_tensor_constant", graph.python_code("self").src)
+
+
+def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> tuple[fx.GraphModule, fx.GraphModule | None]:
+    """Trace ``model`` in eval mode and in train mode.
+
+    Returns the eval-mode GraphModule, which shares ``model``'s submodules, and, only when the
+    forward depends on ``self.training`` (the two traces differ), a train-mode GraphModule over a
+    copy of ``model``, so each can be rewritten on its own before ``maskfx.dual.join``. The caller
+    passes a copy when the original must stay untouched; its train/eval mode is restored.
+    """
+    names, types = _split_leaves(model, leaf_modules)
+    was_training = model.training
+    try:
+        eval_graph = _graph_in_mode(_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types), model, False)
+        train_graph = _graph_in_mode(_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types), model, True)
     finally:
         model.train(was_training)
-    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    gm.train(was_training)
-    return gm
+    train_gm = None
+    if _code(train_graph) != _code(eval_graph):
+        train_gm = fx.GraphModule(copy.deepcopy(model), train_graph, type(model).__name__)
+        train_gm.train(was_training)
+    eval_gm = fx.GraphModule(model, eval_graph, type(model).__name__)
+    eval_gm.train(was_training)
+    return eval_gm, train_gm

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import torch
@@ -10,6 +11,7 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig, resolve
+from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.passes import PIPELINE
 from maskfx.state import META_KEY, MaskfxState, Site, get_state
 from maskfx.tracing import LeafSpec, trace
@@ -47,17 +49,35 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
                          "to see the shapes of block outputs")
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise ValueError("model is already a maskfx graph module; transform the original model instead")
-    gm = trace(copy.deepcopy(model), leaf_modules)
-    state = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=[],
-                        params_original=count_parameters(model))
+    eval_gm, train_gm = trace(copy.deepcopy(model), leaf_modules)
+    original_targets = set(attribute_targets(eval_gm.graph))
+    sites, notes = _rewrite(eval_gm, configs, example_inputs)
+    gm = eval_gm
+    if train_gm is not None:  # the forward depends on self.training: rewrite the train graph too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what does not apply was said for the eval graph
+            train_sites, train_notes = _rewrite(train_gm, configs, example_inputs)
+        gm = join(eval_gm, train_gm, original_targets - set(attribute_targets(eval_gm.graph)))
+        shared = {site.module for site in sites}
+        sites += [replace(s, train_only=True) for s in train_sites if s.module not in shared]
+        notes += [n for n in train_notes if n not in notes]
+        notes.append("the model's forward depends on train/eval mode: maskfx keeps a train graph and an "
+                      "eval graph over the same modules")
+    gm.train(model.training)  # layers the passes added start in train mode: match the model's
+    gm.meta[META_KEY] = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=sites,
+                                    params_original=count_parameters(model), notes=notes)
+    return gm
+
+
+def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
+    """Run the pipeline's passes on one graph; their sites and notes."""
+    sites, notes = [], []
     for technique in PIPELINE:
         if configs[technique.name] is not None:
-            sites, notes = technique.rewrite(gm, configs[technique.name], example_inputs)
-            state.sites += sites
-            state.notes += notes
-    gm.train(model.training)  # layers the passes added start in train mode: match the model's
-    gm.meta[META_KEY] = state
-    return gm
+            found, said = technique.rewrite(gm, configs[technique.name], example_inputs)
+            sites += found
+            notes += said
+    return sites, notes
 
 
 def freeze(net: fx.GraphModule) -> fx.GraphModule:
@@ -81,7 +101,7 @@ def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
     state = get_state(net)
     if state.collapsed is not None:
         raise ValueError(f"net was already collapsed (mode={state.collapsed!r})")
-    deploy = copy.deepcopy(net).eval()
+    deploy = copy.deepcopy(eval_module(net)).eval()  # eval semantics: the eval graph
     notes = []
     for technique in reversed(PIPELINE):
         if technique.name in state.configs:
@@ -117,7 +137,7 @@ class Summary:
         for name in techniques:
             lines.append(f"  {name}: {self.count(name)} sites  {self.configs.get(name, '')}")
             for site in (s for s in self.sites if s.technique == name):
-                extra = f"  [{site.detail}]" if site.detail else ""
+                extra = "".join(f"  [{x}]" for x in (site.detail, "train mode only" * site.train_only) if x)
                 lines.append(f"    {site.location:<40} -> {site.module or '-'}{extra}")
         change = self.params_now - self.params_original
         lines.append(f"  parameters: {self.params_original:,} original -> {self.params_now:,} now "

@@ -114,3 +114,65 @@ class TwoInputs(nn.Module):
 
     def forward(self, x, y):
         return self.a(x) + self.b(y)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth written as the model libraries write it: returns early when not training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        keep = x.new_empty(shape).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class ResBlock(nn.Module):
+    """A basic residual block with optional Dropout inside and drop-path before the add."""
+
+    def __init__(self, width: int, dropout: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+
+    def forward(self, x):
+        y = self.drop(self.act(self.bn1(self.conv1(x))))
+        y = self.drop_path(self.bn2(self.conv2(y)))
+        return self.act(x + y)
+
+
+class ModeDependentResNet(nn.Module):
+    """A residual chain whose training forward differs from its eval forward, in one ``style``:
+
+    - ``"functional-dropout"``: ``F.dropout(..., training=self.training)`` in the top-level forward;
+    - ``"drop-path"``: a drop-path module that returns early when not training;
+    - ``"aux"``: an auxiliary output only in training;
+    - ``"dropout-in-blocks"``: ``nn.Dropout`` modules inside the blocks (one graph serves both modes).
+    """
+
+    STYLES = ("functional-dropout", "drop-path", "aux", "dropout-in-blocks")
+
+    def __init__(self, style: str, width: int = 8, blocks: int = 3, classes: int = 5):
+        super().__init__()
+        self.style = style
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.blocks = nn.Sequential(*(ResBlock(width, dropout=0.3 * (style == "dropout-in-blocks"),
+                                               drop_path=0.3 * (style == "drop-path")) for _ in range(blocks)))
+        self.head = nn.Linear(width, classes)
+        self.aux = nn.Linear(width, classes) if style == "aux" else None
+
+    def forward(self, x):
+        features = self.blocks(F.relu(self.stem(x))).mean(dim=(2, 3))
+        if self.style == "functional-dropout":
+            features = F.dropout(features, 0.3, training=self.training)
+        out = self.head(features)
+        if self.aux is not None and self.training:
+            return out, self.aux(features)
+        return out
