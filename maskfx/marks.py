@@ -63,3 +63,15 @@ def call_site_locations(nodes: Iterable[fx.Node]) -> dict[fx.Node, str]:
 def attribute_base(technique: str, location: str) -> str:
     """The attribute name a pass gives the module it puts at ``location`` (before de-duplication)."""
     return re.sub(r"\W", "_", f"{technique}_{location}")
+
+
+def block_name(nodes: Iterable[fx.Node]) -> str:
+    """A group of nodes (a residual block) named by the longest module path all of them lie in."""
+    nodes = list(nodes)
+    scopes = [scope_of(n).split(".") for n in nodes if scope_of(n)]
+    prefix = []
+    for parts in zip(*scopes):
+        if len(set(parts)) != 1:
+            break
+        prefix.append(parts[0])
+    return ".".join(prefix) or nodes[-1].name

@@ -21,12 +21,31 @@ class Site:
 
 
 @dataclass
+class Rejection:
+    """A place that looked like a site of ``technique`` and is not one, and why."""
+
+    technique: str
+    location: str
+    reason: str
+
+
+@dataclass
+class Rewrite:
+    """What a pass did to one graph: its sites, notes for the summary, and the rejected candidates."""
+
+    sites: list[Site]
+    notes: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass
 class MaskfxState:
     configs: dict[str, Any]  # technique name -> its config dataclass
     sites: list[Site]
     params_original: int
     collapsed: str | None = None  # None, "expected" or "prune"
     notes: list[str] = field(default_factory=list)  # what collapse changed beyond removing layers
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 def get_state(gm: fx.GraphModule) -> MaskfxState:

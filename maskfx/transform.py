@@ -13,7 +13,7 @@ from torch import nn
 from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig, resolve
 from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.passes import PIPELINE
-from maskfx.state import META_KEY, MaskfxState, Site, get_state
+from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
 from maskfx.tracing import LeafSpec, trace
 
 COLLAPSE_MODES = ("expected", "prune")
@@ -51,33 +51,36 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
         raise ValueError("model is already a maskfx graph module; transform the original model instead")
     eval_gm, train_gm = trace(copy.deepcopy(model), leaf_modules)
     original_targets = set(attribute_targets(eval_gm.graph))
-    sites, notes = _rewrite(eval_gm, configs, example_inputs)
+    done = _rewrite(eval_gm, configs, example_inputs)
     gm = eval_gm
     if train_gm is not None:  # the forward depends on self.training: rewrite the train graph too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what does not apply was said for the eval graph
-            train_sites, train_notes = _rewrite(train_gm, configs, example_inputs)
+            in_train = _rewrite(train_gm, configs, example_inputs)
         gm = join(eval_gm, train_gm, original_targets - set(attribute_targets(eval_gm.graph)))
-        shared = {site.module for site in sites}
-        sites += [replace(s, train_only=True) for s in train_sites if s.module not in shared]
-        notes += [n for n in train_notes if n not in notes]
-        notes.append("the model's forward depends on train/eval mode: maskfx keeps a train graph and an "
+        shared = {site.module for site in done.sites}
+        done.sites += [replace(s, train_only=True) for s in in_train.sites if s.module not in shared]
+        done.notes += [n for n in in_train.notes if n not in done.notes]
+        done.rejected += [r for r in in_train.rejected if r not in done.rejected]
+        done.notes.append("the model's forward depends on train/eval mode: maskfx keeps a train graph and an "
                       "eval graph over the same modules")
     gm.train(model.training)  # layers the passes added start in train mode: match the model's
-    gm.meta[META_KEY] = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=sites,
-                                    params_original=count_parameters(model), notes=notes)
+    gm.meta[META_KEY] = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=done.sites,
+                                    params_original=count_parameters(model), notes=done.notes,
+                                    rejected=done.rejected)
     return gm
 
 
-def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
-    """Run the pipeline's passes on one graph; their sites and notes."""
-    sites, notes = [], []
+def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> Rewrite:
+    """Run the pipeline's passes on one graph; what they did, together."""
+    done = Rewrite([])
     for technique in PIPELINE:
         if configs[technique.name] is not None:
-            found, said = technique.rewrite(gm, configs[technique.name], example_inputs)
-            sites += found
-            notes += said
-    return sites, notes
+            result = technique.rewrite(gm, configs[technique.name], example_inputs)
+            done.sites += result.sites
+            done.notes += result.notes
+            done.rejected += result.rejected
+    return done
 
 
 def freeze(net: fx.GraphModule) -> fx.GraphModule:
@@ -113,13 +116,14 @@ def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
-                                        notes=state.notes + notes)
+                                        notes=state.notes + notes, rejected=list(state.rejected))
     return deploy
 
 
 @dataclass
 class Summary:
-    """What ``transform`` rewrote, where, and what it cost in parameters."""
+    """What ``transform`` rewrote, where, what it cost in parameters, and each candidate a pass
+    rejected with the reason."""
 
     sites: list[Site]
     configs: dict
@@ -127,18 +131,22 @@ class Summary:
     params_now: int
     collapsed: str | None
     notes: list[str]
+    rejected: list[Rejection]
 
     def count(self, technique: str) -> int:
         return sum(site.technique == technique for site in self.sites)
 
     def __str__(self) -> str:
         lines = [f"maskfx summary ({'collapsed: ' + self.collapsed if self.collapsed else 'trainable'})"]
-        techniques = list(dict.fromkeys([*self.configs, *(s.technique for s in self.sites)]))
+        techniques = list(dict.fromkeys([*self.configs, *(s.technique for s in self.sites),
+                                         *(r.technique for r in self.rejected)]))
         for name in techniques:
             lines.append(f"  {name}: {self.count(name)} sites  {self.configs.get(name, '')}")
             for site in (s for s in self.sites if s.technique == name):
                 extra = "".join(f"  [{x}]" for x in (site.detail, "train mode only" * site.train_only) if x)
                 lines.append(f"    {site.location:<40} -> {site.module or '-'}{extra}")
+            for rejection in (r for r in self.rejected if r.technique == name):
+                lines.append(f"    rejected {rejection.location}: {rejection.reason}")
         change = self.params_now - self.params_original
         lines.append(f"  parameters: {self.params_original:,} original -> {self.params_now:,} now "
                      f"({change:+,}, x{self.params_now / max(self.params_original, 1):.3f})")
@@ -149,4 +157,4 @@ class Summary:
 def summary(net: fx.GraphModule) -> Summary:
     state = get_state(net)
     return Summary(list(state.sites), dict(state.configs), state.params_original,
-                   count_parameters(net), state.collapsed, list(state.notes))
+                   count_parameters(net), state.collapsed, list(state.notes), list(state.rejected))

@@ -10,20 +10,49 @@ with all gates on (K = C) the network is the original one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from maskfx.nn.maskconnect import KOfNMasks
 
 
-def is_resnext_bottleneck(module: nn.Module) -> bool:
-    """A torchvision-style Bottleneck whose 3x3 convolution is grouped (C > 1 branches)."""
-    parts = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu")
-    return (all(isinstance(getattr(module, p, None), nn.Module) for p in parts)
-            and isinstance(module.conv2, nn.Conv2d) and module.conv2.groups > 1
-            and module.conv1.kernel_size == (1, 1) and module.conv3.kernel_size == (1, 1)
-            and module.conv1.out_channels == module.conv2.in_channels == module.conv2.out_channels
-            and isinstance(module.bn3, nn.BatchNorm2d))
+@dataclass
+class BottleneckParts:
+    """The layers of one ResNeXt module, however its forward is written: 1x1 conv -> BatchNorm ->
+    ReLU -> grouped 3x3 conv (C = groups branches) -> BatchNorm -> ReLU -> 1x1 conv -> BatchNorm,
+    added to the input or to a 1x1 conv + BatchNorm projection of it."""
+
+    conv1: nn.Module
+    bn1: nn.Module
+    conv2: nn.Module
+    bn2: nn.Module
+    conv3: nn.Module
+    bn3: nn.Module
+    projection: tuple[nn.Module, nn.Module] | None = None
+
+    def problem(self) -> str | None:
+        """Why these layers are not a ResNeXt module GateConnect can split, or None."""
+        convs = {"conv1": self.conv1, "conv2": self.conv2, "conv3": self.conv3}
+        norms = {"bn1": self.bn1, "bn2": self.bn2, "bn3": self.bn3}
+        if self.projection is not None:
+            convs["projection conv"], norms["projection norm"] = self.projection
+        for name, conv in convs.items():
+            if type(conv) is not nn.Conv2d or conv.bias is not None:
+                return f"{name} is not a bias-free Conv2d"
+        for name, norm in norms.items():
+            if type(norm) is not nn.BatchNorm2d or not norm.affine or not norm.track_running_stats:
+                return f"{name} is not an affine BatchNorm2d with running statistics"
+        one_by_one = [name for name in ("conv1", "conv3", "projection conv") if name in convs
+                      and (convs[name].kernel_size != (1, 1) or convs[name].groups != 1)]
+        if one_by_one:
+            return f"{one_by_one[0]} is not an ungrouped 1x1 convolution"
+        if self.conv2.groups < 2:
+            return "conv2 is not grouped (a plain bottleneck, one branch)"
+        if not (self.conv1.out_channels == self.conv2.in_channels == self.conv2.out_channels == self.conv3.in_channels):
+            return "conv1, conv2 and conv3 widths do not line up"
+        return None
 
 
 def _conv(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int, weight: torch.Tensor) -> nn.Conv2d:
@@ -63,12 +92,12 @@ class BranchedBottleneck(nn.Module):
     inputs ``(N, C, in, H, W)``, and returns per-branch outputs ``(N, C, out, H', W')``.
     """
 
-    def __init__(self, block: nn.Module, shared_input: bool) -> None:
+    def __init__(self, block: BottleneckParts, shared_input: bool) -> None:
         super().__init__()
-        if not is_resnext_bottleneck(block):
-            raise ValueError(f"not a ResNeXt bottleneck: {type(block).__name__}")
-        downsample = getattr(block, "downsample", None)
-        if not shared_input and downsample is not None:
+        problem = block.problem()
+        if problem is not None:
+            raise ValueError(f"not a ResNeXt bottleneck: {problem}")
+        if not shared_input and block.projection is not None:
             raise ValueError("a module with a projection shortcut must read the shared input")
         self.branches = c = block.conv2.groups
         width, self.in_channels, self.out_channels = block.conv2.in_channels, block.conv1.in_channels, block.conv3.out_channels
@@ -79,12 +108,11 @@ class BranchedBottleneck(nn.Module):
             self.conv1 = block.conv1
         else:  # branch j's conv1 rows see only branch j's input: the same weight as a grouped conv
             self.conv1 = _conv(block.conv1, c * self.in_channels, width, c, block.conv1.weight)
-        self.bn1, self.conv2, self.bn2, self.relu = block.bn1, block.conv2, block.bn2, block.relu
+        self.bn1, self.conv2, self.bn2, self.relu = block.bn1, block.conv2, block.bn2, nn.ReLU()
         w3 = block.conv3.weight.view(out, c, w).permute(1, 0, 2).reshape(c * out, w, 1, 1)
         self.conv3 = _conv(block.conv3, width, c * out, c, w3)
         self.bn3 = _split_norm(block.bn3, c)
-        # A Sequential again: under torch.fx the projection is a bare container of its two layers.
-        self.downsample = nn.Sequential(*downsample.children()) if downsample is not None else None
+        self.downsample = nn.Sequential(*block.projection) if block.projection is not None else None
 
     @torch.no_grad()
     def keep_branches(self, keep: list[int]) -> None:

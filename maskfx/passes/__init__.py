@@ -10,7 +10,7 @@ from torch import nn
 from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BranchGates, Jumpout, MaskedConnection
 from maskfx.passes import blockout, jumpout, maskconnect
-from maskfx.state import Site
+from maskfx.state import Rewrite
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class TechniquePass:
     name: str  # also the keyword argument of maskfx.transform
     config_type: type
     layer_types: tuple[type[nn.Module], ...]  # what the pass adds; none may survive collapse
-    rewrite: Callable[[fx.GraphModule, object, tuple | None], tuple[list[Site], list[str]]]  # graph, config, example inputs -> sites, notes
+    rewrite: Callable[[fx.GraphModule, object, tuple | None], Rewrite]  # graph, config, example inputs
     collapse: Callable[[fx.GraphModule, str, object], list[str]]  # graph, mode, config -> notes
 
 

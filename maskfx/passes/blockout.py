@@ -21,7 +21,7 @@ from maskfx.nn.blockout import MASK_SCALE, cluster_mask
 from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_elementwise, \
     module_of, nodes_calling, replace_with_module
 from maskfx.marks import claim
-from maskfx.state import Site
+from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "blockout"
 def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -70,12 +70,12 @@ def _add_hidden_layers(gm: fx.GraphModule, first: fx.Node, hidden: tuple[int, ..
     replace_with_module(gm, first, fresh_name(gm, "blockout_classifier"), classifier, (x,))
 
 
-def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
+def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | None) -> Rewrite:
     chain = find_head(gm)
     if isinstance(chain, str):
         message = f"blockout not applied: {chain}"
         warnings.warn(message, stacklevel=3)
-        return [], [message]
+        return Rewrite([], [message], [Rejection(TECHNIQUE, "classifier head", chain)])
     linears = [n for n in chain if _is_linear(gm, n)]
     originals = [gm.get_submodule(n.target) for n in linears]
     note = (f"blockout head: {len(linears)} Linear layers, {sum(p.numel() for m in originals for p in m.parameters()):,} "
@@ -106,7 +106,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
     finish(gm)
-    return sites, [note]
+    return Rewrite(sites, [note])
 
 
 def _head_layers(gm: fx.GraphModule, draws: fx.Node) -> list[tuple[fx.Node, BlockoutLinear]]:

@@ -1,80 +1,147 @@
 """GateConnect pass: chains of ResNeXt modules get learned branch connectivity; collapse fixes
 the gates and (``"prune"``) removes the branches no gate reads, so the grouped convs shrink.
 
-A chain is a run of torchvision-style ResNeXt bottlenecks, each reading the previous one's
-output. It starts at a module with a projection shortcut (that module reads the summed input:
+A ResNeXt module is recognised by the shape of its graph, however its forward is written
+(activation modules or functions, ``+`` or ``+=``, the shortcut on either side, ``nn.Identity``
+placeholders): a residual add of 1x1 conv -> BN -> ReLU -> grouped conv -> BN -> ReLU -> 1x1 conv
+-> BN and the input or a conv + BN projection of it, followed by a ReLU. A chain is a run of
+such modules, each reading the previous one's output. It starts at a module with a projection shortcut (that module reads the summed input:
 a per-branch projection would cost C times its multiply-adds) or at the first module; after its
 last module the branches are summed and rectified as before.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from maskfx.config import MaskConnectConfig
+from maskfx.marks import RESNEXT, block_name
 from maskfx.nn import BranchedBottleneck, BranchGates, BranchSum
-from maskfx.nn.gateconnect import is_resnext_bottleneck
-from maskfx.passes.graph import finish, fresh_name, module_of, nodes_calling
-from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS
-from maskfx.marks import RESNEXT
-from maskfx.state import Site
+from maskfx.nn.gateconnect import BottleneckParts
+from maskfx.passes.graph import add_operands, finish, fresh_name, is_relu, module_of, nodes_calling
+from maskfx.state import Rejection, Site
 
 TECHNIQUE = "gateconnect"
-SEQUENCE = ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"]
+BRANCH = ("bn3", "conv3", "relu", "bn2", "conv2", "relu", "bn1", "conv1")
 
 
 @dataclass
 class Module:
+    """One ResNeXt module found in the graph: its layers, its nodes (input excluded, output last)."""
+
     path: str
     nodes: list[fx.Node]
     input: fx.Node
-    has_projection: bool
+    parts: BottleneckParts
+
+    @property
+    def has_projection(self) -> bool:
+        return self.parts.projection is not None
 
 
-def _owner(node: fx.Node, gm: fx.GraphModule) -> str | None:
-    """The innermost ResNeXt bottleneck (by module path) whose forward created ``node``."""
-    for path, _ in reversed(list((node.meta.get("nn_module_stack") or {}).values())):
-        try:
-            if is_resnext_bottleneck(gm.get_submodule(path)):
-                return path
-        except AttributeError:
+class _Mismatch(NamedTuple):
+    """Why a residual branch is not a bottleneck, and how many of its layers matched first."""
+
+    reason: str
+    depth: int
+
+
+def _skip_identities(gm: fx.GraphModule, node: fx.Node, path: list[fx.Node]) -> fx.Node:
+    """Step back over ``nn.Identity`` calls (disabled drop-block or anti-aliasing slots), recording them."""
+    while isinstance(module_of(gm, node), nn.Identity):
+        path.append(node)
+        node = node.args[0]
+    return node
+
+
+def _walk_branch(gm: fx.GraphModule, tail: fx.Node) -> tuple[list[fx.Node], dict[str, nn.Module], fx.Node] | _Mismatch:
+    """From the residual branch's last node back to the module input along
+    bn3 <- conv3 <- relu <- bn2 <- conv2 <- relu <- bn1 <- conv1. Returns the nodes walked, the
+    layers by name and the input, or why the branch is not that chain."""
+    path, layers, node = [], {}, tail
+    for depth, step in enumerate(BRANCH):
+        node = _skip_identities(gm, node, path)
+        if not isinstance(node, fx.Node) or (path and len(node.users) != 1):
+            return _Mismatch(f"the residual branch is shared with other computations before {step}", depth)
+        found = f"{node.op} {getattr(node.target, '__name__', node.target)}"
+        if step == "relu":
+            if not is_relu(gm, node):
+                return _Mismatch(f"{found} where a bottleneck has a ReLU", depth)
+        else:
+            module = module_of(gm, node)
+            if module is None:
+                return _Mismatch(f"{found} where a bottleneck has {step} (SE, drop-path or scaling before "
+                                 "the add cannot be split into branches)", depth)
+            layers[step] = module
+        path.append(node)
+        node = node.args[0]
+    return path, layers, node
+
+
+def _shortcut(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> tuple[list[fx.Node], tuple | None] | None:
+    """The shortcut operand: ``x`` itself, or BatchNorm(conv(x)); its nodes and projection layers."""
+    path: list[fx.Node] = []
+    node = _skip_identities(gm, node, path)
+    if node is x:
+        return path, None
+    norm = node
+    conv = _skip_identities(gm, norm.args[0], path) if norm.op == "call_module" and norm.args else None
+    if conv is None or conv.op != "call_module" or not conv.args or conv.args[0] is not x:
+        return None
+    return path + [norm, conv], (module_of(gm, conv), module_of(gm, norm))
+
+
+def _match(gm: fx.GraphModule, add: fx.Node) -> Module | Rejection | None:
+    """The ResNeXt module whose shortcut add is ``add`` (the shortcut on either side), why a
+    bottleneck-like residual add is not one, or None where ``add`` does not end in conv + norm."""
+    operands = add_operands(add)
+    if operands is None:
+        return None
+    misses = []
+    for branch, other in (operands, operands[::-1]):
+        walked = _walk_branch(gm, branch)
+        if isinstance(walked, _Mismatch):
+            misses.append(walked)
             continue
-    return None
-
-
-def _matches_bottleneck(module: Module) -> bool:
-    """The calls are exactly torchvision's Bottleneck.forward, so the rewrite keeps its function."""
-    calls = [str(n.target)[len(module.path) + 1:] for n in module.nodes if n.op == "call_module"]
-    adds = [n for n in module.nodes if (n.op == "call_function" and n.target in ADD_FUNCTIONS)
-            or (n.op == "call_method" and n.target in ADD_METHODS)]
-    projection = ["downsample.0", "downsample.1"] if module.has_projection else []
-    return (len(adds) == 1 and len(module.nodes) == len(calls) + 1 and calls == SEQUENCE + projection + ["relu"]
-            and module.nodes[-1].args[0] is adds[0])
-
-
-def find_modules(gm: fx.GraphModule) -> list[Module]:
-    groups: dict[str, list[fx.Node]] = {}
-    for node in gm.graph.nodes:
-        path = _owner(node, gm)
-        if path is not None:
-            groups.setdefault(path, []).append(node)
-    modules = []
-    for path, nodes in groups.items():
+        path, layers, x = walked
+        shortcut = _shortcut(gm, other, x)
+        users = list(add.users)
+        parts = BottleneckParts(**layers, projection=shortcut[1] if shortcut else None)
+        nodes = [n for n in gm.graph.nodes if n in {*path, *(shortcut[0] if shortcut else ()), add, *users[:1]}]
         inside = set(nodes)
-        inputs = {i for n in nodes for i in n.all_input_nodes if i not in inside}
-        escaping = [n for n in nodes[:-1] if any(u not in inside for u in n.users)]
-        if len(inputs) != 1 or escaping:
-            continue
-        module = Module(path, nodes, inputs.pop(), hasattr(gm.get_submodule(path), "downsample"))
-        if _matches_bottleneck(module):
-            modules.append(module)
-    return modules
+        if shortcut is None:
+            problem = "the shortcut is neither the module input nor a conv + BatchNorm projection of it"
+        elif len(users) != 1 or not is_relu(gm, users[0]):
+            problem = "no ReLU right after the shortcut add"
+        elif any(u not in inside for n in nodes[:-1] for u in n.users):
+            problem = "a value inside the module is used outside it"
+        else:
+            problem = parts.problem()
+        if problem is not None:
+            return Rejection(TECHNIQUE, block_name(nodes), problem)
+        return Module(block_name(nodes), nodes, x, parts)
+    deepest = max(misses, key=lambda m: m.depth)
+    return Rejection(TECHNIQUE, block_name([add]), deepest.reason) if deepest.depth >= 2 else None
 
 
-def find_chains(gm: fx.GraphModule) -> list[list[Module]]:
-    modules = find_modules(gm)
+def find_modules(gm: fx.GraphModule) -> tuple[list[Module], list[Rejection]]:
+    """Every ResNeXt module, recognised by the shape of its graph (not by attribute names), and the
+    bottleneck-like residual adds that are not one, with the reason."""
+    modules, rejected = [], []
+    for node in list(gm.graph.nodes):
+        found = _match(gm, node)
+        if isinstance(found, Module):
+            modules.append(found)
+        elif isinstance(found, Rejection):
+            rejected.append(found)
+    return modules, rejected
+
+
+def find_chains(modules: list[Module]) -> list[list[Module]]:
     by_input = {m.input: m for m in modules}
     outputs = {m.nodes[-1] for m in modules}
     chains = []
@@ -89,25 +156,29 @@ def find_chains(gm: fx.GraphModule) -> list[list[Module]]:
     return chains
 
 
-def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> list[Site]:
+def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> tuple[list[Site], list[Rejection]]:
     sites = []
-    for module in find_modules(gm):  # ResNeXt modules get branch connectivity or none, never block connectivity
+    modules, rejected = find_modules(gm)
+    for module in modules:  # ResNeXt modules get branch connectivity or none, never block connectivity
         for node in module.nodes:
             node.meta[RESNEXT] = True
-    for chain in find_chains(gm):
+    chains = find_chains(modules)
+    in_chains = {id(m) for chain in chains for m in chain}
+    rejected += [Rejection(TECHNIQUE, m.path, "a ResNeXt module in no chain of two or more (its stage has one module "
+                           "after the projection)") for m in modules if id(m) not in in_chains]
+    for chain in chains:
         # Read the input from the graph now: rewriting the chain before may have replaced it.
         inside = set(chain[0].nodes)
         previous = next(i for n in chain[0].nodes for i in n.all_input_nodes if i not in inside)
         sources = 0
         for i, module in enumerate(chain):
-            block = gm.get_submodule(module.path)
-            branched = BranchedBottleneck(block, shared_input=i == 0)
+            branched = BranchedBottleneck(module.parts, shared_input=i == 0)
             c = branched.branches
             with gm.graph.inserting_after(module.nodes[-1]):
                 if i > 0:
                     gates = BranchGates(c, sources, config.fan_in)
                     gates_name = fresh_name(gm, f"gateconnect_gates_{module.path.replace('.', '_')}")
-                    gm.add_submodule(gates_name, gates.to(block.conv1.weight.device))
+                    gm.add_submodule(gates_name, gates.to(module.parts.conv1.weight.device))
                     previous = gm.graph.call_module(gates_name, (previous,))
                     sites.append(Site(TECHNIQUE, gates_name, module.path,
                                       f"each of {c} branches reads K={gates.fan_in} of the {sources} branches of {chain[i - 1].path}"))
@@ -125,7 +196,7 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> list[Site]:
             for node in reversed(module.nodes):
                 gm.graph.erase_node(node)
     finish(gm)
-    return sites
+    return sites, rejected
 
 
 def _gate_chains(gm: fx.GraphModule) -> list[list[tuple[fx.Node | None, fx.Node]]]:

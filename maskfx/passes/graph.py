@@ -16,6 +16,8 @@ ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
 ELEMENTWISE_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, F.gelu, F.silu, torch.tanh,
                                    torch.sigmoid, F.hardswish, F.relu6, F.leaky_relu, F.elu, F.mish})
 ELEMENTWISE_METHODS = frozenset({"relu", "relu_", "tanh", "sigmoid"})
+RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_})
+RELU_METHODS = frozenset({"relu", "relu_"})
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -38,6 +40,25 @@ def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in ELEMENTWISE_METHODS
     return isinstance(module_of(gm, node), ELEMENTWISE_MODULES)
+
+
+def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A ReLU call in any spelling: ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, in place or not."""
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in RELU_METHODS
+    return type(module_of(gm, node)) is nn.ReLU
+
+
+def add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """The two tensor operands of an add (``+``, ``+=``, ``torch.add``, ``Tensor.add(_)``), else None."""
+    is_add = (node.op == "call_function" and node.target in ADD_FUNCTIONS) or \
+             (node.op == "call_method" and node.target in ADD_METHODS)
+    if not is_add or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+        return None
+    a, b = node.args
+    return (a, b) if isinstance(a, fx.Node) and isinstance(b, fx.Node) and a is not b else None
 
 
 def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:

@@ -3,31 +3,16 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-import torch
 import torch.fx as fx
-import torch.nn.functional as F
-from torch import nn
 
 from maskfx.config import JumpoutConfig
-from maskfx.nn import Jumpout
 from maskfx.marks import attribute_base, call_site_locations, owner
-from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, module_of, \
-    nodes_calling, replace_with_module
-from maskfx.state import Site
+from maskfx.nn import Jumpout
+from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_relu, \
+    module_of, nodes_calling, replace_with_module
+from maskfx.state import Rewrite, Site
 
 TECHNIQUE = "jumpout"
-RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_})
-RELU_METHODS = frozenset({"relu", "relu_"})
-
-
-def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in RELU_METHODS
-    return type(module_of(gm, node)) is nn.ReLU
-
-
 def _selected(name: str, config: JumpoutConfig) -> bool:
     included = not config.include or any(fnmatchcase(name, p) for p in config.include)
     return included and not any(fnmatchcase(name, p) for p in config.exclude)
@@ -40,7 +25,7 @@ def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
     return f"replaced Dropout{where} (p={p})"
 
 
-def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
+def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> Rewrite:
     sites = []
     # A Blockout head regularises itself (Blockout generalises dropout): its ReLUs are left alone.
     relus = [n for n in gm.graph.nodes if is_relu(gm, n)]
@@ -57,7 +42,7 @@ def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | N
             insert_module_after(gm, node, name, Jumpout(**config.layer_kwargs()))
         sites.append(Site(TECHNIQUE, name, location, detail))
     finish(gm)
-    return sites, []
+    return Rewrite(sites)
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:

@@ -22,10 +22,10 @@ from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.nn.maskconnect import adapt
 from maskfx.passes import gateconnect
-from maskfx.passes.graph import ADD_FUNCTIONS, ADD_METHODS, finish, fresh_name, is_elementwise, module_of, \
+from maskfx.passes.graph import add_operands, finish, fresh_name, is_elementwise, module_of, \
     nodes_calling
-from maskfx.marks import BLOCK, RESNEXT, scope_of
-from maskfx.state import Site
+from maskfx.marks import BLOCK, RESNEXT, block_name
+from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
 
@@ -54,60 +54,50 @@ def shape_of(node) -> torch.Size | None:
     return getattr(meta, "shape", None)
 
 
-def _add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    is_add = (node.op == "call_function" and node.target in ADD_FUNCTIONS) or \
-             (node.op == "call_method" and node.target in ADD_METHODS)
-    if not is_add or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
-        return None
-    a, b = node.args
-    return (a, b) if isinstance(a, fx.Node) and isinstance(b, fx.Node) and a is not b else None
-
-
-def _block_name(nodes: list[fx.Node]) -> str:
-    scopes = [scope_of(n).split(".") for n in nodes if scope_of(n)]
-    prefix = []
-    for parts in zip(*scopes):
-        if len(set(parts)) != 1:
-            break
-        prefix.append(parts[0])
-    return ".".join(prefix) or nodes[-1].name
-
-
-def find_residual_blocks(gm: fx.GraphModule) -> list[Block]:
+def find_residual_blocks(gm: fx.GraphModule) -> tuple[list[Block], list[Rejection]]:
+    """Every residual block, and the adds of two tensors that are not one, with the reason."""
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     ancestors: dict[fx.Node, set[fx.Node]] = {}
     for node in gm.graph.nodes:
         ancestors[node] = {node}.union(*(ancestors[i] for i in node.all_input_nodes))
-    blocks = []
+    blocks, rejected = [], []
     for node in gm.graph.nodes:
-        operands = _add_operands(node)
-        if operands is None or RESNEXT in node.meta or shape_of(operands[0]) is None or shape_of(operands[0]) != shape_of(operands[1]):
+        operands = add_operands(node)
+        if operands is None or RESNEXT in node.meta:
             continue
+        shapes = [shape_of(a) for a in operands]
         common = ancestors[operands[0]] & ancestors[operands[1]]
-        if not common:
+        reason = ("operand shapes unknown" if None in shapes else
+                  f"broadcasting add of shapes {tuple(shapes[0])} and {tuple(shapes[1])}" if shapes[0] != shapes[1] else
+                  "the operands share no input (not a block input and its transform)" if not common else None)
+        if reason is not None:
+            rejected.append(Rejection(TECHNIQUE, block_name([node]) + f" ({node.name})", reason))
             continue
         x = max(common, key=order.__getitem__)
         users = list(node.users)
         y = users[0] if len(users) == 1 and is_elementwise(gm, users[0]) else node
         body = [n for n in gm.graph.nodes if order[x] < order[n] <= order[y] and x in ancestors[n]
                 and n in ancestors[y]]
-        blocks.append(Block(x, y, body, _block_name(body)))
-    return blocks
+        blocks.append(Block(x, y, body, block_name(body)))
+    return blocks, rejected
 
 
-def find_chains(gm: fx.GraphModule) -> list[list[Block]]:
-    """Maximal sequences of residual blocks, each reading the previous one's output; >= 2 blocks."""
-    blocks = find_residual_blocks(gm)
+def find_chains(blocks: list[Block]) -> tuple[list[list[Block]], list[Rejection]]:
+    """Maximal sequences of residual blocks, each reading the previous one's output; >= 2 blocks.
+    Blocks in no such sequence are rejected."""
     by_input = {b.input: b for b in blocks}
     starts = [b for b in blocks if b.input not in {c.output for c in blocks}]
-    chains = []
+    chains, rejected = [], []
     for block in starts:
         chain = [block]
         while chain[-1].output in by_input:
             chain.append(by_input[chain[-1].output])
         if len(chain) >= 2:
             chains.append(chain)
-    return chains
+        else:
+            rejected.append(Rejection(TECHNIQUE, block.name, "a residual block in no chain of two or more "
+                                      "(no next block reads its output)"))
+    return chains, rejected
 
 
 def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ...]] | None:
@@ -123,15 +113,20 @@ def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ..
     return int(target[1]), tuple(strides)
 
 
-def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> tuple[list[Site], list[str]]:
-    sites = gateconnect.rewrite(gm, config) if config.branches else []  # before blocks: ResNeXt chains are theirs
+def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> Rewrite:
+    sites, rejected = gateconnect.rewrite(gm, config) if config.branches else ([], [])  # ResNeXt chains first
     propagate_shapes(gm, example_inputs)
-    chains = find_chains(gm) if config.blocks else []
+    chains = []
+    if config.blocks:
+        blocks, rejected_adds = find_residual_blocks(gm)
+        chains, rejected_blocks = find_chains(blocks)
+        rejected += rejected_adds + rejected_blocks
     if not chains and not sites:
         message = ("maskconnect not applied: no chain of two or more residual blocks (same-shaped add of a "
-                   "block input and its transform)" + (" or ResNeXt modules" if config.branches else ""))
+                   "block input and its transform)" + (" or ResNeXt modules" if config.branches else "") +
+                   "; maskfx.summary(net) lists each candidate and why it was rejected")
         warnings.warn(message, stacklevel=3)
-        return [], [message]
+        return Rewrite([], [message], rejected)
     for c, chain in enumerate(chains):
         outputs = [chain[0].input] + [b.output for b in chain]  # candidate k = output of block k (0: chain input)
         names = [f"input of {chain[0].name}"] + [b.name for b in chain]
@@ -156,8 +151,8 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
                               f"K={layer.fan_in} of [{', '.join(names[k] for k, _ in usable)}]"))
     finish(gm)
     branch_gates = sum(site.technique == gateconnect.TECHNIQUE for site in sites)
-    return sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks, "
-                   f"{branch_gates} ResNeXt branch gate layers"]
+    return Rewrite(sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks, "
+                           f"{branch_gates} ResNeXt branch gate layers"], rejected)
 
 
 def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
@@ -179,7 +174,7 @@ def _block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
     for node in gm.graph.nodes:
         if BLOCK in node.meta and not isinstance(module_of(gm, node), MaskedConnection):
             members.setdefault(node.meta[BLOCK], []).append(node)
-    return {key: _block_name(nodes) for key, nodes in members.items()}
+    return {key: block_name(nodes) for key, nodes in members.items()}
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
