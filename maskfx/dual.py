@@ -83,7 +83,9 @@ def join(eval_gm: fx.GraphModule, train_gm: fx.GraphModule, replaced: set[str]) 
         value = operator.attrgetter(target)(train_gm)
         if target in replaced:
             raise RuntimeError(f"the train-mode graph still reads '{target}', which the eval-mode rewrite "
-                               "replaced: the passes found different sites in the two graphs")
+                               "replaced: the passes found different sites in the two graphs, because the "
+                               "module around it computes something else in train mode. Keep that module "
+                               "whole with transform(..., leaf_modules=[...]) or leave the technique off")
         if target not in attributes:
             attributes[target] = value
         elif not _same_kind(attributes[target], value):

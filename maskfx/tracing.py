@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable
 
 import torch.fx as fx
@@ -26,17 +28,26 @@ class TraceError(RuntimeError):
 
 
 class _LeafAwareTracer(fx.Tracer):
+    """Keeps leaves whole, names the submodule a failure came from, and records what each module
+    call put in the graph (its signature), so the two modes' traces can be compared per module."""
+
     def __init__(self, leaf_names: frozenset[str], leaf_types: tuple[type[nn.Module], ...]) -> None:
         super().__init__()
         self.leaf_names, self.leaf_types = leaf_names, leaf_types
+        self.signatures: dict[str, list[tuple]] = {}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types)
                 or super().is_leaf_module(m, module_qualified_name))
 
     def call_module(self, m, forward, args, kwargs):
+        before = len(self.graph.nodes)
         try:
-            return super().call_module(m, forward, args, kwargs)
+            out = super().call_module(m, forward, args, kwargs)
+            created = reversed(list(islice(reversed(self.graph.nodes), len(self.graph.nodes) - before)))
+            self.signatures.setdefault(self.path_of_module(m), []).append(
+                tuple((n.op, str(n.target)) for n in created))
+            return out
         except Exception as error:
             # The innermost module sees the error first; outer frames keep its name.
             if not hasattr(error, "_maskfx_failed_module"):
@@ -80,7 +91,29 @@ def _code(graph: fx.Graph) -> str:
     return re.sub(r"_tensor_constant\d+", "_tensor_constant", graph.python_code("self").src)
 
 
-def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> tuple[fx.GraphModule, fx.GraphModule | None]:
+@dataclass
+class Traced:
+    """The eval-mode graph module (over the given model), the train-mode one (over a copy of it)
+    where the two differ, and the modules kept whole because only their mode made them differ."""
+
+    eval: fx.GraphModule
+    train: fx.GraphModule | None
+    kept_whole: list[str]
+
+
+def _mode_dependent_leaves(model: nn.Module, eval_tracer: _LeafAwareTracer, train_tracer: _LeafAwareTracer) -> list[str]:
+    """Parameter-free modules (drop-path, custom dropout) whose own trace differs between the modes.
+
+    Kept whole, they run as themselves and read ``self.training`` at run time, as ``nn.Dropout``
+    does; modules with parameters stay open to the passes and get two graphs instead.
+    """
+    differing = [path for path, calls in eval_tracer.signatures.items()
+                 if path and path in train_tracer.signatures and calls != train_tracer.signatures[path]]
+    return [path for path in differing
+            if next(iter(model.get_submodule(path).parameters()), None) is None]
+
+
+def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
     """Trace ``model`` in eval mode and in train mode.
 
     Returns the eval-mode GraphModule, which shares ``model``'s submodules, and, only when the
@@ -90,15 +123,23 @@ def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> tuple[fx.G
     """
     names, types = _split_leaves(model, leaf_modules)
     was_training = model.training
+    kept_whole: list[str] = []
     try:
-        eval_graph = _graph_in_mode(_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types), model, False)
-        train_graph = _graph_in_mode(_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types), model, True)
+        while True:
+            tracers = [_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types) for _ in range(2)]
+            eval_graph, train_graph = (_graph_in_mode(t, model, training) for t, training in zip(tracers, (False, True)))
+            same = _code(train_graph) == _code(eval_graph)
+            more = [] if same else _mode_dependent_leaves(model, *tracers)
+            if not more:
+                break
+            kept_whole += more
+            names = names | frozenset(more)
     finally:
         model.train(was_training)
     train_gm = None
-    if _code(train_graph) != _code(eval_graph):
+    if not same:
         train_gm = fx.GraphModule(copy.deepcopy(model), train_graph, type(model).__name__)
         train_gm.train(was_training)
     eval_gm = fx.GraphModule(model, eval_graph, type(model).__name__)
     eval_gm.train(was_training)
-    return eval_gm, train_gm
+    return Traced(eval_gm, train_gm, kept_whole)

@@ -49,7 +49,8 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
                          "to see the shapes of block outputs")
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise ValueError("model is already a maskfx graph module; transform the original model instead")
-    eval_gm, train_gm = trace(copy.deepcopy(model), leaf_modules)
+    traced = trace(copy.deepcopy(model), leaf_modules)
+    eval_gm, train_gm = traced.eval, traced.train
     original_targets = set(attribute_targets(eval_gm.graph))
     done = _rewrite(eval_gm, configs, example_inputs)
     gm = eval_gm
@@ -64,6 +65,9 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
         done.rejected += [r for r in in_train.rejected if r not in done.rejected]
         done.notes.append("the model's forward depends on train/eval mode: maskfx keeps a train graph and an "
                       "eval graph over the same modules")
+    if traced.kept_whole:
+        done.notes.append(f"kept whole, as their forward depends on train/eval mode and they have no parameters: "
+                          f"{', '.join(traced.kept_whole)}")
     gm.train(model.training)  # layers the passes added start in train mode: match the model's
     gm.meta[META_KEY] = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=done.sites,
                                     params_original=count_parameters(model), notes=done.notes,

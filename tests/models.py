@@ -176,3 +176,86 @@ class ModeDependentResNet(nn.Module):
         if self.aux is not None and self.training:
             return out, self.aux(features)
         return out
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, channels // 4, 1), nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+class StyledBottleneck(nn.Module):
+    """A ResNeXt bottleneck written the way another model library might write it (``style``):
+
+    - ``"modules"``: activation modules, ``nn.Identity`` placeholders, ``x += shortcut`` (timm's form);
+    - ``"functional"``: ``F.relu`` and ``x + shortcut``;
+    - ``"shortcut-left"``: ``torch.add(shortcut, x)`` and ``Tensor.relu``;
+    - ``"se"``: squeeze-and-excitation before the add;
+    - ``"drop-path"``: drop-path before the add.
+    """
+
+    def __init__(self, cin: int, width: int, cout: int, groups: int, stride: int, style: str):
+        super().__init__()
+        self.style = style
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.act1, self.act2, self.act3 = nn.ReLU(inplace=True), nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.drop_block, self.aa = nn.Identity(), nn.Identity()
+        self.se = SqueezeExcite(cout) if style == "se" else None
+        self.drop_path = DropPath(0.2) if style == "drop-path" else None
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        shortcut = x
+        if self.style == "functional":
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = F.relu(self.bn2(self.conv2(x)))
+        else:
+            x = self.act1(self.bn1(self.conv1(x)))
+            x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        if self.style == "functional":
+            return F.relu(x + shortcut)
+        if self.style == "shortcut-left":
+            return torch.add(shortcut, x).relu()
+        x += shortcut
+        return self.act3(x)
+
+
+class StyledResNeXt(nn.Module):
+    """Two stages of two ResNeXt modules (C = ``groups`` branches each) in one ``StyledBottleneck`` style."""
+
+    STYLES = ("modules", "functional", "shortcut-left", "se", "drop-path")
+
+    def __init__(self, style: str, groups: int = 4, classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stages = nn.Sequential(
+            StyledBottleneck(16, 4 * groups, 32, groups, 1, style), StyledBottleneck(32, 4 * groups, 32, groups, 1, style),
+            StyledBottleneck(32, 8 * groups, 64, groups, 2, style), StyledBottleneck(64, 8 * groups, 64, groups, 1, style))
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
+
+
+def calibrated(model: nn.Module, shape: tuple[int, ...], batches: int = 3) -> nn.Module:
+    """``model`` in eval mode with BatchNorm statistics from random batches, as a trained model has them."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(*shape))
+    return model.eval()

@@ -22,11 +22,12 @@ from maskfx.config import MaskConnectConfig
 from maskfx.marks import RESNEXT, block_name
 from maskfx.nn import BranchedBottleneck, BranchGates, BranchSum
 from maskfx.nn.gateconnect import BottleneckParts
-from maskfx.passes.graph import add_operands, finish, fresh_name, is_relu, module_of, nodes_calling
+from maskfx.passes.graph import add_operands, ancestors, finish, fresh_name, is_relu, module_of, nodes_calling
 from maskfx.state import Rejection, Site
 
 TECHNIQUE = "gateconnect"
 BRANCH = ("bn3", "conv3", "relu", "bn2", "conv2", "relu", "bn1", "conv1")
+LAYER_TYPES = {"bn": nn.BatchNorm2d, "conv": nn.Conv2d}
 
 
 @dataclass
@@ -58,28 +59,31 @@ def _skip_identities(gm: fx.GraphModule, node: fx.Node, path: list[fx.Node]) -> 
     return node
 
 
-def _walk_branch(gm: fx.GraphModule, tail: fx.Node) -> tuple[list[fx.Node], dict[str, nn.Module], fx.Node] | _Mismatch:
-    """From the residual branch's last node back to the module input along
-    bn3 <- conv3 <- relu <- bn2 <- conv2 <- relu <- bn1 <- conv1. Returns the nodes walked, the
-    layers by name and the input, or why the branch is not that chain."""
+def _walk_branch(gm: fx.GraphModule, tail: fx.Node, x: fx.Node) -> tuple[list[fx.Node], dict[str, nn.Module]] | _Mismatch:
+    """From the residual branch's last node back to the module input ``x`` along
+    bn3 <- conv3 <- relu <- bn2 <- conv2 <- relu <- bn1 <- conv1. Returns the nodes walked and the
+    layers by name, or why the branch is not that chain."""
     path, layers, node = [], {}, tail
     for depth, step in enumerate(BRANCH):
         node = _skip_identities(gm, node, path)
-        if not isinstance(node, fx.Node) or (path and len(node.users) != 1):
+        if node is x:
+            return _Mismatch(f"the residual branch has {depth} layers, not a 1x1 -> grouped -> 1x1 bottleneck", depth)
+        if path and len(node.users) != 1:
             return _Mismatch(f"the residual branch is shared with other computations before {step}", depth)
         found = f"{node.op} {getattr(node.target, '__name__', node.target)}"
-        if step == "relu":
-            if not is_relu(gm, node):
-                return _Mismatch(f"{found} where a bottleneck has a ReLU", depth)
-        else:
-            module = module_of(gm, node)
-            if module is None:
-                return _Mismatch(f"{found} where a bottleneck has {step} (SE, drop-path or scaling before "
-                                 "the add cannot be split into branches)", depth)
+        module = module_of(gm, node)
+        if step == "relu" and not is_relu(gm, node):
+            return _Mismatch(f"{found} where a bottleneck has a ReLU", depth)
+        if step != "relu" and not isinstance(module, LAYER_TYPES[step[:-1]]):
+            detail = " (SE, drop-path or scaling before the add cannot be split into branches)" if depth == 0 else ""
+            return _Mismatch(f"{found} where a bottleneck has {step}{detail}", depth)
+        if step != "relu":
             layers[step] = module
         path.append(node)
         node = node.args[0]
-    return path, layers, node
+    if _skip_identities(gm, node, path) is not x:
+        return _Mismatch("conv1 does not read the module input", len(BRANCH))
+    return path, layers
 
 
 def _shortcut(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> tuple[list[fx.Node], tuple | None] | None:
@@ -95,45 +99,51 @@ def _shortcut(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> tuple[list[fx.No
     return path + [norm, conv], (module_of(gm, conv), module_of(gm, norm))
 
 
-def _match(gm: fx.GraphModule, add: fx.Node) -> Module | Rejection | None:
-    """The ResNeXt module whose shortcut add is ``add`` (the shortcut on either side), why a
-    bottleneck-like residual add is not one, or None where ``add`` does not end in conv + norm."""
+def _match(gm: fx.GraphModule, add: fx.Node, order: dict[fx.Node, int]) -> Module | Rejection | None:
+    """The ResNeXt module whose shortcut add is ``add``, or why a residual add whose branch ends in
+    conv + BatchNorm or holds a grouped conv is not one, or None. The branch is the longer path from the block input (the
+    operands' latest common ancestor) to the add, so the shortcut may be on either side."""
     operands = add_operands(add)
     if operands is None:
         return None
-    misses = []
-    for branch, other in (operands, operands[::-1]):
-        walked = _walk_branch(gm, branch)
-        if isinstance(walked, _Mismatch):
-            misses.append(walked)
-            continue
-        path, layers, x = walked
-        shortcut = _shortcut(gm, other, x)
-        users = list(add.users)
-        parts = BottleneckParts(**layers, projection=shortcut[1] if shortcut else None)
-        nodes = [n for n in gm.graph.nodes if n in {*path, *(shortcut[0] if shortcut else ()), add, *users[:1]}]
-        inside = set(nodes)
-        if shortcut is None:
-            problem = "the shortcut is neither the module input nor a conv + BatchNorm projection of it"
-        elif len(users) != 1 or not is_relu(gm, users[0]):
-            problem = "no ReLU right after the shortcut add"
-        elif any(u not in inside for n in nodes[:-1] for u in n.users):
-            problem = "a value inside the module is used outside it"
-        else:
-            problem = parts.problem()
-        if problem is not None:
-            return Rejection(TECHNIQUE, block_name(nodes), problem)
-        return Module(block_name(nodes), nodes, x, parts)
-    deepest = max(misses, key=lambda m: m.depth)
-    return Rejection(TECHNIQUE, block_name([add]), deepest.reason) if deepest.depth >= 2 else None
+    reach = [ancestors(a) for a in operands]
+    common = reach[0] & reach[1]
+    if not common:
+        return None
+    x = max(common, key=order.__getitem__)
+    longer = 0 if len(reach[0]) >= len(reach[1]) else 1
+    branch, other = operands[longer], operands[1 - longer]
+    walked = _walk_branch(gm, branch, x)
+    if isinstance(walked, _Mismatch):
+        grouped = any(isinstance(module_of(gm, n), nn.Conv2d) and module_of(gm, n).groups > 1
+                      for n in reach[longer] if order[n] > order[x])
+        candidate = walked.depth >= 2 or grouped  # ends in conv + BN, or has branches
+        return Rejection(TECHNIQUE, block_name([add]), walked.reason) if candidate else None
+    path, layers = walked
+    shortcut = _shortcut(gm, other, x)
+    users = list(add.users)
+    parts = BottleneckParts(**layers, projection=shortcut[1] if shortcut else None)
+    nodes = [n for n in gm.graph.nodes if n in {*path, *(shortcut[0] if shortcut else ()), add, *users[:1]}]
+    if shortcut is None:
+        problem = "the shortcut is neither the module input nor a conv + BatchNorm projection of it"
+    elif len(users) != 1 or not is_relu(gm, users[0]):
+        problem = "no ReLU right after the shortcut add"
+    elif any(u not in set(nodes) for n in nodes[:-1] for u in n.users):
+        problem = "a value inside the module is used outside it"
+    else:
+        problem = parts.problem()
+    if problem is not None:
+        return Rejection(TECHNIQUE, block_name(nodes), problem)
+    return Module(block_name(nodes), nodes, x, parts)
 
 
 def find_modules(gm: fx.GraphModule) -> tuple[list[Module], list[Rejection]]:
     """Every ResNeXt module, recognised by the shape of its graph (not by attribute names), and the
     bottleneck-like residual adds that are not one, with the reason."""
     modules, rejected = [], []
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     for node in list(gm.graph.nodes):
-        found = _match(gm, node)
+        found = _match(gm, node, order)
         if isinstance(found, Module):
             modules.append(found)
         elif isinstance(found, Rejection):

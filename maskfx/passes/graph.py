@@ -61,6 +61,17 @@ def add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
     return (a, b) if isinstance(a, fx.Node) and isinstance(b, fx.Node) and a is not b else None
 
 
+def ancestors(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node it depends on."""
+    seen, stack = {node}, [node]
+    while stack:
+        for parent in stack.pop().all_input_nodes:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
 def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
     """An ordinary dropout (nn.Dropout or F.dropout): what Jumpout and Blockout both replace."""
     if node.op == "call_function":
