@@ -7,11 +7,12 @@
 """
 from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.export import ExportReport, export_onnx
+from maskfx.structure import LearnedSite, structure
 from maskfx.tracing import TraceError
 from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "Summary", "TraceError",
-    "collapse", "export_onnx", "freeze", "param_groups", "summary", "transform",
+    "BlockoutConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "LearnedSite", "Summary", "TraceError",
+    "collapse", "export_onnx", "freeze", "param_groups", "structure", "summary", "transform",
 ]

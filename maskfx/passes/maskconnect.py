@@ -169,7 +169,8 @@ def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> f
     return total
 
 
-def _block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
+def block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
+    """Each residual block's name, by its ``BLOCK`` mark."""
     members: dict[tuple[int, int], list[fx.Node]] = {}
     for node in gm.graph.nodes:
         if BLOCK in node.meta and not isinstance(module_of(gm, node), MaskedConnection):
@@ -181,7 +182,7 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[s
     """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed, and
     ``"prune"`` removes the ResNeXt branches nobody reads."""
     notes = gateconnect.collapse(gm, mode)
-    names = _block_names(gm)
+    names = block_names(gm)
     connections = []
     for node, layer in list(nodes_calling(gm, MaskedConnection)):
         sources = [names.get(a.meta.get(BLOCK), "chain input")
