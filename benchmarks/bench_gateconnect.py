@@ -25,7 +25,7 @@ def build(variant: str, batch: int, size: int, fan_in: int):
     model = torchvision.models.resnext50_32x4d(num_classes=10)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
     if variant == "learned":
-        model = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=fan_in), example_inputs=(x,))
+        model = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=fan_in), example_inputs=(x,))
     return model, x, y
 
 
@@ -66,7 +66,7 @@ def bench_pruned_latency(args) -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnext50_32x4d(num_classes=1000).eval()
     x = torch.randn(args.ort_batch, 3, 224, 224)
-    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x[:1],))
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=1), example_inputs=(x[:1],))
     for gates in (m for m in net.modules() if isinstance(m, BranchGates)):
         with torch.no_grad():
             gates.mask.copy_(torch.rand(gates.mask.shape, generator=torch.Generator().manual_seed(1)))

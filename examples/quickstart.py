@@ -27,7 +27,7 @@ net = maskfx.transform(
     model,
     jumpout=True,                                            # after every ReLU
     blockout=maskfx.BlockoutConfig(clusters=4),              # the classifier head
-    maskconnect=maskfx.MaskConnectConfig(fan_in=2),          # ResNeXt branches read 2 of 8
+    gateconnect=maskfx.GateConnectConfig(fan_in=2),          # ResNeXt branches read 2 of 8
     example_inputs=(x,),
 )
 print(maskfx.summary(net))

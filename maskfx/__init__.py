@@ -5,7 +5,7 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
-from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
+from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.export import ExportReport, export_onnx
 from maskfx.structure import LearnedSite, structure
 from maskfx.tracing import TraceError
@@ -13,6 +13,6 @@ from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "LearnedSite", "Summary", "TraceError",
+    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "LearnedSite", "Summary", "TraceError",
     "collapse", "export_onnx", "freeze", "param_groups", "structure", "summary", "transform",
 ]

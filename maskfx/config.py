@@ -84,26 +84,35 @@ class BlockoutConfig:
 
 @dataclass(frozen=True)
 class MaskConnectConfig:
-    """Learned K-of-N connectivity between the blocks of residual chains.
+    """Learned K-of-N connectivity between the blocks of residual chains (MaskConnect).
 
-    ``fan_in`` is K, each block's (or branch's) number of active inputs. ``blocks`` learns the
-    inputs of the blocks of residual chains; ``branches`` learns, in chains of ResNeXt modules,
-    which branches of the previous module each branch reads (GateConnect). A ResNeXt chain gets
-    branch connectivity when ``branches`` is on, block connectivity only otherwise.
-    ``init="previous"`` starts blocks from the original chain (at K = 1 the eval output is the
-    original network's), for fine-tuning a pretrained model; ``"uniform"`` gives every candidate
-    the same start. Branch gates always start uniform: at K = C they give the original network.
+    ``fan_in`` is K, each block's number of active inputs. ``init="previous"`` starts blocks from
+    the original chain (at K = 1 the eval output is the original network's), for fine-tuning a
+    pretrained model; ``"uniform"`` gives every candidate the same start. ResNeXt modules that
+    GateConnect takes are left to it.
     """
 
     fan_in: int = 4
     init: str = "uniform"
-    blocks: bool = True
-    branches: bool = True
 
     def __post_init__(self) -> None:
         check_maskconnect_args(self.fan_in, self.init)
-        if not (self.blocks or self.branches):
-            raise ValueError("blocks and branches are both off: turn one on, or pass maskconnect=None")
+
+
+@dataclass(frozen=True)
+class GateConnectConfig:
+    """Learned branch connectivity in chains of ResNeXt modules (GateConnect).
+
+    ``fan_in`` is K: each branch reads the mean of K of the previous module's C branch outputs
+    (the paper's best accuracy is at K = 4; K = 1 prunes most). Gates start uniform, so the top K
+    of an untrained net are the last K branches; with K = C the network is the original one. The
+    paper trains gates at a learning rate of 0.2 (``maskfx.param_groups(net, lr, mask_lr=0.2)``).
+    """
+
+    fan_in: int = 4
+
+    def __post_init__(self) -> None:
+        check_maskconnect_args(self.fan_in, "uniform")
 
 
 Config = TypeVar("Config")

@@ -10,9 +10,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig, resolve
+from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig, resolve
 from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.passes import PIPELINE
+from maskfx.passes.graph import finish
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
 from maskfx.tracing import LeafSpec, trace
 
@@ -26,20 +27,22 @@ def count_parameters(module: nn.Module) -> int:
 def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
               blockout: bool | BlockoutConfig | None = None,
               maskconnect: bool | MaskConnectConfig | None = None,
+              gateconnect: bool | GateConnectConfig | None = None,
               example_inputs: Sequence[torch.Tensor] | None = None,
               leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
     Each technique argument takes ``None``/``False`` (off), ``True`` (paper defaults) or its
     config dataclass. ``example_inputs`` (a tuple of tensors, as for ``torch.ao``'s ``prepare_fx``)
-    give the tensor shapes that MaskConnect needs. ``leaf_modules`` (qualified names or module
+    give the tensor shapes that MaskConnect needs. GateConnect takes ResNeXt modules before
+    MaskConnect looks for residual blocks, so both can be on. ``leaf_modules`` (qualified names or module
     types) are kept whole when tracing; use it for submodules torch.fx cannot trace. ``model``
     itself is never modified.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect}
-    configs = {p.name: resolve(p.name, requested[p.name], p.config_type) for p in PIPELINE}
+    requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect, "gateconnect": gateconnect}
+    configs = {p.TECHNIQUE: resolve(p.TECHNIQUE, requested[p.TECHNIQUE], p.CONFIG) for p in PIPELINE}
     if example_inputs is not None:
         example_inputs = tuple(example_inputs)
         if not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
@@ -79,11 +82,12 @@ def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) ->
     """Run the pipeline's passes on one graph; what they did, together."""
     done = Rewrite([])
     for technique in PIPELINE:
-        if configs[technique.name] is not None:
-            result = technique.rewrite(gm, configs[technique.name], example_inputs)
+        if configs[technique.TECHNIQUE] is not None:
+            result = technique.rewrite(gm, configs[technique.TECHNIQUE], example_inputs)
             done.sites += result.sites
             done.notes += result.notes
             done.rejected += result.rejected
+    finish(gm)
     return done
 
 
@@ -111,11 +115,12 @@ def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
     deploy = copy.deepcopy(eval_module(net)).eval()  # eval semantics: the eval graph
     notes = []
     for technique in reversed(PIPELINE):
-        if technique.name in state.configs:
-            notes += technique.collapse(deploy, mode, state.configs[technique.name])
+        if technique.TECHNIQUE in state.configs:
+            notes += technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
+    finish(deploy)
     deploy.eval()  # layers collapse added start in train mode
     leftovers = [name for name, m in deploy.named_modules()
-                 if isinstance(m, tuple(t for p in PIPELINE for t in p.layer_types))]
+                 if isinstance(m, tuple(t for p in PIPELINE for t in p.LAYERS))]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),

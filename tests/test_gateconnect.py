@@ -28,7 +28,7 @@ def test_all_gates_on_reproduce_the_original_network(name):
     model = small_resnext() if name == "small" else torchvision.models.resnext50_32x4d(num_classes=10).eval()
     c = 8 if name == "small" else 32
     x = torch.randn(2, 3, 32, 32)
-    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=c), example_inputs=(x,)).eval()
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=c), example_inputs=(x,)).eval()
     summary = maskfx.summary(net)
     assert summary.count("gateconnect") == (5 if name == "small" else 12) and summary.count("maskconnect") == 0
     assert all(m.branches == c for m in net.modules() if isinstance(m, BranchedBottleneck))
@@ -49,24 +49,61 @@ def test_exactly_k_active_gates_per_branch_in_training():
 def test_gate_gradient_is_the_inner_product_with_each_branch_output():
     torch.manual_seed(2)
     gates = BranchGates(3, 4, fan_in=2).train()
-    y = torch.randn(2, 4, 5, 6, 6)
+    y = torch.randn(2, 4, 5, 6, 6, requires_grad=True)
     w = torch.randn(2, 3, 5, 6, 6)
     torch.manual_seed(3)
     out = gates(y)
     (w * out).sum().backward()
     torch.manual_seed(3)
     g = gates.gates().detach()
-    pre = torch.einsum("tk,nk...->nt...", g, y)
-    upstream = w * (pre > 0)  # through the ReLU after the gated sum
-    expected = torch.einsum("nt...,nk...->tk", upstream, y)
-    torch.testing.assert_close(gates.mask.grad, expected, rtol=1e-4, atol=1e-4)
+    pre = torch.einsum("tk,nk...->nt...", g, y.detach()) / 2  # the mean of the K = 2 drawn outputs
+    torch.testing.assert_close(out, torch.relu(pre))
+    upstream = w * (pre > 0) / 2  # through the ReLU and the mean
+    torch.testing.assert_close(gates.mask.grad, torch.einsum("nt...,nk...->tk", upstream, y.detach()),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y.grad, torch.einsum("tk,nt...->nk...", g, upstream), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["small", "resnext50_32x4d"])
+def test_all_gates_on_reproduce_the_original_in_train_mode_too(name):
+    torch.manual_seed(0)
+    model = small_resnext() if name == "small" else torchvision.models.resnext50_32x4d(num_classes=10)
+    c = 8 if name == "small" else 32
+    x = torch.randn(4, 3, 32, 32)
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=c), example_inputs=(x,))
+    # In float64: batch statistics of 4 samples through 16 random-init modules turn fp32 summation
+    # order (32 branch sums vs one conv) into 1e-3 differences; the formulation itself is exact.
+    model, net, x = model.double(), net.double(), x.double()
+    outputs = []
+    for module in (model, net):
+        outputs.append(module.train()(x))  # BatchNorm on batch statistics, running statistics updated
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-9)
+    with torch.no_grad():  # the running statistics (bn3's from the sum of branches) moved as the original's
+        torch.testing.assert_close(net.eval()(x), model.eval()(x), rtol=0, atol=1e-9)
+
+
+def test_with_residual_functions_zeroed_every_k_keeps_the_identity_path():
+    torch.manual_seed(6)
+    model = small_resnext()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # F(x) = 0 in every module: the network is stem, shortcuts and head
+        for name, m in model.named_modules():
+            if name.endswith("bn3"):
+                m.weight.zero_()
+                m.bias.zero_()
+    for k in (1, 3):
+        net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=k), example_inputs=(x,)).eval()
+        with torch.no_grad():
+            for g in gates_of(net):
+                g.mask.copy_(torch.rand_like(g.mask))  # any wiring
+            torch.testing.assert_close(net(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_train_freeze_and_prune_to_fewer_branches(tmp_path):
     torch.manual_seed(4)
     model = small_resnext()
     x = torch.randn(4, 3, 32, 32)
-    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x,))
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=1), example_inputs=(x,))
     opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=0.5), momentum=0.9)
     before = [g.mask.detach().clone() for g in gates_of(net)]
     for _ in range(2):
@@ -90,7 +127,7 @@ def test_train_freeze_and_prune_to_fewer_branches(tmp_path):
 def test_gates_set_by_hand_remove_the_branches_nobody_reads():
     model = small_resnext()
     x = torch.randn(2, 3, 32, 32)
-    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1), example_inputs=(x,)).eval()
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=1), example_inputs=(x,)).eval()
     with torch.no_grad():
         for g in gates_of(net):
             g.mask.zero_()
@@ -107,15 +144,28 @@ def test_gates_set_by_hand_remove_the_branches_nobody_reads():
     assert sum(p.numel() for p in pruned.parameters()) < 0.9 * sum(p.numel() for p in expected.parameters())
 
 
-def test_blocks_and_branches_choose_the_kind_of_connectivity():
+def test_gateconnect_and_maskconnect_are_separate_techniques():
     x = torch.randn(2, 3, 32, 32)
-    blocks_only = maskfx.transform(small_resnext(), example_inputs=(x,),
-                                   maskconnect=maskfx.MaskConnectConfig(fan_in=2, branches=False))
+    blocks_only = maskfx.transform(small_resnext(), example_inputs=(x,), maskconnect=maskfx.MaskConnectConfig(fan_in=2))
     summary = maskfx.summary(blocks_only)
     assert summary.count("gateconnect") == 0 and summary.count("maskconnect") == 8  # one chain of 9 modules
     with pytest.warns(UserWarning, match="maskconnect not applied"):
-        resnet = maskfx.transform(torchvision.models.resnet18(num_classes=10), example_inputs=(x,),
-                                  maskconnect=maskfx.MaskConnectConfig(fan_in=2, blocks=False))
-    assert "maskconnect not applied" in str(maskfx.summary(resnet))  # no ResNeXt module in a resnet18
-    with pytest.raises(ValueError, match="blocks and branches"):
-        maskfx.MaskConnectConfig(blocks=False, branches=False)
+        both = maskfx.summary(maskfx.transform(small_resnext(), example_inputs=(x,), maskconnect=True, gateconnect=True))
+    assert both.count("gateconnect") == 5 and both.count("maskconnect") == 0  # GateConnect takes the ResNeXt modules
+    with pytest.warns(UserWarning, match="gateconnect not applied"):
+        resnet = maskfx.transform(torchvision.models.resnet18(num_classes=10), gateconnect=True)
+    assert "gateconnect not applied" in str(maskfx.summary(resnet))  # no ResNeXt module in a resnet18
+
+
+def test_all_gates_on_collapse_to_the_original_modules(tmp_path):
+    model = small_resnext()
+    x = torch.randn(2, 3, 32, 32)
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=8), example_inputs=(x,)).eval()
+    deploy = maskfx.collapse(net, "prune")
+    assert not any(isinstance(m, BranchedBottleneck) for m in deploy.modules())
+    assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), model(x), rtol=1e-5, atol=1e-5)
+    _, ours = maskfx.export_onnx(deploy, tmp_path / "ours.onnx", example_inputs=(x,))
+    _, theirs = maskfx.export_onnx(model, tmp_path / "theirs.onnx", example_inputs=(x,))
+    assert ours.ok and ours.node_count == theirs.node_count and ours.op_counts == theirs.op_counts

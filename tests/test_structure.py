@@ -37,7 +37,7 @@ def test_maskconnect_blocks_report_masks_sources_and_the_k_kept():
 
 def test_gateconnect_modules_report_branch_gates():
     net = maskfx.transform(calibrated(StyledResNeXt("modules", groups=4), (4, 3, 16, 16)),
-                           maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(torch.randn(2, 3, 16, 16),))
+                           gateconnect=maskfx.GateConnectConfig(fan_in=2))
     sites = maskfx.structure(net)
     assert [s.technique for s in sites] == ["gateconnect", "gateconnect"]
     assert all(s.values.shape == (4, 4) and torch.equal(s.keep.sum(1), torch.full((4,), 2)) for s in sites)

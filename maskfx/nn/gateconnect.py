@@ -1,12 +1,11 @@
 """GateConnect (Ahmed & Torresani, 2018) on ResNeXt modules: each branch reads K of the C
-branch outputs of the previous module.
+branch outputs of the previous module (eq. 2), every branch a residual block of its own.
 
-A torchvision ResNeXt bottleneck computes its C branches as one grouped convolution and sums
-them before the shortcut and the ReLU. ``BranchedBottleneck`` keeps the branches apart: branch
-``j`` outputs ``y_j = bn3_j(conv3_j(h_j)) + shortcut / C`` where ``bn3_j`` has bn3's scale and
-variance and a C-th of its bias and mean, so ``relu(sum_j y_j)`` is exactly the original module
-output in eval. The next module's branch ``t`` then reads ``relu(sum_k g_tk y_k)`` (``BranchGates``);
-with all gates on (K = C) the network is the original one.
+A ResNeXt module computes ``relu(x + bn3(sum_j conv3_j(h_j)))``. ``BranchedBottleneck`` keeps the
+branches apart as ``u_j = x_j + C * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
+module ``relu(mean of K of the u_k)``. ReLU's positive homogeneity and the mean make this exact:
+with all gates on it is the original network, in eval and in train mode, and at any K each
+branch's identity path has the original's scale.
 """
 from __future__ import annotations
 
@@ -63,18 +62,6 @@ def _conv(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int
     return conv
 
 
-def _split_norm(norm: nn.BatchNorm2d, branches: int) -> nn.BatchNorm2d:
-    """bn3 for C branch outputs side by side: scale and variance tiled, bias and mean divided by C."""
-    split = nn.BatchNorm2d(norm.num_features * branches, norm.eps, norm.momentum).to(norm.weight.device)
-    with torch.no_grad():
-        split.weight.copy_(norm.weight.repeat(branches))
-        split.bias.copy_(norm.bias.repeat(branches) / branches)
-        split.running_mean.copy_(norm.running_mean.repeat(branches) / branches)
-        split.running_var.copy_(norm.running_var.repeat(branches))
-        split.num_batches_tracked.copy_(norm.num_batches_tracked)
-    return split
-
-
 def _slice_norm(norm: nn.BatchNorm2d, channels: torch.Tensor) -> nn.BatchNorm2d:
     sliced = nn.BatchNorm2d(len(channels), norm.eps, norm.momentum).to(norm.weight.device)
     with torch.no_grad():
@@ -84,12 +71,42 @@ def _slice_norm(norm: nn.BatchNorm2d, channels: torch.Tensor) -> nn.BatchNorm2d:
     return sliced
 
 
+def summed_norm_affine(norm: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` of ``norm`` applied to ``s = z.sum(1)`` (branches on dim 1), as the
+    original module applies bn3 to the sum of its branches: in training, batch statistics of
+    ``s`` (and the running statistics updated from them, as ``nn.BatchNorm2d`` does)."""
+    if norm.training or not norm.track_running_stats:
+        s = z.sum(1)
+        dims = [0, *range(2, s.dim())]
+        mean, var = s.mean(dims), s.var(dims, unbiased=False)
+        if norm.training and norm.track_running_stats:
+            with torch.no_grad():
+                norm.num_batches_tracked.add_(1)
+                factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+                n = s.numel() / s.shape[1]
+                norm.running_mean.lerp_(mean, factor)
+                norm.running_var.lerp_(var * n / max(n - 1, 1), factor)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    scale = norm.weight * torch.rsqrt(var + norm.eps)
+    return scale, norm.bias - mean * scale
+
+
 class BranchedBottleneck(nn.Module):
-    """A ResNeXt bottleneck with separate branch inputs and outputs, computed as grouped convs.
+    """A ResNeXt module whose C branches are residual blocks with inputs and outputs of their own.
+
+    Branch ``j`` reads ``x_j`` and outputs ``u_j = x_j + C * F_j(x_j)``, where ``F_j`` is the
+    branch's share of the original residual function (its conv3 rows, with bn3's scale and shift
+    computed from the sum of all branches, as the original computes them). The next module's
+    branch ``t`` reads ``relu(mean of K of the u_k)`` (``BranchGates``), a chain's end
+    ``relu(mean of all u_k)``. So every branch keeps the original's identity path at any K, and
+    with all C gates on (every ``x_j`` the same) the mean is the original module's output, in
+    eval and in train mode.
 
     ``forward(x)`` takes the shared input ``(N, in, H, W)`` (``shared_input=True``: the first
-    module of a chain, the only kind allowed a projection shortcut, applied once) or per-branch
-    inputs ``(N, C, in, H, W)``, and returns per-branch outputs ``(N, C, out, H', W')``.
+    module of a chain, the only kind allowed a projection shortcut) or per-branch inputs
+    ``(N, C, in, H, W)``, and returns per-branch outputs ``(N, C, out, H', W')``. The branches run
+    as grouped convolutions.
     """
 
     def __init__(self, block: BottleneckParts, shared_input: bool) -> None:
@@ -100,10 +117,10 @@ class BranchedBottleneck(nn.Module):
         if not shared_input and block.projection is not None:
             raise ValueError("a module with a projection shortcut must read the shared input")
         self.branches = c = block.conv2.groups
+        self.scale = float(c)  # C: the original branch count, kept when pruning removes branches
         width, self.in_channels, self.out_channels = block.conv2.in_channels, block.conv1.in_channels, block.conv3.out_channels
         w, out = width // c, self.out_channels
         self.shared_input = shared_input
-        self.shortcut_share = 1.0 / c  # each branch's share of the shortcut; pruning keeps it
         if shared_input:
             self.conv1 = block.conv1
         else:  # branch j's conv1 rows see only branch j's input: the same weight as a grouped conv
@@ -111,7 +128,7 @@ class BranchedBottleneck(nn.Module):
         self.bn1, self.conv2, self.bn2, self.relu = block.bn1, block.conv2, block.bn2, nn.ReLU()
         w3 = block.conv3.weight.view(out, c, w).permute(1, 0, 2).reshape(c * out, w, 1, 1)
         self.conv3 = _conv(block.conv3, width, c * out, c, w3)
-        self.bn3 = _split_norm(block.bn3, c)
+        self.bn3 = block.bn3
         self.downsample = nn.Sequential(*block.projection) if block.projection is not None else None
 
     @torch.no_grad()
@@ -119,8 +136,8 @@ class BranchedBottleneck(nn.Module):
         """Shrink to the branches in ``keep`` (in that order): fewer groups in every conv."""
         c, width = self.branches, self.conv2.in_channels
         w, out = width // c, self.out_channels
-        rows = torch.cat([torch.arange(j * w, (j + 1) * w) for j in keep])
-        rows3 = torch.cat([torch.arange(j * out, (j + 1) * out) for j in keep])
+        rows = torch.cat([torch.arange(j * w, (j + 1) * w) for j in keep]).to(self.conv2.weight.device)
+        rows3 = torch.cat([torch.arange(j * out, (j + 1) * out) for j in keep]).to(self.conv2.weight.device)
         n = len(keep)
         if self.shared_input:
             self.conv1 = _conv(self.conv1, self.in_channels, n * w, 1, self.conv1.weight[rows])
@@ -130,52 +147,114 @@ class BranchedBottleneck(nn.Module):
         self.conv2 = _conv(self.conv2, n * w, n * w, n, self.conv2.weight[rows])
         self.bn2 = _slice_norm(self.bn2, rows)
         self.conv3 = _conv(self.conv3, n * w, n * out, n, self.conv3.weight[rows3])
-        self.bn3 = _slice_norm(self.bn3, rows3)
         self.branches = n
         self.train(self.training)  # new layers start in train mode; match this module's mode
+
+    def merged(self) -> "ResNeXtBlock":
+        """The original module again, for when every branch reads the same input (all gates on)."""
+        c, out = self.branches, self.out_channels
+        w = self.conv2.in_channels // c
+        conv1 = self.conv1 if self.shared_input else _conv(self.conv1, self.in_channels, c * w, 1, self.conv1.weight)
+        w3 = self.conv3.weight.view(c, out, w).permute(1, 0, 2).reshape(out, c * w, 1, 1)
+        conv3 = _conv(self.conv3, c * w, out, 1, w3)
+        projection = tuple(self.downsample) if self.downsample is not None else None
+        return ResNeXtBlock(BottleneckParts(conv1, self.bn1, self.conv2, self.bn2, conv3, self.bn3, projection))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared_input:
             h = self.conv1(x)
-            shortcut = (self.downsample(x) if self.downsample is not None else x).unsqueeze(1) * self.shortcut_share
+            shortcut = (self.downsample(x) if self.downsample is not None else x).unsqueeze(1)
         else:
             h = self.conv1(x.flatten(1, 2))
-            shortcut = x * self.shortcut_share
+            shortcut = x
         h = self.relu(self.bn1(h))
         h = self.relu(self.bn2(self.conv2(h)))
-        z = self.bn3(self.conv3(h))
-        return z.unflatten(1, (self.branches, self.out_channels)) + shortcut
+        z = self.conv3(h).unflatten(1, (self.branches, self.out_channels))
+        scale, shift = summed_norm_affine(self.bn3, z)
+        view = (-1,) + (1,) * (z.dim() - 3)  # per channel of each branch output
+        return torch.addcmul(shortcut + shift.view(view), z, (self.scale * scale).view(view))
 
     def extra_repr(self) -> str:
         return f"branches={self.branches}, shared_input={self.shared_input}"
 
 
-class BranchGates(KOfNMasks):
-    """Inputs of the next module's branches: ``x_t = relu(sum_k g_tk y_k)``, K of C per branch.
+class ResNeXtBlock(nn.Module):
+    """A plain ResNeXt module: ``relu(bn3(conv3(...(conv1(x)))) + shortcut(x))``. What
+    ``collapse`` ships where learned connectivity kept every branch (K = C)."""
 
-    ``g`` is ``(targets, sources)``; one einsum computes every gated sum, and its backward gives
-    ``dL/dg_tk = <dL/dx_t, y_k>`` for every pair, as MaskConnect's gradient requires.
+    def __init__(self, parts: BottleneckParts) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.conv2, self.bn2 = parts.conv1, parts.bn1, parts.conv2, parts.bn2
+        self.conv3, self.bn3, self.relu = parts.conv3, parts.bn3, nn.ReLU()
+        self.downsample = nn.Sequential(*parts.projection) if parts.projection is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.bn1(self.conv1(x)))
+        h = self.relu(self.bn2(self.conv2(h)))
+        shortcut = self.downsample(x) if self.downsample is not None else x
+        return self.relu(self.bn3(self.conv3(h)) + shortcut)
+
+
+class _GatedMean(torch.autograd.Function):
+    """``x_t = mean of u_k over the K sources chosen[t]``, summing only those; the backward gives
+    every gate entry its BinaryConnect gradient ``<dL/dx_t, u_k> / K`` (all C of them, as the
+    paper's update needs) and routes ``dL/dx_t / K`` to the K sources."""
+
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor, chosen: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(chosen, u)
+        return gathered_mean(u, chosen)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        chosen, u = ctx.saved_tensors
+        g = g / chosen.shape[1]
+        grad_mask = torch.einsum("nt...,nk...->tk", g, u)
+        grad_u = torch.zeros_like(u)
+        for k in range(chosen.shape[1]):
+            grad_u.index_add_(1, chosen[:, k], g)
+        return grad_mask, None, grad_u
+
+
+def gathered_mean(u: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``out[:, t] = mean of u[:, k] for k in chosen[t]``: a gather of the K inputs per target."""
+    targets, k = chosen.shape
+    picked = u.index_select(1, chosen.flatten())
+    return picked.unflatten(1, (targets, k)).mean(2)
+
+
+class BranchGates(KOfNMasks):
+    """Inputs of the next module's branches: ``x_t = relu(mean of u_k over K gated k)`` (eq. 2,
+    normalised by K so every branch's identity path keeps the original's scale).
+
+    ``g`` is ``(targets, sources)``. Training sums only the K drawn sources of each target; the
+    gradient reaches every gate entry (``_GatedMean``).
     """
 
     def __init__(self, targets: int, sources: int, fan_in: int) -> None:
         super().__init__((targets, sources), fan_in, "uniform")
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        g = self.gates().to(y.dtype)
-        return torch.relu(torch.einsum("tk,nk...->nt...", g, y))
+    def chosen(self) -> torch.Tensor:
+        """``(targets, K)`` source indices: drawn in training, the top K (or frozen) otherwise."""
+        binary = self.sample() if self.training and not self.is_frozen else self.active()
+        return binary.topk(self.fan_in, dim=1).indices
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        chosen = self.chosen()
+        if self.training and not self.is_frozen:
+            return torch.relu(_GatedMean.apply(self.mask, chosen, u))
+        return torch.relu(gathered_mean(u, chosen))
 
     def extra_repr(self) -> str:
         return f"targets={self.mask.shape[0]}, sources={self.mask.shape[1]}, fan_in={self.fan_in}"
 
 
 class BranchSum(nn.Module):
-    """Deployed gates: ``x_t = relu(sum of y_k over the K fixed sources of t)``, by gathers."""
+    """Deployed gates: ``x_t = relu(mean of u_k over the K fixed sources of t)``, by a gather."""
 
     def __init__(self, sources: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("sources", sources.long())  # (targets, K)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        targets, k = self.sources.shape
-        picked = y.index_select(1, self.sources.flatten())
-        return torch.relu(picked.unflatten(1, (targets, k)).sum(2))
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.relu(gathered_mean(u, self.sources))

@@ -1,32 +1,34 @@
-"""One module per technique: how to find its sites in a graph, rewrite them, and collapse them."""
+"""One module per technique: how to find its sites in a graph, rewrite them, and collapse them.
+
+Every pass module fits ``TechniquePass``; ``maskfx.transform`` runs them in ``PIPELINE`` order
+and checks and recompiles the graph once at the end (``graph.finish``). No pass runs another.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig, JumpoutConfig, MaskConnectConfig
-from maskfx.nn import BlockoutClusters, BlockoutLinear, BranchGates, Jumpout, MaskedConnection
-from maskfx.passes import blockout, jumpout, maskconnect
+from maskfx.passes import blockout, gateconnect, jumpout, maskconnect
 from maskfx.state import Rewrite
 
 
-@dataclass(frozen=True)
-class TechniquePass:
-    name: str  # also the keyword argument of maskfx.transform
-    config_type: type
-    layer_types: tuple[type[nn.Module], ...]  # what the pass adds; none may survive collapse
-    rewrite: Callable[[fx.GraphModule, object, tuple | None], Rewrite]  # graph, config, example inputs
-    collapse: Callable[[fx.GraphModule, str, object], list[str]]  # graph, mode, config -> notes
+@runtime_checkable
+class TechniquePass(Protocol):
+    """What a technique's pass module provides."""
+
+    TECHNIQUE: str  # its name, also the keyword argument of maskfx.transform
+    CONFIG: type  # its config dataclass
+    LAYERS: tuple[type[nn.Module], ...]  # the layers rewrite adds; collapse leaves none of them
+
+    def rewrite(self, gm: fx.GraphModule, config: Any, example_inputs: tuple | None) -> Rewrite:
+        """Find the sites in ``gm``'s graph and rewrite them in place."""
+
+    def collapse(self, gm: fx.GraphModule, mode: str, config: Any) -> list[str]:
+        """Lower this technique's layers to plain ones (``mode``: "expected" or "prune"); notes."""
 
 
-# Rewrite order: structure first, then regularisers around what is left. Collapse runs in reverse.
-PIPELINE: tuple[TechniquePass, ...] = (
-    TechniquePass(maskconnect.TECHNIQUE, MaskConnectConfig, (MaskedConnection, BranchGates),
-                  maskconnect.rewrite, maskconnect.collapse),
-    TechniquePass(blockout.TECHNIQUE, BlockoutConfig, (BlockoutClusters, BlockoutLinear),
-                  blockout.rewrite, blockout.collapse),
-    TechniquePass(jumpout.TECHNIQUE, JumpoutConfig, (Jumpout,), jumpout.rewrite, jumpout.collapse),
-)
+# Rewrite order: structure first (ResNeXt branches before residual blocks, which skip the modules
+# GateConnect took), then regularisers around what is left. Collapse runs in reverse.
+PIPELINE: tuple[TechniquePass, ...] = (gateconnect, maskconnect, blockout, jumpout)

@@ -18,12 +18,14 @@ from torch import nn
 from maskfx.config import BlockoutConfig
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
 from maskfx.nn.blockout import MASK_SCALE, cluster_mask
-from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_elementwise, \
+from maskfx.passes.graph import bypass, fresh_name, insert_module_after, is_dropout, is_elementwise, \
     module_of, nodes_calling, replace_with_module
 from maskfx.marks import claim
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "blockout"
+CONFIG = BlockoutConfig
+LAYERS = (BlockoutClusters, BlockoutLinear)
 def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
     return type(module_of(gm, node)) is nn.Linear
 
@@ -105,7 +107,6 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
         name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
-    finish(gm)
     return Rewrite(sites, [note])
 
 
@@ -210,5 +211,4 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
         for item in list(draws.users):
             gm.graph.erase_node(item)
         gm.graph.erase_node(draws)
-    finish(gm)
     return notes

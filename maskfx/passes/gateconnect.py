@@ -11,6 +11,7 @@ last module the branches are summed and rectified as before.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,14 +19,16 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import MaskConnectConfig
+from maskfx.config import GateConnectConfig
 from maskfx.marks import RESNEXT, block_name
 from maskfx.nn import BranchedBottleneck, BranchGates, BranchSum
 from maskfx.nn.gateconnect import BottleneckParts
-from maskfx.passes.graph import add_operands, ancestors, finish, fresh_name, is_relu, module_of, nodes_calling
-from maskfx.state import Rejection, Site
+from maskfx.passes.graph import add_operands, ancestors, fresh_name, is_relu, module_of, nodes_calling
+from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "gateconnect"
+CONFIG = GateConnectConfig
+LAYERS = (BranchGates,)
 BRANCH = ("bn3", "conv3", "relu", "bn2", "conv2", "relu", "bn1", "conv1")
 LAYER_TYPES = {"bn": nn.BatchNorm2d, "conv": nn.Conv2d}
 
@@ -166,7 +169,7 @@ def find_chains(modules: list[Module]) -> list[list[Module]]:
     return chains
 
 
-def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> tuple[list[Site], list[Rejection]]:
+def rewrite(gm: fx.GraphModule, config: GateConnectConfig, example_inputs: tuple | None) -> Rewrite:
     sites = []
     modules, rejected = find_modules(gm)
     for module in modules:  # ResNeXt modules get branch connectivity or none, never block connectivity
@@ -198,15 +201,19 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig) -> tuple[list[Site], 
                 previous = gm.graph.call_module(name, (previous,))
             sources = c
         with gm.graph.inserting_after(previous):
-            summed = gm.graph.call_method("sum", (previous, 1))
-        with gm.graph.inserting_after(summed):
-            output = gm.graph.call_function(torch.relu, (summed,))
+            averaged = gm.graph.call_method("mean", (previous, 1))
+        with gm.graph.inserting_after(averaged):
+            output = gm.graph.call_function(torch.relu, (averaged,))
         chain[-1].nodes[-1].replace_all_uses_with(output)
         for module in reversed(chain):
             for node in reversed(module.nodes):
                 gm.graph.erase_node(node)
-    finish(gm)
-    return sites, rejected
+    notes = [f"gateconnect: {len(chains)} chain(s) of {[len(ch) for ch in chains]} ResNeXt modules"]
+    if not chains:
+        notes = ["gateconnect not applied: no chain of two or more ResNeXt modules; maskfx.summary(net) lists "
+                 "each candidate and why it was rejected"]
+        warnings.warn(notes[0], stacklevel=3)
+    return Rewrite(sites, notes, rejected)
 
 
 def _gate_chains(gm: fx.GraphModule) -> list[list[tuple[fx.Node | None, fx.Node]]]:
@@ -226,12 +233,32 @@ def _gate_chains(gm: fx.GraphModule) -> list[list[tuple[fx.Node | None, fx.Node]
     return chains
 
 
-def collapse(gm: fx.GraphModule, mode: str) -> list[str]:
-    """Gates become fixed gathers (``BranchSum``); ``"prune"`` also drops the branches nobody reads."""
+def _merge_chain(gm: fx.GraphModule, chain: list[tuple[fx.Node | None, fx.Node]]) -> None:
+    """All gates on: every branch reads the same input, so each module is the original one again."""
+    x = chain[0][1].args[0]
+    for _, branched in chain:
+        name = fresh_name(gm, f"{branched.target}_merged")
+        gm.add_submodule(name, gm.get_submodule(branched.target).merged())
+        with gm.graph.inserting_before(branched):
+            x = gm.graph.call_module(name, (x,))
+    end = next(iter(chain[-1][1].users))  # the chain's mean over branches, then its ReLU
+    relu = next(iter(end.users))
+    relu.replace_all_uses_with(x)
+    for node in [relu, end] + [n for pair in reversed(chain) for n in reversed(pair) if n is not None]:
+        gm.graph.erase_node(node)
+
+
+def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> list[str]:
+    """Gates become fixed gathers (``BranchSum``); ``"prune"`` also drops the branches nobody reads.
+    A chain whose gates are all on (K = C) becomes the original ResNeXt modules again."""
     notes = []
     for chain in _gate_chains(gm):
         gates = [gm.get_submodule(g.target).active() if g is not None else None for g, _ in chain]
         modules = [gm.get_submodule(b.target) for _, b in chain]
+        if all(g is None or bool(g.all()) for g in gates):
+            _merge_chain(gm, chain)
+            notes.append(f"gateconnect collapse ({mode}): every gate on, {len(chain)} original ResNeXt modules")
+            continue
         used = [list(range(m.branches)) for m in modules]
         if mode == "prune":  # from the last module back: a branch is used if a used branch reads it
             for i in range(len(chain) - 2, -1, -1):
@@ -252,5 +279,4 @@ def collapse(gm: fx.GraphModule, mode: str) -> list[str]:
             gate_node.replace_all_uses_with(fixed)
             gm.graph.erase_node(gate_node)
         notes.append(f"gateconnect collapse ({mode}): active branches {', '.join(counts)}")
-    finish(gm)
     return notes

@@ -8,11 +8,13 @@ import torch.fx as fx
 from maskfx.config import JumpoutConfig
 from maskfx.marks import attribute_base, call_site_locations, owner
 from maskfx.nn import Jumpout
-from maskfx.passes.graph import bypass, finish, fresh_name, insert_module_after, is_dropout, is_relu, \
+from maskfx.passes.graph import bypass, fresh_name, insert_module_after, is_dropout, is_relu, \
     module_of, nodes_calling, replace_with_module
 from maskfx.state import Rewrite, Site
 
 TECHNIQUE = "jumpout"
+CONFIG = JumpoutConfig
+LAYERS = (Jumpout,)
 def _selected(name: str, config: JumpoutConfig) -> bool:
     included = not config.include or any(fnmatchcase(name, p) for p in config.include)
     return included and not any(fnmatchcase(name, p) for p in config.exclude)
@@ -41,7 +43,6 @@ def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | N
             detail = ""
             insert_module_after(gm, node, name, Jumpout(**config.layer_kwargs()))
         sites.append(Site(TECHNIQUE, name, location, detail))
-    finish(gm)
     return Rewrite(sites)
 
 
@@ -50,5 +51,4 @@ def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:
     removed = [node for node, _ in nodes_calling(gm, Jumpout)]
     for node in removed:
         bypass(gm, node)
-    finish(gm)
     return [f"jumpout: removed {len(removed)} layers (identity at inference)"] if removed else []

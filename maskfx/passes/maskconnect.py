@@ -21,13 +21,14 @@ from torch.fx.passes.shape_prop import ShapeProp
 from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.nn.maskconnect import adapt
-from maskfx.passes import gateconnect
-from maskfx.passes.graph import add_operands, finish, fresh_name, is_elementwise, module_of, \
+from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, module_of, \
     nodes_calling
 from maskfx.marks import BLOCK, RESNEXT, block_name
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
+CONFIG = MaskConnectConfig
+LAYERS = (MaskedConnection,)
 
 
 @dataclass
@@ -114,17 +115,14 @@ def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ..
 
 
 def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> Rewrite:
-    sites, rejected = gateconnect.rewrite(gm, config) if config.branches else ([], [])  # ResNeXt chains first
     propagate_shapes(gm, example_inputs)
-    chains = []
-    if config.blocks:
-        blocks, rejected_adds = find_residual_blocks(gm)
-        chains, rejected_blocks = find_chains(blocks)
-        rejected += rejected_adds + rejected_blocks
-    if not chains and not sites:
+    blocks, rejected_adds = find_residual_blocks(gm)
+    chains, rejected_blocks = find_chains(blocks)
+    rejected = rejected_adds + rejected_blocks
+    sites = []
+    if not chains:
         message = ("maskconnect not applied: no chain of two or more residual blocks (same-shaped add of a "
-                   "block input and its transform)" + (" or ResNeXt modules" if config.branches else "") +
-                   "; maskfx.summary(net) lists each candidate and why it was rejected")
+                   "block input and its transform); maskfx.summary(net) lists each candidate and why it was rejected")
         warnings.warn(message, stacklevel=3)
         return Rewrite([], [message], rejected)
     for c, chain in enumerate(chains):
@@ -149,10 +147,8 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
                                               and user.meta.get(BLOCK) == (c, j))
             sites.append(Site(TECHNIQUE, name, block.name,
                               f"K={layer.fan_in} of [{', '.join(names[k] for k, _ in usable)}]"))
-    finish(gm)
-    branch_gates = sum(site.technique == gateconnect.TECHNIQUE for site in sites)
-    return Rewrite(sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks, "
-                           f"{branch_gates} ResNeXt branch gate layers"], rejected)
+    return Rewrite(sites, [f"maskconnect: {len(chains)} residual chain(s) of {[len(ch) for ch in chains]} blocks"],
+                   rejected)
 
 
 def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
@@ -179,9 +175,8 @@ def block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
-    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed, and
-    ``"prune"`` removes the ResNeXt branches nobody reads."""
-    notes = gateconnect.collapse(gm, mode)
+    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed."""
+    notes = []
     names = block_names(gm)
     connections = []
     for node, layer in list(nodes_calling(gm, MaskedConnection)):
@@ -201,7 +196,6 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[s
                 removed = True
     kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
     gone = [name for key, name in names.items() if key not in kept]
-    finish(gm)
     if connections:
         notes.append(f"maskconnect collapse: connections {'; '.join(connections)}; "
                      f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}")

@@ -1,0 +1,11 @@
+"""Every technique's pass fits one protocol; the pipeline orders them."""
+import maskfx
+from maskfx.passes import PIPELINE, TechniquePass
+
+
+def test_every_pass_fits_the_protocol_and_names_its_config():
+    assert [p.TECHNIQUE for p in PIPELINE] == ["gateconnect", "maskconnect", "blockout", "jumpout"]
+    for technique in PIPELINE:
+        assert isinstance(technique, TechniquePass)
+        assert technique.CONFIG.__name__.lower() == f"{technique.TECHNIQUE}config"
+        assert getattr(maskfx, technique.CONFIG.__name__) is technique.CONFIG  # public
