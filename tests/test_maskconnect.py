@@ -239,3 +239,73 @@ def test_candidate_gradients_match_the_dense_masked_sum():
             torch.testing.assert_close(sparse.grad, reference.grad)
         else:
             assert sparse.grad is None or not sparse.grad.any()
+
+
+@pytest.mark.parametrize("optimizer, lr", [(torch.optim.SGD, 5.0), (torch.optim.SGD, 1e4), (torch.optim.Adam, 5.0),
+                                           (torch.optim.Adam, 1e4)])
+def test_no_mask_row_is_ever_all_zero_after_an_optimizer_step(optimizer, lr):
+    """Regression: the all-zero guard summed the whole tensor, so one row of a (T, N) mask could be
+    clipped to zeros while the other rows kept the sum positive."""
+    from maskfx.nn.maskconnect import KOfNMasks
+    torch.manual_seed(8)
+    masks = KOfNMasks((3, 4), fan_in=2)
+    opt = optimizer([masks.mask], lr=lr)  # not param_groups: this test must not depend on its grouping
+    for step in range(6):
+        opt.zero_grad()
+        grad = torch.full((3, 4), 1.0)  # push rows 0 and 1 below zero ...
+        grad[2] = -1.0                   # ... while row 2 stays positive, so the tensor never sums to zero
+        grad[1, step % 4] = -1.0         # row 1 keeps one entry moving up, then down again
+        masks.mask.grad = grad
+        opt.step()
+        assert ((masks.mask >= 0) & (masks.mask <= 1)).all()
+        assert (masks.mask.sum(-1) > 0).all(), masks.mask
+
+
+# Target (2, 8, 4, 4); candidates: two full width, one narrow, one narrow and strided, one full and strided.
+KERNEL_SHAPES = [(2, 8, 4, 4), (2, 8, 4, 4), (2, 6, 4, 4), (2, 4, 8, 8), (2, 8, 8, 8)]
+KERNEL_ADAPTERS = [(8, (1, 1)), (8, (1, 1)), (8, (1, 1)), (8, (2, 2)), (8, (2, 2))]
+
+
+@pytest.mark.parametrize("active", [[0, 1, 2, 3, 4], [0], [3], [2, 3], [4, 2], [0, 2], [1, 0, 4]])
+@pytest.mark.parametrize("learn_mask", [True, False])
+@pytest.mark.parametrize("strided_grad", [False, True])
+def test_masked_sum_kernel_matches_the_straightforward_formula(active, learn_mask, strided_grad):
+    """Every path of the in-place sum (two full-width terms, one, none; padded and subsampled
+    adapters) and of its backward (fused dot or product, views or scatter; a non-contiguous
+    incoming gradient) against ``sum_k m_k * adapt(y_k)`` under autograd."""
+    from maskfx.nn.maskconnect import _MaskedSum
+    torch.manual_seed(9)
+    ys = [torch.randn(s, requires_grad=True) for s in KERNEL_SHAPES]
+    mask = torch.rand(len(ys), requires_grad=learn_mask)
+    binary = torch.zeros(len(ys)).index_fill_(0, torch.tensor(active), 1.0)
+    w = torch.randn(2, 8, 4, 4)
+
+    def loss(out):
+        return (w.transpose(2, 3) * out.transpose(2, 3)).sum() if strided_grad else (w * out).sum()
+
+    out = _MaskedSum.apply(mask if learn_mask else None, active, KERNEL_ADAPTERS, *ys)
+    loss(out).backward()
+    dense_ys = [y.detach().clone().requires_grad_() for y in ys]
+    dense_mask = mask.detach().clone().requires_grad_()
+    gates = binary + (dense_mask - dense_mask.detach())
+    reference = sum(gates[k] * adapt(y, *a) for k, (y, a) in enumerate(zip(dense_ys, KERNEL_ADAPTERS)))
+    loss(reference).backward()
+    torch.testing.assert_close(out, reference)
+    if learn_mask:
+        torch.testing.assert_close(mask.grad, dense_mask.grad)
+    for k, (y, dense) in enumerate(zip(ys, dense_ys)):
+        if k in active:
+            torch.testing.assert_close(y.grad, dense.grad)
+        else:
+            assert y.grad is None
+
+
+def test_frozen_and_eval_forwards_learn_no_mask():
+    torch.manual_seed(10)
+    layer = MaskedConnection(KERNEL_ADAPTERS, fan_in=2)
+    ys = [torch.randn(s, requires_grad=True) for s in KERNEL_SHAPES]
+    layer.eval()(*ys).sum().backward()
+    assert layer.mask.grad is None
+    layer.freeze()
+    frozen = layer.train()(*ys)
+    torch.testing.assert_close(frozen, sum(adapt(ys[k], *KERNEL_ADAPTERS[k]) for k in layer._frozen_indices))

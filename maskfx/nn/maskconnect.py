@@ -9,8 +9,6 @@ subsampling and zero-padded channels, as ResNet's option-A shortcuts do.
 """
 from __future__ import annotations
 
-import functools
-import operator
 import weakref
 from typing import Sequence
 
@@ -20,7 +18,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 INITS = ("uniform", "previous")
-ALL_ZERO_FLOOR = 1e-3  # a mask clipped to all zeros is lifted to this uniform value
+ALL_ZERO_FLOOR = 1e-3  # a mask row clipped to all zeros is lifted to this uniform value
 
 # id -> mask; tensors compare elementwise, so membership is by identity, not by a WeakSet's ==.
 _clipped_masks: "weakref.WeakValueDictionary[int, nn.Parameter]" = weakref.WeakValueDictionary()
@@ -29,9 +27,11 @@ _hook_handle = None
 
 @torch.no_grad()
 def clip_mask_(mask: torch.Tensor) -> None:
-    """Clip to ``[0, 1]``; an all-zero result becomes uniform (branch-free, no host sync)."""
+    """Clip to ``[0, 1]``; each row (last dim: one K-of-N choice) clipped to all zeros becomes
+    uniform. Per row, not per tensor: a ``(T, N)`` mask with one empty row must be lifted too,
+    or that row would have nothing to normalise (branch-free, no host sync)."""
     mask.clamp_(0.0, 1.0)
-    mask.add_((mask.sum() == 0).to(mask.dtype) * ALL_ZERO_FLOOR)
+    mask.add_((mask.sum(-1, keepdim=True) == 0).to(mask.dtype) * ALL_ZERO_FLOOR)
 
 
 def _clip_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -63,43 +63,98 @@ def _strided(y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
     return y[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
 
 
+_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def subsample(y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
+    """``_strided(y, strides)`` for deployed graphs: a kernel-1 max pool (the same values) exports
+    as one MaxPool node, where slicing exports as one Slice per dimension."""
+    pool = _POOLS.get(len(strides))
+    return pool(y, kernel_size=1, stride=tuple(strides)) if pool else _strided(y, strides).contiguous()
+
+
 def adapt(y: torch.Tensor, channels: int, strides: Sequence[int]) -> torch.Tensor:
-    """Parameter-free shape adaptation: subsample dims 2.. by ``strides``, zero-pad dim 1 to ``channels``."""
+    """Parameter-free shape adaptation: subsample dims 2.. by ``strides``, zero-pad dim 1 to ``channels``.
+
+    The reference formula (eq. 1's adapted candidate); the kernels below compute the same sums
+    without materialising the padded copy."""
     y = _strided(y, strides)
     if y.shape[1] < channels:
         y = F.pad(y, [0, 0] * len(strides) + [0, channels - y.shape[1]])
     return y
 
 
-class _SparseMaskedSum(torch.autograd.Function):
-    """Forward: the sum of the active candidates only. Backward: the active candidates get
-    ``adapt^T(g)``; every mask entry gets ``<g, adapt(y_k)>``, computed on strided views without
-    materialising the padded copies. The same values as multiplying every candidate by its 0/1
-    mask, at the cost of K candidates instead of N."""
+def pad_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
+    """Zero-pad dim 1 to ``channels`` (deployed graphs, where it exports as one Pad node)."""
+    return adapt(y, channels, (1,) * (y.dim() - 2))
+
+
+def adapted_sum(candidates: Sequence[torch.Tensor], adapters, indices: Sequence[int]) -> torch.Tensor:
+    """``sum(adapt(candidates[k], *adapters[k]) for k in indices)`` accumulated in one buffer.
+
+    Strided candidates are read as views; the widest terms start the buffer (one ``add`` of two
+    full-width terms allocates it), narrower ones add into its leading channels in place, so
+    the zero padding is never written. One allocation and K-1 in-place passes."""
+    channels = adapters[indices[0]][0]
+    views = sorted((_strided(candidates[k], adapters[k][1]) for k in indices), key=lambda v: -v.shape[1])
+    if views[0].shape[1] < channels:
+        out, rest = views[0].new_zeros((views[0].shape[0], channels, *views[0].shape[2:])), views
+    elif len(views) > 1 and views[1].shape[1] == channels:
+        out, rest = torch.add(views[0], views[1]), views[2:]
+    else:
+        out, rest = views[0].clone(), views[1:]
+    for view in rest:
+        out[:, : view.shape[1]].add_(view)
+    return out
+
+
+def _inner(g: torch.Tensor, y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
+    """``<g, adapt(y)>`` without padding: ``g``'s leading channels against the strided view of ``y``.
+
+    A single fused ``dot`` (no temporary) when both are dense with the same shape, the common case
+    of candidates in the same stage; else one product of ``y``'s adapted size, never ``g``'s."""
+    view = _strided(y, strides)
+    if view.shape == g.shape and view.is_contiguous() and g.is_contiguous():
+        return torch.dot(g.view(-1), view.view(-1))
+    return torch.mul(g[:, : view.shape[1]], view).sum()
+
+
+def _candidate_grad(g: torch.Tensor, shape: torch.Size, strides: Sequence[int]) -> torch.Tensor:
+    """``adapt^T(g)`` for a candidate of ``shape``: a view of ``g``'s leading channels, or, for a
+    subsampled candidate, those values scattered into the positions it was read at (autograd
+    needs a gradient of the candidate's full shape; the crop is copied straight from ``g``)."""
+    cropped = g[:, : shape[1]]
+    if all(s == 1 for s in strides):
+        return cropped
+    grad = g.new_zeros(shape)
+    _strided(grad, strides).copy_(cropped)
+    return grad
+
+
+class _MaskedSum(torch.autograd.Function):
+    """Forward: ``adapted_sum`` of the active candidates only. Backward: the active candidates get
+    ``adapt^T(g)``; with a learned ``mask``, every entry gets ``<g, adapt(y_k)>`` (BinaryConnect),
+    the same values as multiplying every candidate by its 0/1 mask at the cost of K candidates."""
 
     @staticmethod
-    def forward(ctx, mask: torch.Tensor, active: list[int], adapters, *candidates: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, mask: torch.Tensor | None, active: list[int], adapters, *candidates: torch.Tensor) -> torch.Tensor:
         ctx.active, ctx.adapters = active, adapters
-        ctx.save_for_backward(*candidates)
-        return functools.reduce(operator.add, [adapt(candidates[k], *adapters[k]) for k in active])
+        ctx.shapes = [y.shape for y in candidates]
+        ctx.learn_mask = mask is not None and ctx.needs_input_grad[0]
+        if ctx.learn_mask:
+            ctx.save_for_backward(*candidates)
+        return adapted_sum(candidates, adapters, active)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        candidates = ctx.saved_tensors
-        mask_grad = torch.stack([(g[:, : y.shape[1]] * _strided(y, strides)).sum()
-                                 for y, (_, strides) in zip(candidates, ctx.adapters)])
-        candidate_grads = []
-        for k, (y, (_, strides)) in enumerate(zip(candidates, ctx.adapters)):
-            if k not in ctx.active or not ctx.needs_input_grad[3 + k]:
-                candidate_grads.append(None)
-                continue
-            cropped = g[:, : y.shape[1]]
-            if any(s != 1 for s in strides):
-                grad = g.new_zeros(y.shape)
-                _strided(grad, strides).copy_(cropped)  # scatter back into the subsampled positions
-                cropped = grad
-            candidate_grads.append(cropped)
-        return (mask_grad.to(g.dtype), None, None, *candidate_grads)
+        mask_grad = None
+        if ctx.learn_mask:
+            mask_grad = torch.stack([_inner(g, y, strides)
+                                     for y, (_, strides) in zip(ctx.saved_tensors, ctx.adapters)]).to(g.dtype)
+        candidate_grads = [_candidate_grad(g, shape, strides)
+                           if k in ctx.active and ctx.needs_input_grad[3 + k] else None
+                           for k, (shape, (_, strides)) in enumerate(zip(ctx.shapes, ctx.adapters))]
+        return (mask_grad, None, None, *candidate_grads)
 
 
 class KOfNMasks(nn.Module):
@@ -192,16 +247,15 @@ class MaskedConnection(KOfNMasks):
         self.adapters = [(int(c), tuple(int(s) for s in strides)) for c, strides in adapters]
 
     def forward(self, *candidates: torch.Tensor) -> torch.Tensor:
+        learning = self.training and not self.is_frozen
+        return _MaskedSum.apply(self.mask if learning else None, self._active_indices(), self.adapters, *candidates)
+
+    def _active_indices(self) -> list[int]:
+        """The candidates this forward sums: frozen (fine-tuning, eval), a fresh draw (training: one
+        host read of K indices), else the current top K."""
         if self.is_frozen:
-            # Fixed connectivity (fine-tuning): add only the K active candidates.
-            terms = [adapt(candidates[k], *self.adapters[k]) for k in self._frozen_indices]
-            return functools.reduce(operator.add, terms)
-        if self.training:
-            # The binary draw (one host read of K indices), with dL/dm~_k = <dL/dx, adapt(y_k)> for every k.
-            active = torch.nonzero(self.sample()).flatten().tolist()
-            return _SparseMaskedSum.apply(self.mask, active, self.adapters, *candidates)
-        terms = [adapt(candidates[k], *self.adapters[k]) for k in torch.nonzero(self.top_k()).flatten().tolist()]
-        return functools.reduce(operator.add, terms)
+            return self._frozen_indices
+        return torch.nonzero(self.sample() if self.training else self.top_k()).flatten().tolist()
 
     def extra_repr(self) -> str:
         return f"candidates={len(self.adapters)}, fan_in={self.fan_in}"

@@ -20,10 +20,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
-from maskfx.nn.maskconnect import adapt
-from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, module_of, \
-    nodes_calling
 from maskfx.marks import BLOCK, RESNEXT, block_name
+from maskfx.nn.maskconnect import adapt, pad_channels, subsample
+from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, module_of, nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
@@ -152,16 +151,33 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
 
 
 def _static_sum(gm: fx.GraphModule, node: fx.Node, layer: MaskedConnection) -> fx.Node:
-    """The active candidates of ``node``, adapted (by the layer's own ``adapt``) and added, as graph
-    nodes inserted before ``node``."""
-    total = None
+    """The active candidates of ``node``, adapted and added, as graph nodes inserted before ``node``.
+
+    Narrowest first: candidates of one width are plain adds, and each partial sum is zero-padded
+    once to the next width present, so a deployed graph pads per distinct width rather than every
+    narrow candidate to the full width; a subsampled candidate is one pooling node. A candidate
+    whose shape is unknown is adapted by ``adapt`` and taken as full width."""
+    channels = layer.adapters[0][0]
+    by_width: dict[int, list[fx.Node]] = {}
     with gm.graph.inserting_before(node):
         for k in torch.nonzero(layer.active()).flatten().tolist():
-            term, (channels, strides) = node.args[k], layer.adapters[k]
+            term, (_, strides) = node.args[k], layer.adapters[k]
             shape = shape_of(term)
-            if shape is None or shape[1] != channels or any(s != 1 for s in strides):
-                term = gm.graph.call_function(adapt, (term, channels, strides))
-            total = term if total is None else gm.graph.call_function(operator.add, (total, term))
+            if shape is None:
+                term, width = gm.graph.call_function(adapt, (term, channels, strides)), channels
+            else:
+                width = shape[1]
+                if any(s != 1 for s in strides):
+                    term = gm.graph.call_function(subsample, (term, strides))
+            by_width.setdefault(width, []).append(term)
+        total = None
+        for width in sorted(by_width):
+            if total is not None:
+                total = gm.graph.call_function(pad_channels, (total, width))
+            for term in by_width[width]:
+                total = term if total is None else gm.graph.call_function(operator.add, (total, term))
+        if max(by_width) < channels:
+            total = gm.graph.call_function(pad_channels, (total, channels))
     return total
 
 
