@@ -1,9 +1,10 @@
 """Jumpout and Blockout over the torchvision classification zoo (weights=None).
 
-Per model: Jumpout alone (site count, eval, collapse, train, backward), then Jumpout with
-Blockout (a training step moves the clusters; expected and prune collapses equal eval; prune
-shrinks the head), exported once, pruned, and checked in ONNX Runtime. A quick subset runs by
-default; the whole zoo is marked slow (``.ci/run`` runs it too)."""
+Per model, at the smallest input it takes (``zoo.input_size``), BatchNorm calibrated and the
+reference output computed once for both checks: Jumpout alone (site count, eval, collapse,
+train, backward), then Jumpout with Blockout (a training step moves the clusters; expected and
+prune collapses equal eval; prune shrinks the head), exported once, pruned, and checked in ONNX
+Runtime. A quick subset runs by default; the whole zoo is marked slow (``.ci/run`` runs it too)."""
 import copy
 import gc
 
