@@ -119,8 +119,8 @@ def test_zoo_quick(name, tmp_path):
     check_model(name, tmp_path)
 
 
-# The giants run one after another on one xdist worker (`make test`): two at once would not fit
-# in 24 GB. Their group goes out first, so the other worker takes the rest of the suite meanwhile.
+# The giants run one after another on one xdist worker (`make test`), a precaution so that two
+# multi-GB models never share CI's 24 GB. Their group goes out first; the other worker takes the rest.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group("giants")) if n in GIANTS else n
                                   for n in ALL_MODELS if n not in QUICK])
