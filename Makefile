@@ -2,6 +2,10 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers: CI's machine has 2 cores. Each worker takes its share of the cores
+# (tests/conftest.py); the zoo's giants share one worker so that two never meet in memory.
+WORKERS ?= 2
+PYTEST  := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup demo test test-quick bench clean
 
@@ -17,10 +21,10 @@ demo: setup
 	$(BIN)/maskfx demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 test-quick: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

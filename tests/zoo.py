@@ -11,11 +11,29 @@ GIANTS = frozenset({"convnext_large", "regnet_y_128gf", "vit_h_14", "vit_l_16", 
 
 
 def input_size(name: str) -> int:
-    if name.startswith(("vit", "swin", "maxvit")):
-        return 224  # fixed-size position embeddings / window partitions
+    """The smallest square input that exercises all of the model (measured per family, batch 2,
+    eval and train mode): compute is ~quadratic in it, and nothing checked depends on it."""
     if name.startswith("inception"):
-        return 299  # its aux head, which the original runs in train mode, needs the full size
-    return 64
+        return 299  # the train-mode aux head's 5x5 conv needs Mixed_6e's 17x17 map after its 5/3 pooling
+    if name.startswith("maxvit"):
+        return 224  # every stage's map must split into 7x7 partitions: 32 * 7
+    if name.startswith("vit"):
+        return 2 * int(name.rsplit("_", 1)[1])  # built for it (model_kwargs): 2x2 patches + class token
+    if name.startswith("swin"):
+        return 64  # stage-1 map 16x16 exceeds the window (7 / 8), so the shifted windows really shift
+    if name == "alexnet":
+        return 64  # 63 is the least its three 3/2 max-poolings leave a pixel for
+    return 32  # stride-32 convnets: a 1x1 last stage (googlenet and squeezenet need 16 and 24)
+
+
+def model_kwargs(name: str) -> dict:
+    """Builder arguments beyond ``weights=None, num_classes=10``: ViT's position embedding is sized
+    for its ``image_size`` (224 by default), which the builder takes when no weights are loaded."""
+    return {"image_size": input_size(name)} if name.startswith("vit") else {}
+
+
+def build(name: str) -> torch.nn.Module:
+    return torchvision.models.get_model(name, weights=None, num_classes=10, **model_kwargs(name)).eval()
 
 
 class _CountRelu(TorchDispatchMode):
