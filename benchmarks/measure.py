@@ -85,3 +85,23 @@ def report_pruned_latency(label: str, pruned, original, x, rounds: int, detail: 
     ratio = print_ratio(label, t["pruned"], t["original"], goal)
     print(f"{'':<58} {detail}MAC ratio {mac_ratio:.3f}, parameter ratio {params:.3f}, "
           f"latency/MAC ratio {ratio / mac_ratio:.3f}")
+
+
+def saved_activation_mib(model, x, y) -> float:
+    """MiB of tensors autograd saves for backward in one training forward (each storage once):
+    the training memory a method adds, which process RSS hides under the weights."""
+    import torch
+    import torch.nn.functional as F
+
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model(x), y)
+    del loss
+    return sum(storages.values()) / 2**20

@@ -49,10 +49,10 @@ class _CountRelu(TorchDispatchMode):
 
 
 @torch.no_grad()
-def count_relu_calls(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """ReLU kernels one eval forward runs: in a loop-free model, one per call site."""
+def count_relu_calls(model: torch.nn.Module, x: torch.Tensor, training: bool = False) -> int:
+    """ReLU kernels one forward runs (eval by default): in a loop-free model, one per call site."""
     with _CountRelu() as counter:
-        model.eval()(x)
+        model.train(training)(x)
     return counter.count
 
 

@@ -43,6 +43,12 @@ def find_head(gm: fx.GraphModule) -> list[fx.Node] | str:
     """The head chain in graph order, or why there is none."""
     output = next(n for n in gm.graph.nodes if n.op == "output")
     node, chain = output.args[0], []
+    # (logits, aux, ...) in train mode, as a tuple or a namedtuple call: the main output comes first
+    if isinstance(node, fx.Node) and node.op == "call_function" and isinstance(node.target, type) \
+            and issubclass(node.target, tuple) and node.args:
+        node = node.args[0]
+    elif isinstance(node, (tuple, list)) and node:
+        node = node[0]
     while (isinstance(node, fx.Node) and len(node.users) == 1
            and (_is_linear(gm, node) or is_elementwise(gm, node) or is_dropout(gm, node))):
         chain.append(node)
@@ -51,7 +57,7 @@ def find_head(gm: fx.GraphModule) -> list[fx.Node] | str:
     while chain and is_elementwise(gm, chain[0]):  # activations before the first Linear are the backbone's
         chain.pop(0)
     if not any(_is_linear(gm, n) for n in chain):
-        return f"no Linear classifier head: the model ends in {_describe(gm, output.args[0])}"
+        return f"no Linear classifier head: the model ends in {_describe(gm, node)}"
     return chain
 
 
