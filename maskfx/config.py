@@ -38,7 +38,7 @@ class JumpoutConfig:
 
     PLACEMENTS: ClassVar[tuple[str, ...]] = ("relu", "dropout")
 
-    sigma: float = 0.1
+    sigma: float = 0.02  # measured, see Jumpout
     p_min: float = 0.01
     p_max: float = 0.6
     max_rate: float = 0.9

@@ -91,7 +91,7 @@ def test_per_sample_normalises_each_sample_by_its_own_active_fraction():
     dense = with_active_fraction(1.0, shape=(1, 4000), seed=5)
     sparse = with_active_fraction(0.25, shape=(1, 4000), seed=6)
     h = torch.cat([dense, sparse])
-    per_sample, per_batch = Jumpout(per_sample=True).train(), Jumpout().train()
+    per_sample, per_batch = Jumpout(sigma=0.1, per_sample=True).train(), Jumpout(sigma=0.1).train()
     rng = np.random.default_rng(0)
     p = np.minimum(0.01 + np.abs(rng.normal(0, 0.1, 1_000_000)), 0.6)
 
