@@ -1,14 +1,16 @@
 """Does Jumpout cost accuracy at the demo's budget? Test accuracy on the digits data of an
 untouched model against the same model with Jumpout, per setting, seed by seed.
 
-    python benchmarks/bench_jumpout_accuracy.py [--model resnet18] [--epochs 7] [--seeds 0 1 2] \
-        [--settings untouched relu:0.1 relu:0.05 dropout:0.1]
+    python benchmarks/bench_jumpout_accuracy.py [--model resnet18] [--epochs 5] [--seeds 0 1 2] \
+        [--settings untouched relu:0.1 relu:0.02]
 
 A setting is ``untouched`` or ``placement:sigma[:switches]``; switches are letters of the
 modifications to turn *off* (``I``, ``II``, ``III``, e.g. ``relu:0.1:III``), for the paper's
 ablation. Recipe as ``maskfx demo``: SGD (lr 0.01, momentum 0.9, nesterov, weight decay 5e-4),
-cosine schedule over the epochs, batch 64, 32x32 images. For a given seed every setting starts
-from the same weights, split and batch order, so the differences are paired.
+cosine schedule over the epochs (5, the demo's default), batch 64, 32x32 images. For a given seed
+every setting starts from the same weights, split and batch order, so the differences are paired.
+About 7 minutes per run on a busy 2-core CPU. ``placement="dropout"`` gives resnet18 no site (it has
+no Dropout), so there it is the untouched model.
 """
 from __future__ import annotations
 
@@ -51,13 +53,12 @@ def trained_accuracy(model_name: str, config: maskfx.JumpoutConfig | None, seed:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared, busy CPU, a second thread mostly waits)")
-    parser.add_argument("--settings", nargs="+", default=["untouched", "relu:0.1", "relu:0.05", "relu:0.02",
-                                                          "dropout:0.1"])
+    parser.add_argument("--settings", nargs="+", default=["untouched", "relu:0.1", "relu:0.02"])
     args = parser.parse_args()
     configs = {text: parse_setting(text) for text in args.settings}  # bad settings fail before training
     torch.set_num_threads(args.threads)
