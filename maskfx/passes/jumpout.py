@@ -1,4 +1,5 @@
-"""Jumpout pass: one Jumpout after every ReLU call site; collapse removes them all."""
+"""Jumpout pass: a Jumpout after every ReLU call site, or in place of each Dropout after a ReLU
+(``JumpoutConfig.placement``); collapse removes them all."""
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
@@ -20,30 +21,66 @@ def _selected(name: str, config: JumpoutConfig) -> bool:
     return included and not any(fnmatchcase(name, p) for p in config.exclude)
 
 
-def _dropout_detail(gm: fx.GraphModule, node: fx.Node) -> str:
+def _describe_dropout(gm: fx.GraphModule, node: fx.Node) -> str:
     module = module_of(gm, node)
     p = module.p if module is not None else node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
     where = f" '{node.target}'" if module is not None else ""
-    return f"replaced Dropout{where} (p={p})"
+    return f"Dropout{where} (p={p})"
 
 
-def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> Rewrite:
-    sites = []
-    # A Blockout head regularises itself (Blockout generalises dropout): its ReLUs are left alone.
+def _free_relus(gm: fx.GraphModule) -> dict[fx.Node, str]:
+    """ReLU call sites no other technique owns, with their locations: a Blockout head regularises
+    itself (Blockout generalises dropout), so its ReLUs are left alone."""
     relus = [n for n in gm.graph.nodes if is_relu(gm, n)]
-    for node, location in call_site_locations(relus).items():
-        if owner(node) is not None or not _selected(location, config):
+    return {n: location for n, location in call_site_locations(relus).items() if owner(n) is None}
+
+
+def _after_every_relu(gm: fx.GraphModule, config: JumpoutConfig) -> Rewrite:
+    """``placement="relu"``: a Jumpout after each ReLU; a Dropout that is its only user is replaced."""
+    sites = []
+    for node, location in _free_relus(gm).items():
+        if not _selected(location, config):
             continue
         name = fresh_name(gm, attribute_base(TECHNIQUE, location))
         users = list(node.users)
         if config.replace_dropout and len(users) == 1 and is_dropout(gm, users[0]):
-            detail = _dropout_detail(gm, users[0])
+            detail = f"replaced {_describe_dropout(gm, users[0])}"
             replace_with_module(gm, users[0], name, Jumpout(**config.layer_kwargs()), (node,))
         else:
             detail = ""
             insert_module_after(gm, node, name, Jumpout(**config.layer_kwargs()))
         sites.append(Site(TECHNIQUE, name, location, detail))
     return Rewrite(sites)
+
+
+def _at_existing_dropouts(gm: fx.GraphModule, config: JumpoutConfig) -> Rewrite:
+    """``placement="dropout"``: each Dropout that reads a ReLU becomes a Jumpout on that ReLU (other
+    readers of the ReLU keep the undropped value, as before). Other Dropouts stay, with a note."""
+    relus = _free_relus(gm)
+    dropouts = [n for n in gm.graph.nodes if is_dropout(gm, n) and owner(n) is None]
+    after_relu = [n for n in dropouts if n.args[0] in relus]
+    notes = [f"jumpout: kept {_describe_dropout(gm, n)}: its input is not a ReLU"
+             for n in dropouts if n not in after_relu]
+    if not after_relu:
+        notes.append("jumpout: placement='dropout' found no Dropout after a ReLU; nothing was inserted")
+    sites = []
+    for dropout in after_relu:
+        relu = dropout.args[0]
+        location = relus[relu]
+        if not _selected(location, config):
+            continue
+        name = fresh_name(gm, attribute_base(TECHNIQUE, location))
+        detail = f"replaced {_describe_dropout(gm, dropout)}"
+        replace_with_module(gm, dropout, name, Jumpout(**config.layer_kwargs()), (relu,))
+        sites.append(Site(TECHNIQUE, name, location, detail))
+    return Rewrite(sites, notes)
+
+
+PLACE = {"relu": _after_every_relu, "dropout": _at_existing_dropouts}
+
+
+def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | None) -> Rewrite:
+    return PLACE[config.placement](gm, config)
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:
