@@ -200,12 +200,15 @@ class _ClusterSumLinear(torch.autograd.Function):
         k, batch = c_in.shape[1], x2.shape[0]
         per_cluster = (x2.unsqueeze(0) * c_in.t().unsqueeze(1)).reshape(k * batch, -1)  # (x (.) C_in[:, c]) for each c
         z = (per_cluster @ weight.t()).view(k, batch, -1)
-        y = torch.einsum("cbo,oc->bo", z, c_out) * scale
+        # Summed straight into x's leading shape: a view (einsum's result is one) could not be modified
+        # in place, and an in-place activation often follows.
+        per_output = c_out.t().reshape(k, *[1] * (x.dim() - 1), -1)
+        y = (z.view(k, *x.shape[:-1], -1) * per_output).sum(0).mul_(scale)
         if bias is not None:
             y += bias
         ctx.save_for_backward(x2, weight, c_in, c_out, z)
         ctx.scale, ctx.shape = scale, x.shape
-        return y.view(*x.shape[:-1], -1)
+        return y
 
     @staticmethod
     @once_differentiable
