@@ -99,8 +99,9 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     linears = [n for n in chain if _is_linear(gm, n)]
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]
-    clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold,
-                                config.min_clusters).to(modules[0].weight.device)
+    clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold, config.min_clusters,
+                                config.init_spread, config.seed).to(modules[0].weight.device)
+    p = [q.detach() for q in clusters.probabilities()]
     clusters_name = fresh_name(gm, "blockout_clusters")
     gm.add_submodule(clusters_name, clusters)
     with gm.graph.inserting_before(linears[0]):
@@ -109,7 +110,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     sites = []
     for j, (node, linear) in enumerate(zip(linears, modules)):
         layer = BlockoutLinear(linear.in_features, linear.out_features, config.clusters, linear.bias is not None)
-        layer = layer.to(linear.weight.device, linear.weight.dtype).load_linear(linear)
+        layer = layer.to(linear.weight.device, linear.weight.dtype).load_linear(linear, p[j], p[j + 1])
         name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
@@ -120,6 +121,11 @@ def _head_layers(gm: fx.GraphModule, draws: fx.Node) -> list[tuple[fx.Node, Bloc
     """The BlockoutLinear calls fed by one BlockoutClusters call, in graph order."""
     getitems = set(draws.users)
     return [(n, m) for n, m in nodes_calling(gm, BlockoutLinear) if n.args[1] in getitems]
+
+
+def _members(c: torch.Tensor) -> torch.Tensor:
+    """Indices of the nodes in at least one cluster, on the clusters' device."""
+    return torch.nonzero(c.sum(1)).flatten()
 
 
 def _relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -188,15 +194,16 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
                 module, macs = _expected_linear(layer, p[j], p[j + 1]), layer.in_features * layer.out_features
             else:
                 # Hidden nodes in no cluster go; unused input features are skipped; every output stays.
-                last = j == len(layers) - 1
-                rows = torch.arange(layer.out_features) if last else torch.nonzero(c[j + 1].sum(1)).flatten()
+                # Every index lives on the model's device, as the clusters do (they are indexed together).
+                device, last = layer.weight.device, j == len(layers) - 1
+                rows = torch.arange(layer.out_features, device=device) if last else _members(c[j + 1])
                 if kept is None:
-                    block_cols, dense_cols = torch.arange(layer.in_features), torch.nonzero(c[j].sum(1)).flatten()
+                    block_cols, dense_cols = torch.arange(layer.in_features, device=device), _members(c[j])
                 else:
                     block_cols = dense_cols = kept
                 module, macs = _pruned_layer(layer, c[j], c[j + 1], rows, block_cols, dense_cols, config.block_ratio)
                 if kept is None and isinstance(module, nn.Linear) and len(dense_cols) < layer.in_features:
-                    x = _gather_node(gm, x, dense_cols.to(layer.weight.device), fresh_name(gm, f"{node.name}_inputs"))
+                    x = _gather_node(gm, x, dense_cols, fresh_name(gm, f"{node.name}_inputs"))
                 kept = rows  # original indices of the nodes the next layer reads, in order
                 changes.append(_relative_change(layer.masked_weight(p[j], p[j + 1]),
                                                 layer.masked_weight(c[j], c[j + 1])))
