@@ -3,7 +3,8 @@
 How the replicas stay identical:
 - weights and structure parameters: DistributedDataParallel averages every gradient, and the
   masks clip themselves after each (identical) optimizer step;
-- BatchNorm statistics: DDP broadcasts rank 0's buffers before each forward;
+- BatchNorm statistics: DDP broadcasts rank 0's buffers before each forward, and ``fit`` once
+  more after each epoch (``sync_buffers``);
 - the random structure a training forward draws (Blockout clusters, MaskConnect / GateConnect
   K-of-N samples) is seeded alike: a hook around each structure layer seeds the generator from
   ``(seed, site, call count)``, identical on every rank, and restores the rank's own generator
@@ -110,12 +111,20 @@ def mix(*numbers: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def sync_buffers(net: nn.Module, job: Distributed) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank. DDP does so before each
+    forward, so after the last one of an epoch each rank still holds its own batch's update."""
+    if job.active:
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def state_digest(net: nn.Module) -> str:
     """A hash of every parameter and buffer (weights, masks, cluster logits, frozen structure)."""
     h = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

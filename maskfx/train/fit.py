@@ -65,6 +65,7 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                 loss = train_one_epoch(model, loader, optimizer, device, amp, show=job.main,
                                        desc=f"{desc} phase {index + 1}/{len(phases)} epoch {epoch + 1}/{phase.epochs}")
                 scheduler.step()
+                ddp.sync_buffers(net, job)
                 done += 1
                 record = {"phase": index, "epoch": done, "loss": ddp.mean_over_ranks(loss, job),
                           "seconds": time.perf_counter() - began}
