@@ -61,32 +61,32 @@ def _chains(sites: list[LearnedSite]) -> list[list[LearnedSite]]:
     """Blocks grouped into chains: a block with no more candidates than the one before starts one."""
     chains: list[list[LearnedSite]] = []
     for site in sites:
-        if not chains or len(site.sources) <= len(chains[-1][-1].sources):
+        if not chains or len(site.values) <= len(chains[-1][-1].values):
             chains.append([])
         chains[-1].append(site)
     return chains
 
 
 def maskconnect_connectivity(sites: list[LearnedSite], path: Path) -> Path | None:
-    """Per chain, block (row) by candidate input (column): the learned mask value, with the
-    K inputs that freeze/prune keep marked."""
+    """Per chain, block (row) by candidate input (column: the chain input, then the chain's
+    blocks in order): the learned mask value, with the K inputs that freeze/prune keep starred.
+    Columns go by candidate position, the order ``maskfx.structure`` gives the values in."""
     chains = _chains([s for s in sites if s.technique == "maskconnect"])
     if not chains:
         return None
-    figure, axes = plt.subplots(1, len(chains), figsize=(3.4 * len(chains) + 1, 3.6), squeeze=False, layout="constrained")
+    figure, axes = plt.subplots(1, len(chains), figsize=(3.6 * len(chains) + 1.5, 3.8), squeeze=False,
+                                layout="constrained")
     for axis, chain in zip(axes[0], chains):
-        sources = list(dict.fromkeys(name for site in chain for name in site.sources))
-        grid = [[float("nan")] * len(sources) for _ in chain]
-        for row, site in enumerate(chain):
-            for name, value, keep in zip(site.sources, site.values.tolist(), site.keep.tolist()):
-                grid[row][sources.index(name)] = value
-                if keep:
-                    axis.plot(sources.index(name), row, "r*", markersize=9)
+        width = max(len(site.values) for site in chain)
+        grid = [site.values.tolist() + [float("nan")] * (width - len(site.values)) for site in chain]
         image = axis.imshow(grid, vmin=0, vmax=1, cmap="Blues", interpolation="nearest")
-        axis.set_xticks(range(len(sources)), sources, rotation=60, ha="right", fontsize=7)
+        for row, site in enumerate(chain):
+            columns = site.keep.nonzero().flatten().tolist()
+            axis.plot(columns, [row] * len(columns), "r*", markersize=9)
+        axis.set_xticks(range(width), ["input"] + [f"block {k}" for k in range(1, width)], rotation=60, fontsize=7)
         axis.set_yticks(range(len(chain)), [s.location for s in chain], fontsize=7)
-        axis.set(xlabel="reads the output of", title="chain")
-    figure.colorbar(image, ax=axes[0].tolist(), label="learned mask m~ (star: kept)")
+        axis.set(xlabel="reads the output of", ylabel="block")
+    figure.colorbar(image, ax=axes[0].tolist(), label="mask (star: kept)")
     figure.suptitle("MaskConnect: learned block connectivity")
     return _save(figure, path)
 
