@@ -18,7 +18,7 @@ $(BIN)/maskfx: pyproject.toml
 setup: $(BIN)/maskfx
 
 demo: setup
-	$(BIN)/maskfx demo
+	$(BIN)/maskfx demo --out maskfx-demo   # report: maskfx-demo/report.md
 
 test: setup
 	$(PYTEST)

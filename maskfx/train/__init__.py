@@ -1,8 +1,12 @@
-"""Training support: parameter groups, offline demo data, a reference loop."""
-from maskfx.train.data import digits_loaders, digits_tensors
-from maskfx.train.loop import accuracy, predict, resolve_device, train_epochs
+"""Training support: parameter groups, data, loops with phases, checkpoints and DDP."""
+from maskfx.train.checkpoint import Checkpoint, CheckpointError, Recipe, load_checkpoint, save_checkpoint
+from maskfx.train.data import Data, DataError, digits_loaders, digits_tensors, load_data
+from maskfx.train.fit import fit
+from maskfx.train.loop import accuracy, predict, resolve_device, train_epochs, train_one_epoch
 from maskfx.train.params import param_groups, structure_parameters
 from maskfx.train.phases import Phase, maskconnect_recipe, run_phases
 
-__all__ = ["Phase", "accuracy", "digits_loaders", "digits_tensors", "maskconnect_recipe", "param_groups", "predict",
-           "resolve_device", "run_phases", "structure_parameters", "train_epochs"]
+__all__ = ["Checkpoint", "CheckpointError", "Data", "DataError", "Phase", "Recipe", "accuracy", "digits_loaders",
+           "digits_tensors", "fit", "load_checkpoint", "load_data", "maskconnect_recipe", "param_groups", "predict",
+           "resolve_device", "run_phases", "save_checkpoint", "structure_parameters", "train_epochs",
+           "train_one_epoch"]

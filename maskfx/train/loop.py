@@ -10,6 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -25,27 +26,33 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else contextlib.nullcontext()
 
 
+def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
+                    amp: bool = True, desc: str = "train", show: bool = True) -> float:
+    """One pass of cross-entropy training; returns the mean loss over the samples seen."""
+    net.to(device).train()
+    total, seen = 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if show else True)
+    for images, labels in bar:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, seen = total + loss.item() * len(labels), seen + len(labels)
+        bar.set_postfix(loss=f"{total / seen:.3f}")
+    return total / max(seen, 1)
+
+
 def train_epochs(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, epochs: int,
                  device: torch.device, amp: bool = True, desc: str = "train",
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
     """Train ``epochs`` epochs with cross-entropy; returns the last epoch's mean loss."""
-    net.to(device).train()
     mean_loss = float("nan")
     for epoch in range(epochs):
-        total, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=None)
-        for images, labels in bar:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with _autocast(device, amp):
-                loss = F.cross_entropy(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, seen = total + loss.item() * len(labels), seen + len(labels)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
+        mean_loss = train_one_epoch(net, loader, optimizer, device, amp, desc=f"{desc} {epoch + 1}/{epochs}")
         if scheduler is not None:
             scheduler.step()
-        mean_loss = total / max(seen, 1)
     return mean_loss
 
 

@@ -1,0 +1,38 @@
+"""``maskfx``: transform, train, export, inspect and benchmark models, or run the whole demo.
+
+Every command has ``--help``. Bad input (a missing file, an unknown model, a bad value, a
+corrupt checkpoint, an unreadable data folder) ends the command with one error line and a
+non-zero exit status, never a traceback; a traceback means a bug in maskfx.
+"""
+from __future__ import annotations
+
+import sys
+
+from maskfx.cli import bench, demo, export, train
+from maskfx.cli.options import OneLineParser
+from maskfx.export import ExportVerificationError
+from maskfx.tracing import TraceError
+from maskfx.train.ddp import ReplicaMismatchError
+from maskfx.train.models import first_line
+
+COMMANDS = (train.TRANSFORM, train.TRAIN, export.EXPORT, export.SUMMARY, bench.BENCH, demo.DEMO)
+USER_ERRORS = (ValueError, OSError, TraceError, ExportVerificationError, ReplicaMismatchError)
+
+
+def parser() -> OneLineParser:
+    top = OneLineParser(prog="maskfx", description=__doc__.split("\n\n")[0])
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for command in COMMANDS:
+        command.add(commands)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    args.invocation = " ".join(["maskfx", *argv])  # what the report says was run
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        print(f"maskfx {args.command}: error: {first_line(error)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,186 @@
+"""``maskfx demo``: the real use end to end, offline, with a baseline to compare against.
+
+Per part (a ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect):
+train the untouched model (it stands in for a pretrained one), transform *that trained model*,
+learn structure, freeze, fine-tune; train the baseline on for the same extra epochs; collapse both
+ways, export baseline and pruned model to ONNX, verify them in ONNX Runtime, time them, and write
+``report.md``, ``report.json`` and the plots into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import Bottleneck, ResNet
+
+import maskfx
+from maskfx.cli.options import Command, positive_int
+from maskfx.report import Measurement, count_macs, count_parameters, ort_latency, plots, write_report
+from maskfx.train import Data, Phase, accuracy, fit, load_data, predict, resolve_device
+from maskfx.train.fit import evaluation_loader
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Epochs and sizes of one demo run: ``baseline`` epochs train the untouched model; the
+    transformed model then learns ``learn`` epochs and fine-tunes ``finetune`` epochs, and the
+    baseline trains on for as many."""
+
+    limit: int | None  # training images (None: all 1,347)
+    baseline: int
+    learn: int
+    finetune: int
+    latency_runs: int
+
+
+FULL = Budget(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
+QUICK = Budget(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10)
+LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
+
+
+def small_resnext(num_classes: int) -> nn.Module:
+    """A ResNeXt for 32x32 digits: C = 8 branches of width 4, two gated chains of two modules."""
+    return ResNet(Bottleneck, [1, 2, 2, 1], groups=8, width_per_group=4, num_classes=num_classes)
+
+
+def resnet_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """Jumpout + Blockout (their configs' defaults) + MaskConnect: each block reads one earlier output,
+    starting from the trained chain, so blocks that end up unread are pruned."""
+    return maskfx.transform(model, jumpout=True, blockout=True, example_inputs=(example,),
+                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous", branches=False))
+
+
+def resnext_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """GateConnect: each branch reads 2 of the previous module's 8 branches."""
+    return maskfx.transform(model, example_inputs=(example,),
+                            maskconnect=maskfx.MaskConnectConfig(fan_in=2, blocks=False, branches=True))
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str
+    title: str
+    build: Callable[[int], nn.Module]
+    transform: Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]
+
+
+def parts(model: str) -> list[Part]:
+    return [Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect",
+                 lambda n: torchvision.models.get_model(model, weights=None, num_classes=n), resnet_transform),
+            Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform)]
+
+
+def _step(part: Part, index: int, text: str) -> None:
+    print(f"[{part.key} {index}/6] {text}", flush=True)
+
+
+def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.device, seed: int) -> dict:
+    """Baseline, transformed, collapsed and pruned model of one part, measured; the report section."""
+    cpu, test = torch.device("cpu"), evaluation_loader(data)
+    example = torch.stack([data.test[i][0] for i in range(8)])
+    train = dict(data=data, device=device, seed=seed)
+
+    def score(model: nn.Module) -> tuple[float, torch.Tensor]:
+        logits, labels = predict(model, test, cpu)
+        return accuracy(logits, labels), logits
+
+    _step(part, 1, f"train the untouched model {budget.baseline} epochs (it stands in for a pretrained one)")
+    torch.manual_seed(seed)
+    baseline = part.build(data.num_classes)
+    history = {"baseline": fit(baseline, phases=[Phase(budget.baseline, LR)], desc="baseline", **train)}
+
+    _step(part, 2, f"transform the trained model; learn structure {budget.learn} epochs")
+    net = part.transform(baseline, example)
+    print("      " + str(maskfx.summary(net)).replace("\n", "\n      "))
+    extra = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
+    _step(part, 3, f"freeze, fine-tune {budget.finetune} epochs; the baseline trains on as long")
+    history["transformed"] = fit(net, phases=extra, desc="transformed", **train)
+    continued = copy.deepcopy(baseline)
+    history["baseline, trained on"] = fit(continued, phases=[Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
+                                          desc="baseline on", **train)
+    for name in ("transformed", "baseline, trained on"):
+        for record in history[name]:
+            record["epoch"] += budget.baseline
+    net, continued = net.to(cpu).eval(), continued.to(cpu).eval()
+
+    _step(part, 4, "collapse both ways")
+    transformed_accuracy, transformed_logits = score(net)
+    deployed = {mode: maskfx.collapse(net, mode) for mode in ("expected", "prune")}
+    rows = {"baseline, trained on": Measurement("baseline, trained on", score(continued)[0], count_parameters(continued),
+                                                count_macs(continued, example)),
+            "transformed (eval)": Measurement("transformed (eval)", transformed_accuracy, count_parameters(net),
+                                              count_macs(net, example))}
+    for mode, deploy in deployed.items():
+        accuracy_now, logits = score(deploy)
+        gap = (logits - transformed_logits).abs().max().item()
+        rows[mode] = Measurement(f"collapsed: {mode}", accuracy_now, count_parameters(deploy), count_macs(deploy, example),
+                                 verification=f"max abs diff vs transformed {gap:.1e}")
+
+    _step(part, 5, "export baseline and pruned model to ONNX, verify in ONNX Runtime")
+    paths = {}
+    for key, model in (("baseline, trained on", continued), ("prune", deployed["prune"])):
+        name = f"{part.key}_{'baseline' if model is continued else 'pruned'}.onnx"
+        paths[key], report = maskfx.export_onnx(model, out / name, example_inputs=(example,), device="cpu")
+        print(f"      {report}")
+        rows[key].onnx_nodes = report.node_count
+        rows[key].verification = "ORT parity " + ", ".join(f"b{c.batch} {c.max_abs_diff:.1e}" for c in report.checks)
+
+    _step(part, 6, f"ONNX Runtime latency, batch {len(example)}, {budget.latency_runs} interleaved runs; plots")
+    for key, (p50, p90) in ort_latency(paths, example, runs=budget.latency_runs).items():
+        rows[key].latency_p50_ms, rows[key].latency_p90_ms = p50, p90
+    sites = maskfx.structure(net)
+    drawn = [plots.training_curves(history, out / f"{part.key}_training.png"),
+             plots.blockout_clusters(sites, out / f"{part.key}_blockout_clusters.png"),
+             plots.maskconnect_connectivity(sites, out / f"{part.key}_maskconnect.png"),
+             plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png")]
+    notes = [n for n in maskfx.summary(deployed["prune"]).notes if "collapse" in n]
+    for note in notes:
+        print(f"      {note}")
+    recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
+              f"{budget.learn} epochs (lr {LR}, structure lr {MASK_LR}), freeze, {budget.finetune} epochs at lr "
+              f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
+              f"cosine within each phase, batch 64.")
+    return {"title": part.title, "recipe": recipe, "rows": [asdict(row) for row in rows.values()],
+            "notes": notes, "plots": [p.name for p in drawn if p is not None], "histories": history}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    began = time.perf_counter()
+    budget = QUICK if args.quick else FULL
+    budget = Budget(budget.limit, budget.baseline, args.epochs if args.epochs is not None else budget.learn,
+                    args.finetune_epochs if args.finetune_epochs is not None else budget.finetune, budget.latency_runs)
+    device, out = resolve_device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data("digits", seed=args.seed, limit=budget.limit)
+    print(f"maskfx demo{' --quick' if args.quick else ''}: digits {len(data.train)} train / {len(data.test)} test "
+          f"images, 32x32, on {device}; report in {out}", flush=True)
+    report = {"command": args.invocation,
+              "quick": args.quick, "budget": asdict(budget), "seed": args.seed,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+              "data": f"scikit-learn digits upsampled to 32x32, {len(data.train)} train / {len(data.test)} test images",
+              "parts": [run_part(part, data, budget, out, device, args.seed) for part in parts(args.model)]}
+    report["wall_seconds"] = time.perf_counter() - began
+    json_path, md_path = write_report(out, report)
+    print(f"wrote {md_path} and {json_path} ({report['wall_seconds']:.0f} s)")
+    return 0
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI, ~2 min)")
+    parser.add_argument("--model", default="resnet18", help="torchvision ResNet for the first part")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="structure-learning epochs (overrides the budget)")
+    parser.add_argument("--finetune-epochs", type=positive_int, default=None, help="epochs after freeze (overrides)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device")
+    parser.add_argument("--out", default="maskfx-demo", help="report folder")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+DEMO = Command("demo", "the whole lifecycle offline, against a baseline; writes a report folder", _arguments, run_demo)

@@ -1,0 +1,99 @@
+"""Arguments several commands share (model, data, techniques, training) and what they build."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable, NoReturn
+
+import maskfx
+from maskfx.train.data import DATA_HELP
+from maskfx.train.models import DEFAULT_WEIGHTS, build_model, load_weights
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``maskfx train: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, how to declare its arguments, and what it runs."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def add(self, commands: argparse._SubParsersAction) -> None:
+        sub = commands.add_parser(self.name, help=self.help, description=self.help)
+        self.arguments(sub)
+        sub.set_defaults(run=self.run)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="torchvision:<name> (e.g. torchvision:resnet18) or package.module:factory")
+    parser.add_argument("--weights", default=None,
+                        help=f"a local state_dict file (loaded with weights_only), or {DEFAULT_WEIGHTS} for "
+                             "torchvision's pretrained weights (needs network access)")
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="digits", help=DATA_HELP)
+    parser.add_argument("--image-size", type=positive_int, default=32, help="images are resized to this square size")
+    parser.add_argument("--limit", type=positive_int, default=None, help="train on a fixed random subset of this size")
+
+
+def add_techniques(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("techniques (each with its config's defaults unless set)")
+    group.add_argument("--jumpout", action="store_true", help="Jumpout after every ReLU")
+    group.add_argument("--blockout", action="store_true", help="Blockout on the classifier head")
+    group.add_argument("--maskconnect", action="store_true", help="MaskConnect on chains of residual blocks")
+    group.add_argument("--gateconnect", action="store_true", help="GateConnect on chains of ResNeXt modules")
+    group.add_argument("--clusters", type=positive_int, default=None, help="Blockout clusters k")
+    group.add_argument("--fan-in", type=positive_int, default=None, help="MaskConnect/GateConnect inputs K")
+
+
+def technique_configs(args: argparse.Namespace) -> dict:
+    """``maskfx.transform`` keyword arguments for the technique flags."""
+    configs: dict = {}
+    if args.jumpout:
+        configs["jumpout"] = maskfx.JumpoutConfig()
+    if args.blockout:
+        configs["blockout"] = maskfx.BlockoutConfig(**_given(clusters=args.clusters))
+    if args.maskconnect or args.gateconnect:
+        # GateConnect is MaskConnect's branch mode until transform takes its own gateconnect= argument.
+        configs["maskconnect"] = maskfx.MaskConnectConfig(blocks=args.maskconnect, branches=args.gateconnect,
+                                                          **_given(fan_in=args.fan_in))
+    return configs
+
+
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def model_from(args: argparse.Namespace, num_classes: int):
+    model = build_model(args.model, num_classes)
+    return load_weights(model, args.model, args.weights, num_classes) if args.weights else model

@@ -1,0 +1,105 @@
+"""``maskfx transform`` and ``maskfx train`` (also under ``torchrun --nproc_per_node=N -m maskfx train``)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import maskfx
+from maskfx.cli.options import (Command, add_data, add_model, add_techniques, count, model_from, positive_int, rate,
+                                technique_configs)
+from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
+
+
+def _transform_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    add_data(parser)
+    add_techniques(parser)
+    parser.add_argument("--out", required=True, help="checkpoint file to write (recipe + state_dict)")
+
+
+def _transformed(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...]):
+    model = model_from(args, num_classes)
+    configs = technique_configs(args)
+    recipe = Recipe(args.model, num_classes, input_shape)
+    net = maskfx.transform(model, example_inputs=recipe.example_inputs(), **configs) if configs else model
+    return net, Recipe.of(net, args.model, num_classes, input_shape)
+
+
+def run_transform(args: argparse.Namespace) -> int:
+    data = load_data(args.data, args.image_size, limit=args.limit)
+    net, recipe = _transformed(args, data.num_classes, data.input_shape)
+    if recipe.transform:
+        print(maskfx.summary(net))
+    path = save_checkpoint(args.out, Checkpoint(recipe, net.state_dict()))
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="torchvision:<name> or module:fn; or use --checkpoint")
+    parser.add_argument("--weights", default=None, help="a local state_dict file, or DEFAULT (torchvision download)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="start from a maskfx checkpoint (from `maskfx transform` or an earlier `train`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the --checkpoint's run after its last finished epoch (same phases)")
+    add_data(parser)
+    add_techniques(parser)
+    schedule = parser.add_argument_group("schedule: learn structure, then freeze and fine-tune")
+    schedule.add_argument("--epochs", type=count, default=3, help="epochs learning weights and structure")
+    schedule.add_argument("--finetune-epochs", type=count, default=2, help="epochs after freeze (transformed nets)")
+    schedule.add_argument("--lr", type=rate, default=0.05)
+    schedule.add_argument("--mask-lr", type=rate, default=0.5, help="learning rate of the structure parameters")
+    schedule.add_argument("--finetune-lr", type=rate, default=None, help="default: lr / 5")
+    schedule.add_argument("--batch-size", type=positive_int, default=64, help="per process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json (rank 0 writes)")
+
+
+def phases(args: argparse.Namespace, transformed: bool) -> list[Phase]:
+    """Learn (weights and structure), then freeze and fine-tune; a plain model just trains on."""
+    finetune_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 5
+    learn = Phase(args.epochs, args.lr, args.mask_lr if transformed else 0.0)
+    return [learn, Phase(args.finetune_epochs, finetune_lr, freeze_first=transformed)]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if (args.model is None) == (args.checkpoint is None):
+        raise ValueError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
+    if args.resume and args.checkpoint is None:
+        raise ValueError("--resume needs --checkpoint FILE")
+    device = resolve_device(args.device)
+    job = ddp.setup(device)
+    try:
+        data = load_data(args.data, args.image_size, seed=args.seed, limit=args.limit)
+        if args.checkpoint:
+            saved = load_checkpoint(args.checkpoint)
+            if (saved.recipe.num_classes, saved.recipe.input_shape) != (data.num_classes, data.input_shape):
+                raise ValueError(f"checkpoint {args.checkpoint!r} was made for {saved.recipe.num_classes} classes of "
+                                 f"{saved.recipe.input_shape}, the data has {data.num_classes} of {data.input_shape}")
+            net, recipe = saved.network(), saved.recipe
+        else:
+            saved, (net, recipe) = None, _transformed(args, data.num_classes, data.input_shape)
+        out = Path(args.out)
+
+        def report(record: dict) -> None:
+            print(f"epoch {record['epoch']} (phase {record['phase'] + 1}): loss {record['loss']:.4f}, "
+                  f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.1f} s", flush=True)
+
+        history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
+                      batch_size=args.batch_size, seed=args.seed, checkpoint=out / "checkpoint.pt",
+                      resume=saved if args.resume else None, job=job, on_epoch=report)
+        digest = ddp.check_replicas(net, job)
+        ddp.on_main(job, lambda: (out / "history.json").write_text(json.dumps(history, indent=2) + "\n"))
+        if job.main:
+            print(f"{job.world} process(es) agree on the final state (sha256 {digest[:16]}); wrote {out / 'checkpoint.pt'}")
+    finally:
+        ddp.teardown(job)
+    return 0
+
+
+TRANSFORM = Command("transform", "rewrite a model with learnable structure and save it as a checkpoint",
+                    _transform_arguments, run_transform)
+TRAIN = Command("train", "train a model or checkpoint: learn structure, freeze, fine-tune (torchrun for DDP)",
+                _train_arguments, run_train)

@@ -1,0 +1,52 @@
+"""``report.json`` (every number of the run) and ``report.md`` (the same numbers as tables)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (("model", "model", "{}"), ("accuracy", "test accuracy", "{:.4f}"), ("parameters", "parameters", "{:,}"),
+           ("macs", "MACs", "{:,}"), ("latency_p50_ms", "ORT p50 ms", "{:.2f}"), ("latency_p90_ms", "ORT p90 ms", "{:.2f}"),
+           ("onnx_nodes", "ONNX nodes", "{}"), ("verification", "verification", "{}"))
+
+
+def _cell(value: Any, form: str) -> str:
+    return "-" if value is None or value == "" else form.format(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row.get(key), form) for key, _, form in COLUMNS) + " |" for row in rows]
+    return lines
+
+
+def _ratios(rows: list[dict[str, Any]]) -> str:
+    """Pruned against the baseline: the ratios a reader looks for first."""
+    base, pruned = rows[0], rows[-1]
+    parts = [f"parameters x{pruned['parameters'] / base['parameters']:.3f}", f"MACs x{pruned['macs'] / base['macs']:.3f}"]
+    if base.get("latency_p50_ms") and pruned.get("latency_p50_ms"):
+        parts.append(f"ORT p50 latency x{pruned['latency_p50_ms'] / base['latency_p50_ms']:.3f}")
+    parts.append(f"accuracy {pruned['accuracy'] - base['accuracy']:+.4f}")
+    return f"**{pruned['model']} vs {base['model']}:** " + ", ".join(parts)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# maskfx demo report{' (--quick)' if report['quick'] else ''}", "",
+             f"`{report['command']}` on {report['machine']}, {report['wall_seconds']:.0f} s wall. "
+             f"Data: {report['data']}. Every number below comes from this run; `report.json` has them all.", ""]
+    for part in report["parts"]:
+        lines += [f"## {part['title']}", "", part["recipe"], ""]
+        lines += _table(part["rows"]) + ["", _ratios(part["rows"]), ""]
+        lines += [f"- {note}" for note in part["notes"]] + [""]
+        lines += [f"![{name}]({name})" for name in part["plots"]] + [""]
+    return "\n".join(lines)
+
+
+def write_report(folder: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``folder``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / "report.json", folder / "report.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path.write_text(markdown(report))
+    return json_path, md_path

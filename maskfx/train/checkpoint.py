@@ -1,0 +1,133 @@
+"""Checkpoints as data: how to rebuild the network (a recipe of names and configs) plus its
+``state_dict``, loaded with ``torch.load(weights_only=True)`` and written atomically.
+
+A checkpoint never pickles code or modules. The recipe names the model (``torchvision:resnet18``
+or ``module:fn``), the class count, the input shape and each technique's config as plain values;
+loading rebuilds the model, re-runs the same ``maskfx.transform`` and loads the state (frozen
+structure included). A collapsed network is stored as the trainable one plus the collapse mode,
+because ``collapse`` is a deterministic function of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskfx.passes import PIPELINE
+from maskfx.state import META_KEY
+from maskfx.transform import collapse, transform
+from maskfx.train.models import build_model, first_line
+
+FORMAT = "maskfx-checkpoint/1"
+CONFIG_TYPES = {p.name: p.config_type for p in PIPELINE}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, not maskfx's, or does not fit its recipe."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What rebuilds the network: model name, class count, input shape ``(C, H, W)`` and the
+    ``transform`` configs as plain dicts (empty: the untouched model)."""
+
+    model: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    transform: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @staticmethod
+    def of(net: nn.Module, model: str, num_classes: int, input_shape: tuple[int, ...]) -> "Recipe":
+        """The recipe of ``net``: its transform configs are read from the net itself."""
+        state = getattr(net, "meta", {}).get(META_KEY)
+        configs = {} if state is None else {k: dataclasses.asdict(v) for k, v in state.configs.items()}
+        return Recipe(model, num_classes, tuple(input_shape), configs)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor]:
+        return (torch.zeros(batch, *self.input_shape),)
+
+    def build(self, base: nn.Module | None = None) -> nn.Module:
+        """The network this recipe describes, freshly initialised (or transformed from ``base``)."""
+        model = base if base is not None else build_model(self.model, self.num_classes)
+        if not self.transform:
+            return model
+        unknown = set(self.transform) - set(CONFIG_TYPES)
+        if unknown:
+            raise CheckpointError(f"unknown technique(s) {sorted(unknown)}; this maskfx knows {sorted(CONFIG_TYPES)}")
+        configs = {name: CONFIG_TYPES[name](**values) for name, values in self.transform.items()}
+        return transform(model, example_inputs=self.example_inputs(), **configs)
+
+
+@dataclass
+class Checkpoint:
+    """A network's recipe and state, plus training progress when saved during training."""
+
+    recipe: Recipe
+    state_dict: dict[str, torch.Tensor]
+    collapse: str | None = None  # None, or the collapse mode applied after loading
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    progress: dict[str, int] = field(default_factory=dict)  # {"phase": i, "epoch": e} done so far
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)  # tensors are kept as they are (deep-copied)
+        payload["recipe"]["input_shape"] = list(self.recipe.input_shape)
+        return {"format": FORMAT, **payload}
+
+    def network(self) -> nn.Module:
+        """Rebuild the network and load the state; collapsed again if it was saved collapsed."""
+        net = self.recipe.build()
+        try:
+            net.load_state_dict(self.state_dict)
+        except RuntimeError as error:
+            raise CheckpointError(f"the checkpoint's weights do not fit its recipe "
+                                  f"({self.recipe.model}): {first_line(error)}") from None
+        return collapse(net, self.collapse) if self.collapse else net
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, flushed
+    to disk, then renamed over ``path``; an interrupted save leaves the old file untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint.to_dict(), file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``; any problem is one ``CheckpointError`` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, ...: all mean "not loadable"
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a torch file: {first_line(error)}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a maskfx checkpoint ({FORMAT}); "
+                              f"for a plain state_dict use --weights")
+    try:
+        recipe = payload["recipe"]
+        return Checkpoint(
+            recipe=Recipe(recipe["model"], int(recipe["num_classes"]), tuple(recipe["input_shape"]),
+                          dict(recipe["transform"])),
+            state_dict=payload["state_dict"], collapse=payload["collapse"], optimizer=payload["optimizer"],
+            scheduler=payload["scheduler"], progress=dict(payload["progress"]), history=list(payload["history"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: missing or bad {error}") from None

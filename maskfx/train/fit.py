@@ -1,0 +1,85 @@
+"""``fit``: training through phases with checkpoints, exact resume and data parallelism.
+
+``fit`` reseeds the generator and the sampler from ``(seed, epoch, rank)`` at every epoch, so an
+epoch's randomness depends on nothing that happened before it: resuming from the checkpoint saved
+after epoch *n* computes epoch *n + 1* exactly as the uninterrupted run does.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from maskfx.train import ddp
+from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
+from maskfx.train.data import Data
+from maskfx.train.loop import accuracy, predict, train_one_epoch
+from maskfx.train.params import param_groups
+from maskfx.train.phases import Phase
+from maskfx.transform import freeze
+
+
+def evaluation_loader(data: Data, batch_size: int = 256) -> DataLoader:
+    return DataLoader(data.test, batch_size=batch_size)
+
+
+def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device, recipe: Recipe | None = None,
+        batch_size: int = 64, seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4,
+        checkpoint: str | os.PathLike | None = None, resume: Checkpoint | None = None,
+        job: ddp.Distributed = ddp.Distributed(), desc: str = "train", evaluate: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True) -> list[dict[str, Any]]:
+    """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase).
+
+    After every epoch rank 0 records ``{"phase", "epoch", "loss", "test_accuracy", "seconds"}``
+    and, given ``checkpoint`` and ``recipe``, saves one; ``resume`` (a loaded checkpoint whose
+    state ``net`` already holds) continues after its last finished epoch. Returns the history.
+    """
+    history = list(resume.history) if resume else []
+    start_phase, start_epoch = (resume.progress.get("phase", 0), resume.progress.get("epoch", 0)) if resume else (0, 0)
+    sampler = DistributedSampler(data.train, num_replicas=job.world, rank=job.rank, shuffle=True, seed=seed)
+    loader = DataLoader(data.train, batch_size=batch_size, sampler=sampler)
+    evaluation = evaluation_loader(data) if evaluate and job.main else None
+    hooks = ddp.share_structure_draws(net, seed) if job.active else []
+    done = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    try:
+        for index in range(start_phase, len(phases)):
+            phase, first = phases[index], (start_epoch if index == start_phase else 0)
+            if phase.freeze_first and first == 0:
+                freeze(net)
+            model = ddp.wrap(net.to(device), job)
+            optimizer = torch.optim.SGD(param_groups(net, lr=phase.lr, mask_lr=phase.mask_lr, weight_decay=weight_decay),
+                                        lr=phase.lr, momentum=momentum)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
+            if resume is not None and index == start_phase and first > 0:
+                optimizer.load_state_dict(resume.optimizer)
+                scheduler.load_state_dict(resume.scheduler)
+            for epoch in range(first, phase.epochs):
+                sampler.set_epoch(done)
+                torch.manual_seed(ddp.mix(seed, done, job.rank))
+                began = time.perf_counter()
+                loss = train_one_epoch(model, loader, optimizer, device, amp, show=job.main,
+                                       desc=f"{desc} phase {index + 1}/{len(phases)} epoch {epoch + 1}/{phase.epochs}")
+                scheduler.step()
+                ddp.sync_buffers(net, job)
+                done += 1
+                record = {"phase": index, "epoch": done, "loss": ddp.mean_over_ranks(loss, job),
+                          "seconds": time.perf_counter() - began}
+                if evaluation is not None:
+                    record["test_accuracy"] = accuracy(*predict(net, evaluation, device))
+                history.append(record)
+                if checkpoint is not None and recipe is not None:
+                    state = Checkpoint(recipe, net.state_dict(), optimizer=optimizer.state_dict(),
+                                       scheduler=scheduler.state_dict(),
+                                       progress={"phase": index, "epoch": epoch + 1}, history=history)
+                    ddp.on_main(job, lambda: save_checkpoint(checkpoint, state))
+                if on_epoch is not None and job.main:
+                    on_epoch(record)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return history

@@ -1,0 +1,99 @@
+"""Checkpoints: bitwise round trips, exact resume, atomic writes, one-line errors."""
+import copy
+
+import pytest
+import torch
+
+import maskfx
+from maskfx.train import Checkpoint, CheckpointError, Phase, Recipe, fit, load_checkpoint, load_data, save_checkpoint
+from maskfx.train.models import build_model
+
+MODEL = "tiny_models:resnet"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data("digits", image_size=16, limit=64)
+
+
+def transformed(data) -> tuple[torch.fx.GraphModule, Recipe]:
+    x = torch.zeros(2, *data.input_shape)
+    net = maskfx.transform(build_model(MODEL, 10), jumpout=True, blockout=maskfx.BlockoutConfig(clusters=3),
+                           maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(x,))
+    return net, Recipe.of(net, MODEL, 10, data.input_shape)
+
+
+def outputs(net, data):
+    return net.eval()(torch.stack([data.test[i][0] for i in range(8)]))
+
+
+@pytest.mark.parametrize("stage", ["transformed", "frozen", "prune", "expected"])
+def test_round_trip_gives_bitwise_equal_outputs(tmp_path, data, stage):
+    net, recipe = transformed(data)
+    fit(net, data, [Phase(1, lr=0.05, mask_lr=0.5)], device=CPU, batch_size=32, evaluate=False)
+    if stage != "transformed":
+        maskfx.freeze(net)
+    mode = stage if stage in ("prune", "expected") else None
+    deployed = maskfx.collapse(net, mode) if mode else net
+    save_checkpoint(tmp_path / "c.pt", Checkpoint(recipe, net.state_dict(), collapse=mode))
+    loaded = load_checkpoint(tmp_path / "c.pt").network()
+    assert torch.equal(outputs(loaded, data), outputs(deployed, data))
+    if mode is None:  # the learned structure and whether it is frozen come back too
+        for mine, theirs in zip(maskfx.structure(net), maskfx.structure(loaded), strict=True):
+            assert torch.equal(mine.values, theirs.values) and mine.frozen == theirs.frozen == (stage == "frozen")
+
+
+def test_resume_continues_with_the_same_loss(tmp_path, data):
+    phases = [Phase(1, lr=0.05, mask_lr=0.5), Phase(2, lr=0.02, freeze_first=True)]
+    net, recipe = transformed(data)
+    start = copy.deepcopy(net.state_dict())
+    straight = fit(net, data, phases, device=CPU, batch_size=32, evaluate=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_second_epoch(record):
+        if record["epoch"] == 2:
+            raise Killed
+
+    again, _ = transformed(data)
+    again.load_state_dict(start)
+    with pytest.raises(Killed):
+        fit(again, data, phases, device=CPU, batch_size=32, evaluate=False, recipe=recipe,
+            checkpoint=tmp_path / "c.pt", on_epoch=kill_after_second_epoch)
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved.progress == {"phase": 1, "epoch": 1}
+    resumed = saved.network()
+    history = fit(resumed, data, phases, device=CPU, batch_size=32, evaluate=False, resume=saved)
+    assert [r["loss"] for r in history] == [r["loss"] for r in straight]  # bitwise: same floats
+    assert torch.equal(outputs(resumed, data), outputs(net, data))
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, data, monkeypatch):
+    net, recipe = transformed(data)
+    path = save_checkpoint(tmp_path / "c.pt", Checkpoint(recipe, net.state_dict()))
+    before = path.read_bytes()
+
+    def dies_halfway(obj, file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, Checkpoint(recipe, net.state_dict()))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    load_checkpoint(path).network()
+
+
+def test_bad_checkpoints_raise_one_clear_error(tmp_path, data):
+    net, recipe = transformed(data)
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "plain.pt")
+    other = Recipe(MODEL, 7, data.input_shape, recipe.transform)  # 7 classes: the head does not fit
+    save_checkpoint(tmp_path / "mismatch.pt", Checkpoint(other, net.state_dict()))
+    for name, message in [("missing.pt", "no such file"), ("corrupt.pt", "corrupt"),
+                          ("plain.pt", "not a maskfx checkpoint"), ("mismatch.pt", "do not fit")]:
+        with pytest.raises(CheckpointError, match=message) as error:
+            load_checkpoint(tmp_path / name).network()
+        assert "\n" not in str(error.value)

@@ -1,0 +1,27 @@
+"""``maskfx demo --quick`` (CI): the report folder holds the report, its JSON, the ONNX files and
+the plots, and the report's numbers are this run's, baseline included."""
+import json
+
+from maskfx.cli import main
+
+
+def test_quick_demo_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+    assert report["quick"] and [p["title"].split(":")[0] for p in report["parts"]] == ["resnet18", "small ResNeXt (C = 8)"]
+    for part in report["parts"]:
+        rows = {row["model"]: row for row in part["rows"]}
+        assert list(rows) == ["baseline, trained on", "transformed (eval)", "collapsed: expected", "collapsed: prune"]
+        for name in ("baseline, trained on", "collapsed: prune"):  # exported, verified and timed
+            assert rows[name]["latency_p50_ms"] > 0 and rows[name]["onnx_nodes"] > 0
+            assert rows[name]["verification"].startswith("ORT parity")
+        assert rows["collapsed: prune"]["macs"] <= rows["collapsed: expected"]["macs"]
+        assert f"{rows['baseline, trained on']['accuracy']:.4f}" in markdown  # the table shows this run's numbers
+        assert [r["epoch"] for r in part["histories"]["transformed"]] == [3, 4]  # after the 2 baseline epochs
+        for plot in part["plots"]:
+            assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in markdown
+    assert {"resnet_training.png", "resnet_blockout_clusters.png", "resnet_maskconnect.png",
+            "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
+    assert {"resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx", "resnext_pruned.onnx"} <= {
+        p.name for p in tmp_path.iterdir()}
