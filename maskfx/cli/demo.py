@@ -55,13 +55,12 @@ def resnet_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphM
     """Jumpout + Blockout (their configs' defaults) + MaskConnect: each block reads one earlier output,
     starting from the trained chain, so blocks that end up unread are pruned."""
     return maskfx.transform(model, jumpout=True, blockout=True, example_inputs=(example,),
-                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous", branches=False))
+                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous"))
 
 
 def resnext_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """GateConnect: each branch reads 2 of the previous module's 8 branches."""
-    return maskfx.transform(model, example_inputs=(example,),
-                            maskconnect=maskfx.MaskConnectConfig(fan_in=2, blocks=False, branches=True))
+    return maskfx.transform(model, example_inputs=(example,), gateconnect=maskfx.GateConnectConfig(fan_in=2))
 
 
 @dataclass(frozen=True)

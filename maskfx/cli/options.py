@@ -83,10 +83,10 @@ def technique_configs(args: argparse.Namespace) -> dict:
         configs["jumpout"] = maskfx.JumpoutConfig()
     if args.blockout:
         configs["blockout"] = maskfx.BlockoutConfig(**_given(clusters=args.clusters))
-    if args.maskconnect or args.gateconnect:
-        # GateConnect is MaskConnect's branch mode until transform takes its own gateconnect= argument.
-        configs["maskconnect"] = maskfx.MaskConnectConfig(blocks=args.maskconnect, branches=args.gateconnect,
-                                                          **_given(fan_in=args.fan_in))
+    if args.maskconnect:
+        configs["maskconnect"] = maskfx.MaskConnectConfig(**_given(fan_in=args.fan_in))
+    if args.gateconnect:
+        configs["gateconnect"] = maskfx.GateConnectConfig(**_given(fan_in=args.fan_in))
     return configs
 
 

@@ -25,7 +25,7 @@ from maskfx.transform import collapse, transform
 from maskfx.train.models import build_model, first_line
 
 FORMAT = "maskfx-checkpoint/1"
-CONFIG_TYPES = {p.name: p.config_type for p in PIPELINE}
+CONFIG_TYPES = {p.TECHNIQUE: p.CONFIG for p in PIPELINE}
 
 
 class CheckpointError(ValueError):
