@@ -43,9 +43,11 @@ def call_site_locations(nodes: Iterable[fx.Node]) -> dict[fx.Node, str]:
     A module call is named by the module's path (a module called twice gives two sites of one
     location). A function or method call is named by its enclosing module, the function's name
     and its index among the calls of that function inside that module (``"layer1.0.relu"``,
-    ``"layer1.0.relu_1"``), never by fx's graph-wide node counter, which a training-only branch
-    elsewhere in the model would shift.
+    ``"layer1.0.relu_1"``, skipping names a module call site has), never by fx's graph-wide node
+    counter, which a training-only branch elsewhere in the model would shift.
     """
+    nodes = list(nodes)
+    taken = {str(n.target) for n in nodes if n.op == "call_module"}
     seen: Counter[tuple[str, str]] = Counter()
     locations = {}
     for node in nodes:
@@ -53,10 +55,14 @@ def call_site_locations(nodes: Iterable[fx.Node]) -> dict[fx.Node, str]:
             locations[node] = str(node.target)
             continue
         scope, function = scope_of(node), getattr(node.target, "__name__", str(node.target))
-        index = seen[scope, function]
-        seen[scope, function] += 1
-        name = function if index == 0 else f"{function}_{index}"
-        locations[node] = f"{scope}.{name}" if scope else name
+        while True:  # the next index of this function in this scope whose name no module has
+            index = seen[scope, function]
+            seen[scope, function] += 1
+            name = function if index == 0 else f"{function}_{index}"
+            location = f"{scope}.{name}" if scope else name
+            if location not in taken:
+                break
+        locations[node] = location
     return locations
 
 
