@@ -13,8 +13,8 @@ import torch.fx as fx
 
 from maskfx.dual import eval_module
 from maskfx.marks import BLOCK
-from maskfx.nn import BlockoutClusters, BlockoutLinear, BranchGates, MaskedConnection
-from maskfx.passes.graph import nodes_calling
+from maskfx.nn import BlockoutClusters, BlockoutLinear, BranchGates, Jumpout, MaskedConnection
+from maskfx.passes.graph import module_of, nodes_calling
 from maskfx.passes.maskconnect import block_names
 from maskfx.state import get_state
 
@@ -49,13 +49,20 @@ def _blockout(gm: fx.GraphModule) -> list[LearnedSite]:
     return sites
 
 
+def _source_name(gm: fx.GraphModule, node: fx.Node, names: dict) -> str:
+    """The block whose output ``node`` is, looking through a Jumpout inserted after it."""
+    while isinstance(module_of(gm, node), Jumpout):
+        node = node.args[0]
+    return names.get(node.meta.get(BLOCK), "chain input")
+
+
 def _connections(gm: fx.GraphModule) -> list[LearnedSite]:
     names = block_names(gm)
     sites = []
     for node, layer in nodes_calling(gm, (MaskedConnection, BranchGates)):
         if isinstance(layer, MaskedConnection):
             technique, location = "maskconnect", names[node.meta[BLOCK]]
-            sources = tuple(names.get(a.meta.get(BLOCK), "chain input") for a in node.args)
+            sources = tuple(_source_name(gm, a, names) for a in node.args)
         else:
             technique, location, sources = "gateconnect", str(node.target), ()
         sites.append(LearnedSite(technique, location, layer.mask.detach().clone(), layer.active().bool(),

@@ -35,6 +35,12 @@ def test_maskconnect_blocks_report_masks_sources_and_the_k_kept():
     assert maskfx.structure(net)[-1].values is not maskfx.structure(net)[-1].values  # copies, read-only view
 
 
+def test_maskconnect_sources_are_named_through_the_jumpouts_after_block_outputs():
+    net = maskfx.transform(HandResidual(), maskconnect=True, jumpout=True, example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert [s.sources for s in maskfx.structure(net) if s.technique == "maskconnect"][-1] == \
+        ("chain input", "f1", "f2", "f3")
+
+
 def test_gateconnect_modules_report_branch_gates():
     net = maskfx.transform(calibrated(StyledResNeXt("modules", groups=4), (4, 3, 16, 16)),
                            gateconnect=maskfx.GateConnectConfig(fan_in=2))
