@@ -23,6 +23,9 @@ def input_size(name: str) -> int:
         return 64  # stage-1 map 16x16 exceeds the window (7 / 8), so the shifted windows really shift
     if name == "alexnet":
         return 64  # 63 is the least its three 3/2 max-poolings leave a pixel for
+    if name.startswith(("efficientnet", "mnasnet")):
+        return 64  # at 32 px BatchNorm calibrated on a 1x1 last stage drives random-init outputs to ~1e4,
+        # where fp32 rounding alone exceeds the 1e-5 and ONNX parity tolerances
     return 32  # stride-32 convnets: a 1x1 last stage (googlenet and squeezenet need 16 and 24)
 
 
