@@ -32,7 +32,7 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
               leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
-    Each technique argument takes ``None``/``False`` (off), ``True`` (paper defaults) or its
+    Each technique argument takes ``None``/``False`` (off), ``True`` (the config's defaults) or its
     config dataclass. ``example_inputs`` (a tuple of tensors, as for ``torch.ao``'s ``prepare_fx``)
     give the tensor shapes that MaskConnect needs. GateConnect takes ResNeXt modules before
     MaskConnect looks for residual blocks, so both can be on. ``leaf_modules`` (qualified names or module
