@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import maskfx
 from maskfx.nn.jumpout import Jumpout
 from maskfx.train.loop import train_one_epoch
-from tests.models import StyledResNeXt, calibrated
+from models import StyledResNeXt, calibrated
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

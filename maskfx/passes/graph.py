@@ -79,6 +79,12 @@ def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
     return type(module_of(gm, node)) is nn.Dropout
 
 
+def model_device(gm: fx.GraphModule) -> torch.device:
+    """Where the model's tensors live: the layers a pass adds go there too."""
+    tensor = next(iter([*gm.parameters(), *gm.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def fresh_name(gm: fx.GraphModule, base: str) -> str:
     """An attribute name on ``gm`` that nothing uses yet."""
     name, k = base, 1

@@ -22,7 +22,7 @@ from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.marks import BLOCK, RESNEXT, block_name
 from maskfx.nn.maskconnect import adapt, pad_channels, subsample
-from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, module_of, nodes_calling
+from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, model_device, module_of, nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
@@ -135,7 +135,7 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
             target = shape_of(block.input)
             usable = [(k, _adapter(shape_of(outputs[k]), target)) for k in range(j + 1)]
             usable = [(k, a) for k, a in usable if a is not None]
-            layer = MaskedConnection([a for _, a in usable], config.fan_in, config.init)
+            layer = MaskedConnection([a for _, a in usable], config.fan_in, config.init).to(model_device(gm))
             name = fresh_name(gm, f"maskconnect_{block.name.replace('.', '_')}")
             gm.add_submodule(name, layer)
             with gm.graph.inserting_after(block.input):
