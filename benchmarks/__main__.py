@@ -1,5 +1,6 @@
-"""``python -m benchmarks [--quick] [--only SUITE ...] [--out DIR] [--markdown PATH]``: run the
-suites, write ``DIR/<suite>.json`` each, print the tables and render the markdown page."""
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--out DIR] [--markdown PATH] [--render-only]``:
+run the suites, write ``DIR/<suite>.json`` each, print the tables and render the markdown page
+from every JSON file in ``DIR``."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(SUITES), metavar="SUITE",
                         help=f"run these suites only: {', '.join(SUITES)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for <suite>.json (default benchmarks/results)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: re-render the page from --out's JSON (e.g. after copying in a GPU run's gpu.json)")
     parser.add_argument("--markdown", type=Path,
                         help="page to render from --out's JSON (default: BENCHMARKS.md at the repository root "
                              "for the default --out, else DIR/BENCHMARKS.md)")
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m benchmarks" + "".join(" " + shlex.quote(a) for a in argv)
     failed = []
-    for name in args.only or SUITES:
+    for name in [] if args.render_only else args.only or SUITES:
         print(f"=== {name}", flush=True)
         record = harness.run_suite(name, args.quick, command)
         path = harness.write(record, args.out)

@@ -21,6 +21,10 @@ the machine and its load.
 """
 
 
+QUICK = ("*Quick run (CI-sized): small inputs and a few rounds, so these numbers show that the suite "
+         "works, not what the techniques cost; quote a full run (`make bench`).*")
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "–"
@@ -57,8 +61,11 @@ def conditions(meta: dict[str, Any]) -> list[str]:
 
 def section(record: dict[str, Any]) -> list[str]:
     lines = [f"## {record['title']} (`{record['suite']}`)", ""]
-    if record["status"] != "ok":
-        lines += [f"**{record['status'].capitalize()}**: {record['reason']}", ""]
+    if record["status"] != "ok":  # nothing measured: what was run, and why it did not
+        return lines + [f"**{record['status'].capitalize()}**: {record['reason']}", "",
+                        f"- Command: `{record['meta']['command']}`, finished {record['meta']['finished']}.", ""]
+    if record["meta"]["quick"]:
+        lines += [QUICK, ""]
     lines += conditions(record["meta"]) + [""]
     for table in record["tables"]:
         lines += markdown_table(table)

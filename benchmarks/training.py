@@ -145,7 +145,7 @@ def training_table(quick: bool, device: torch.device) -> dict:
     rows = [row for c in comparisons(quick) for row in measure(c, device, rounds, warmup)]
     return table(f"Training step on {device.type.upper()}: technique / plain equivalent", COLUMNS, rows, [
         f"SGD step of cross-entropy on a fixed random batch, {CLASSES} classes; medians of {rounds} "
-        f"interleaved steps after {warmup} warm-up rounds, {torch.get_num_threads()} torch threads.",
+        f"interleaved steps (warm-up rounds: {warmup}), {torch.get_num_threads()} torch threads.",
         "saved MiB: tensors autograd keeps for backward in one training forward (each storage once).",
         "frozen (fine-tune): MaskConnect after maskfx.freeze, the connectivity fixed at its top K.",
     ])
