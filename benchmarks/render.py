@@ -43,10 +43,13 @@ def markdown_table(table: dict[str, Any]) -> list[str]:
     return lines + [""] if table["notes"] else lines
 
 
+def _slashed(values: list[float]) -> str:
+    return " / ".join(str(v) for v in values)
+
+
 def conditions(meta: dict[str, Any]) -> list[str]:
     m, v = meta["machine"], meta["versions"]
     gpu = f"; GPU {m['gpu']}" if m["gpu"] else "; no GPU"
-    load = lambda xs: " / ".join(str(x) for x in xs)  # noqa: E731
     return [
         f"- Command: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} run), finished {meta['finished']}, "
         f"{meta['wall seconds']} s wall.",
@@ -55,7 +58,7 @@ def conditions(meta: dict[str, Any]) -> list[str]:
         f"- Versions: python {v['python']}, torch {v['torch']}, torchvision {v['torchvision']}, "
         f"onnxruntime {v['onnxruntime']}, onnx {v['onnx']}.",
         f"- Seeds: {', '.join(str(s) for s in meta['seeds'])}. Load average (1/5/15 min) before "
-        f"{load(meta['load average before'])}, after {load(meta['load average after'])}.",
+        f"{_slashed(meta['load average before'])}, after {_slashed(meta['load average after'])}.",
     ]
 
 

@@ -23,6 +23,8 @@ from maskfx.nn import Jumpout
 SUITE = "training"
 PLAIN = "plain"  # the key of the baseline among a comparison's models
 CLASSES = 10
+Factory = Callable[[], nn.Module]
+Builder = Callable[[torch.Tensor], dict[str, nn.Module]]  # example batch -> variants and PLAIN
 COLUMNS = ["technique", "setting", "variant", "step ms", "plain step ms", "time ratio", "saved MiB",
            "plain saved MiB", "memory ratio", "goal (time)"]
 
@@ -34,7 +36,7 @@ class Comparison:
     technique: str
     setting: str
     input_shape: tuple[int, ...]  # batch first
-    build: Callable[[torch.Tensor], dict[str, nn.Module]]
+    build: Builder
     goals: dict[str, str]  # variant -> goal of its time ratio
 
 
@@ -65,24 +67,21 @@ def vgg_head(features: int = 25088, hidden: int = 4096, classes: int = CLASSES) 
                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, classes))
 
 
-Factory = Callable[[], nn.Module]
-
-
-def _jumpout(factory: Factory) -> Callable[[torch.Tensor], dict[str, nn.Module]]:
+def _jumpout(factory: Factory) -> Builder:
     def build(x: torch.Tensor) -> dict[str, nn.Module]:
         net = maskfx.transform(factory(), jumpout=True)
         return {"jumpout": net, PLAIN: with_dropout_at_jumpout_sites(net)}
     return build
 
 
-def _blockout(factory: Factory) -> Callable[[torch.Tensor], dict[str, nn.Module]]:
+def _blockout(factory: Factory) -> Builder:
     def build(x: torch.Tensor) -> dict[str, nn.Module]:
         model = factory()
         return {"blockout": maskfx.transform(model, blockout=True), PLAIN: model}
     return build
 
 
-def _maskconnect(factory: Factory, fan_in: int) -> Callable[[torch.Tensor], dict[str, nn.Module]]:
+def _maskconnect(factory: Factory, fan_in: int) -> Builder:
     def build(x: torch.Tensor) -> dict[str, nn.Module]:
         model = factory()
         config = maskfx.MaskConnectConfig(fan_in=fan_in)
