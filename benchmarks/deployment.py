@@ -152,7 +152,8 @@ def notes(quick: bool) -> list[str]:
         "The pruned structure is planted, not learned: MaskConnect K = 1 with every other block of "
         "each chain bypassed, every Blockout node in one of 6 clusters (seed 0). Goal for collapse(\"expected\"): "
         "p50 / untouched 1.00 with the same ONNX ops; for collapse(\"prune\"): p50 ratio / MAC ratio near 1.",
-        "MACs: torch.utils.flop_counter on one input (2 FLOPs per MAC).",
+        "MACs: torch.utils.flop_counter on one input (2 FLOPs per MAC). ONNX nodes, same ONNX ops (op "
+        "histogram equal to the untouched export's) and parameters describe the variant, whatever runs it.",
     ]
 
 

@@ -34,7 +34,7 @@ def eager_latency(nets: dict[str, torch.nn.Module], example: torch.Tensor, runs:
 
 
 def ort_session_latency(paths: dict[str, Path], example: torch.Tensor, runs: int,
-                warmup: int) -> tuple[dict[str, tuple[float, float]], str]:
+                        warmup: int) -> tuple[dict[str, tuple[float, float]], str]:
     """p50/p90 ms in ONNX Runtime on CUDA when its provider loads, else on the CPU; and that provider."""
     sessions = {name: open_session(path, device="auto") for name, path in paths.items()}
     feeds = {name: s.feeds((example,)) for name, s in sessions.items()}
@@ -64,7 +64,10 @@ def deployment_table(quick: bool) -> dict:
         f"GPU: {torch.cuda.get_device_name()}; ONNX Runtime providers offered: {', '.join(ort.get_available_providers())}; "
         f"ran: {', '.join(sorted(providers))}.",
     ]
-    if "CUDAExecutionProvider" not in providers:
+    if "CUDAExecutionProvider" in providers:
+        notes.append("ONNX Runtime CUDA calls take and return host arrays, so their times include both copies; "
+                     "eager CUDA times do not (the input is on the GPU).")
+    else:
         notes.append("ONNX Runtime's CUDA provider did not load here, so its rows are ONNX Runtime on this machine's CPU.")
     return table("Deployment latency: PyTorch eager CUDA and ONNX Runtime", deployment.COLUMNS, rows, notes)
 
