@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 WORKERS ?= 2
 PYTEST  := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
-.PHONY: setup demo test test-quick bench clean
+.PHONY: setup demo test test-quick bench bench-quick clean
 
 $(BIN)/maskfx: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ test: setup
 test-quick: setup
 	$(PYTEST) -m "not slow"
 
+# Every suite: benchmarks/results/<suite>.json and BENCHMARKS.md rendered from them.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,8 @@
-"""Blockout costs and gains: training-step time against the same head as Linear + Dropout, and
-prune against expected collapse (MACs, ONNX Runtime latency, accuracy on the digits demo data).
+"""Blockout's gains from learning: prune against expected collapse after training on the digits
+demo data (accuracy, MACs, ONNX Runtime latency). Its training-step cost against Linear + Dropout
+is in the ``training`` suite (``python -m benchmarks --only training``).
 
-    python benchmarks/bench_blockout.py [--rounds 15] [--epochs 5] [--only-steps] [--kernels]
+    python -m benchmarks.bench_blockout [--rounds 15] [--epochs 5] [--kernels]
 
 ``--kernels`` times the two exact kernels of one 25088 -> 4096 layer across batch sizes, the
 measurement behind ``CLUSTER_SUM_MAX_ROWS``.
@@ -14,33 +15,11 @@ import tempfile
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
 
 import maskfx
 from maskfx.nn.blockout import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
 from maskfx.train import accuracy, digits_loaders, param_groups, predict, train_epochs
-from measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio, train_step_fn
-
-
-def resnet18_with_mlp_head(hidden: int = 512, classes: int = 10) -> nn.Module:
-    """resnet18 with the paper's Fig. 5(b) head: two hidden FC layers with Dropout."""
-    model = torchvision.models.resnet18(num_classes=classes)
-    model.fc = nn.Sequential(nn.Linear(512, hidden), nn.ReLU(), nn.Dropout(0.5),
-                             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, classes))
-    return model
-
-
-def vgg11_head(classes: int = 10) -> nn.Module:
-    """vgg11's classifier on its own (25088-4096-4096-classes, ReLU and Dropout between)."""
-    return torchvision.models.vgg11(num_classes=classes).classifier
-
-
-def bench_train_step(label: str, model: nn.Module, x: torch.Tensor, rounds: int, goal: str = "<= 1.05") -> None:
-    y = torch.randint(0, 10, (x.shape[0],))
-    blockout = maskfx.transform(model, blockout=True)
-    t = interleaved_medians({"blockout": train_step_fn(blockout, x, y), "dropout": train_step_fn(model, x, y)},
-                            rounds=rounds)
-    print_ratio(f"{label} train step: Blockout head / Linear+Dropout", t["blockout"], t["dropout"], goal)
+from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio
 
 
 def bench_kernels(rounds: int, batches=(1, 2, 4, 16)) -> None:
@@ -98,7 +77,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--finetune-epochs", type=int, default=2)
-    parser.add_argument("--only-steps", action="store_true", help="the training-step ratios only")
     parser.add_argument("--kernels", action="store_true", help="only the per-layer kernel timings")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -106,13 +84,7 @@ def main() -> None:
     if args.kernels:
         bench_kernels(args.rounds)
         return
-    bench_train_step("resnet18 + 2x512 MLP head b32 112px", resnet18_with_mlp_head(), torch.randn(32, 3, 112, 112),
-                     args.rounds)
-    for batch, goal in ((16, "<= 1.25"), (128, "<= 1.05")):
-        bench_train_step(f"vgg11 head (25088-4096-4096-10) b{batch}", vgg11_head(), torch.randn(batch, 25088),
-                         args.rounds, goal)
-    if not args.only_steps:
-        bench_prune_vs_expected(args)
+    bench_prune_vs_expected(args)
 
 
 if __name__ == "__main__":

@@ -6,41 +6,48 @@ import statistics
 import time
 from typing import Callable
 
+from maskfx.report.measure import count_macs  # noqa: F401  (re-exported for the scripts)
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 15,
-                        warmup: int = 3, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median seconds per call of each candidate, measured in alternation."""
+
+def interleaved_times(candidates: dict[str, Callable[[], object]], rounds: int = 15, warmup: int = 3,
+                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds of every timed call of each candidate, measured in alternation (``sync`` waits for
+    queued device work, so an asynchronous GPU call is timed whole)."""
     for _ in range(warmup):
         for run in candidates.values():
             run()
     sync()
-    times = {name: [] for name in candidates}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, run in candidates.items():
             start = time.perf_counter()
             run()
             sync()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 15,
+                        warmup: int = 3, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds per call of each candidate, measured in alternation."""
+    times = interleaved_times(candidates, rounds, warmup, sync)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_percentiles(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 3,
+                            sync: Callable[[], None] = lambda: None) -> dict[str, tuple[float, float]]:
+    """p50 and p90 milliseconds per call of each candidate, measured in alternation."""
+    import numpy as np
+
+    times = interleaved_times(candidates, rounds, warmup, sync)
+    return {name: (float(np.percentile(v, 50)) * 1e3, float(np.percentile(v, 90)) * 1e3)
+            for name, v in times.items()}
 
 
 def print_ratio(label: str, numerator: float, denominator: float, goal: str) -> float:
     ratio = numerator / denominator
     print(f"{label:<58} {numerator * 1e3:9.2f} ms / {denominator * 1e3:9.2f} ms = {ratio:6.3f}   (goal {goal})")
     return ratio
-
-
-def count_macs(model, *inputs) -> int:
-    """Multiply-adds of one eval forward, from torch's FLOP counter (2 FLOPs per MAC)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    model.train(was_training)
-    return counter.get_total_flops() // 2
 
 
 def ort_latency_ratio(models: dict, example, rounds: int, tmp) -> tuple[dict[str, float], dict]:

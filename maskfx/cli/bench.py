@@ -1,5 +1,5 @@
-"""``maskfx bench``: the repository's benchmarks (``benchmarks/run_all.py``), each printing the
-ratios it measures within its own run."""
+"""``maskfx bench``: the repository's benchmarks (``python -m benchmarks`` in a maskfx checkout),
+which write ``benchmarks/results/*.json`` and render ``BENCHMARKS.md`` from them."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +11,15 @@ from maskfx.cli.options import Command
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=".", help="repository root holding benchmarks/run_all.py")
+    parser.add_argument("--root", default=".", help="repository root holding the benchmarks package")
+    parser.add_argument("--quick", action="store_true", help="the CI-sized run")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    script = Path(args.root) / "benchmarks" / "run_all.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"{script} not found: run `maskfx bench` in a maskfx checkout or pass --root")
-    return subprocess.call([sys.executable, str(script)])
+    root = Path(args.root)
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise FileNotFoundError(f"{root / 'benchmarks'} not found: run `maskfx bench` in a maskfx checkout or pass --root")
+    return subprocess.call([sys.executable, "-m", "benchmarks", *(["--quick"] if args.quick else [])], cwd=root)
 
 
-BENCH = Command("bench", "run the benchmarks of a maskfx checkout (speed and memory ratios)", _arguments, run_bench)
+BENCH = Command("bench", "run the benchmarks of a maskfx checkout (python -m benchmarks)", _arguments, run_bench)

@@ -1,0 +1,51 @@
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--out DIR] [--markdown PATH] [--render-only]``:
+run the suites, write ``DIR/<suite>.json`` each, print the tables and render the markdown page
+from every JSON file in ``DIR``."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks import harness, render
+from benchmarks.registry import SUITES
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the CI-sized run (small models, few rounds)")
+    parser.add_argument("--only", nargs="+", choices=list(SUITES), metavar="SUITE",
+                        help=f"run these suites only: {', '.join(SUITES)}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for <suite>.json (default benchmarks/results)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: re-render the page from --out's JSON (e.g. after copying in a GPU run's gpu.json)")
+    parser.add_argument("--markdown", type=Path,
+                        help="page to render from --out's JSON (default: BENCHMARKS.md at the repository root "
+                             "for the default --out, else DIR/BENCHMARKS.md)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    command = "python -m benchmarks" + "".join(" " + shlex.quote(a) for a in argv)
+    failed = []
+    for name in [] if args.render_only else args.only or SUITES:
+        print(f"=== {name}", flush=True)
+        record = harness.run_suite(name, args.quick, command)
+        path = harness.write(record, args.out)
+        print("\n".join(render.section(record)) + f"(written to {path})\n", flush=True)
+        if record["status"] == harness.FAILED:
+            failed.append(name)
+    markdown = args.markdown or (ROOT / "BENCHMARKS.md" if args.out.resolve() == RESULTS else args.out / "BENCHMARKS.md")
+    markdown.write_text(render.render(args.out))
+    print(f"rendered {markdown} from {args.out}/*.json" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

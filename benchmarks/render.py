@@ -1,0 +1,90 @@
+"""BENCHMARKS.md from the suites' JSON results and nothing else, so every number in it is one a
+benchmark run wrote (``tests/test_benchmarks.py`` re-renders and compares)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.registry import SUITES
+
+HEADER = """# Benchmarks
+
+Rendered by `python -m benchmarks` (`benchmarks/render.py`) from the JSON results it wrote,
+`benchmarks/results/<suite>.json`; every number below is read from those files, and a test
+re-renders this page from them and checks it is unchanged. Do not edit it by hand: rerun
+`make bench` (the full run) or `make bench-quick` (`--quick`, the CI-sized run), or
+`python -m benchmarks --only SUITE ...` for some suites. Each section states its command,
+machine, versions, seeds, wall time and load average. Ratios are taken within one run with the
+candidates interleaved, so load from other processes hits them alike; absolute times depend on
+the machine and its load.
+"""
+
+
+QUICK = ("*Quick run (CI-sized): small inputs and a few rounds, so these numbers show that the suite "
+         "works, not what the techniques cost; quote a full run (`make bench`).*")
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(table: dict[str, Any]) -> list[str]:
+    lines = [f"### {table['title']}", "", "| " + " | ".join(table["columns"]) + " |",
+             "|" + "---|" * len(table["columns"])]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table["rows"]]
+    lines += [""] + [f"- {note}" for note in table["notes"]]
+    return lines + [""] if table["notes"] else lines
+
+
+def _slashed(values: list[float]) -> str:
+    return " / ".join(str(v) for v in values)
+
+
+def conditions(meta: dict[str, Any]) -> list[str]:
+    m, v = meta["machine"], meta["versions"]
+    gpu = f"; GPU {m['gpu']}" if m["gpu"] else "; no GPU"
+    return [
+        f"- Command: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} run), finished {meta['finished']}, "
+        f"{meta['wall seconds']} s wall.",
+        f"- Machine: {m['cpu']}, {m['cores']} cores ({m['usable cores']} usable), {m['torch threads']} torch "
+        f"threads{gpu}; {m['platform']}.",
+        f"- Versions: python {v['python']}, torch {v['torch']}, torchvision {v['torchvision']}, "
+        f"onnxruntime {v['onnxruntime']}, onnx {v['onnx']}.",
+        f"- Seeds: {', '.join(str(s) for s in meta['seeds'])}. Load average (1/5/15 min) before "
+        f"{_slashed(meta['load average before'])}, after {_slashed(meta['load average after'])}.",
+    ]
+
+
+def section(record: dict[str, Any]) -> list[str]:
+    lines = [f"## {record['title']} (`{record['suite']}`)", ""]
+    if record["status"] != "ok":  # nothing measured: what was run, and why it did not
+        return lines + [f"**{record['status'].capitalize()}**: {record['reason']}", "",
+                        f"- Command: `{record['meta']['command']}`, finished {record['meta']['finished']}.", ""]
+    if record["meta"]["quick"]:
+        lines += [QUICK, ""]
+    lines += conditions(record["meta"]) + [""]
+    for table in record["tables"]:
+        lines += markdown_table(table)
+    return lines
+
+
+def ordered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Registry order first, then any other suite by name."""
+    rank = {name: i for i, name in enumerate(SUITES)}
+    return sorted(records, key=lambda r: (rank.get(r["suite"], len(rank)), r["suite"]))
+
+
+def render(results: Path) -> str:
+    """The whole page from ``results/*.json``."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))]
+    lines = HEADER.splitlines() + [""]
+    for record in ordered(records):
+        lines += section(record)
+    return "\n".join(lines).rstrip() + "\n"
