@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
+
 VARIANTS = ("hard-learned", "hard-fixed", "soft-learned")
 
 
@@ -150,6 +152,7 @@ class _MaskedLinear(torch.autograd.Function):
     """
 
     @staticmethod
+    @FP32_UNDER_AUTOCAST
     def forward(ctx, x, weight, bias, c_in, c_out, scale, workspace):
         masked = fill_cluster_mask_(workspace, c_in, c_out, scale).mul_(weight)
         ctx.save_for_backward(x, weight, c_in, c_out)
@@ -157,6 +160,7 @@ class _MaskedLinear(torch.autograd.Function):
         return F.linear(x, masked, bias)
 
     @staticmethod
+    @BACKWARD_AS_FORWARD
     @once_differentiable
     def backward(ctx, grad_y):
         x, weight, c_in, c_out = ctx.saved_tensors
@@ -195,6 +199,7 @@ class _ClusterSumLinear(torch.autograd.Function):
     Costs k times the multiply-adds of the plain layer, but reads the weight as often as it does."""
 
     @staticmethod
+    @FP32_UNDER_AUTOCAST
     def forward(ctx, x, weight, bias, c_in, c_out, scale):
         x2 = x.reshape(-1, x.shape[-1])
         k, batch = c_in.shape[1], x2.shape[0]
@@ -211,6 +216,7 @@ class _ClusterSumLinear(torch.autograd.Function):
         return y
 
     @staticmethod
+    @BACKWARD_AS_FORWARD
     @once_differentiable
     def backward(ctx, grad_y):
         x2, weight, c_in, c_out, z = ctx.saved_tensors

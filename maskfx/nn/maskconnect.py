@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
+
 INITS = ("uniform", "previous")
 ALL_ZERO_FLOOR = 1e-3  # a mask row clipped to all zeros is lifted to this uniform value
 
@@ -137,6 +139,7 @@ class _MaskedSum(torch.autograd.Function):
     the same values as multiplying every candidate by its 0/1 mask at the cost of K candidates."""
 
     @staticmethod
+    @FP32_UNDER_AUTOCAST
     def forward(ctx, mask: torch.Tensor | None, active: list[int], adapters, *candidates: torch.Tensor) -> torch.Tensor:
         ctx.active, ctx.adapters = active, adapters
         ctx.shapes = [y.shape for y in candidates]
@@ -146,6 +149,7 @@ class _MaskedSum(torch.autograd.Function):
         return adapted_sum(candidates, adapters, active)
 
     @staticmethod
+    @BACKWARD_AS_FORWARD
     def backward(ctx, g: torch.Tensor):
         mask_grad = None
         if ctx.learn_mask:
