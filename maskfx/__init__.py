@@ -7,12 +7,13 @@
 """
 from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.export import ExportReport, export_onnx
+from maskfx.report.collapse import CollapseReport
 from maskfx.structure import LearnedSite, structure
 from maskfx.tracing import TraceError
 from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "ExportReport", "LearnedSite", "Summary", "TraceError",
+    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "Summary", "TraceError",
     "collapse", "export_onnx", "freeze", "param_groups", "structure", "summary", "transform",
 ]

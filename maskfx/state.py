@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.fx as fx
+
+if TYPE_CHECKING:
+    from maskfx.report.collapse import CollapseReport
 
 META_KEY = "maskfx"
 
@@ -46,6 +49,7 @@ class MaskfxState:
     collapsed: str | None = None  # None, "expected" or "prune"
     notes: list[str] = field(default_factory=list)  # what collapse changed beyond removing layers
     rejected: list[Rejection] = field(default_factory=list)
+    collapse_report: CollapseReport | None = None  # set by collapse: what it lowered and what that changed
 
 
 def get_state(gm: fx.GraphModule) -> MaskfxState:

@@ -14,14 +14,12 @@ from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, Mask
 from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.passes import PIPELINE
 from maskfx.passes.graph import finish
+from maskfx.report.collapse import CollapseReport, Probe
+from maskfx.report.measure import count_parameters
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
 from maskfx.tracing import LeafSpec, trace
 
 COLLAPSE_MODES = ("expected", "prune")
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
@@ -43,10 +41,7 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect, "gateconnect": gateconnect}
     configs = {p.TECHNIQUE: resolve(p.TECHNIQUE, requested[p.TECHNIQUE], p.CONFIG) for p in PIPELINE}
-    if example_inputs is not None:
-        example_inputs = tuple(example_inputs)
-        if not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
-            raise ValueError("example_inputs must be a non-empty tuple of tensors")
+    example_inputs = _checked_inputs(example_inputs)
     if configs["maskconnect"] is not None and example_inputs is None:
         raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
                          "to see the shapes of block outputs")
@@ -78,6 +73,15 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
     return gm
 
 
+def _checked_inputs(example_inputs: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...] | None:
+    if example_inputs is None:
+        return None
+    example_inputs = tuple(example_inputs)
+    if not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
+        raise ValueError("example_inputs must be a non-empty tuple of tensors")
+    return example_inputs
+
+
 def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> Rewrite:
     """Run the pipeline's passes on one graph; what they did, together."""
     done = Rewrite([])
@@ -100,32 +104,42 @@ def freeze(net: fx.GraphModule) -> fx.GraphModule:
     return net
 
 
-def collapse(net: fx.GraphModule, mode: str = "expected") -> fx.GraphModule:
+def collapse(net: fx.GraphModule, mode: str = "expected",
+             example_inputs: Sequence[torch.Tensor] | None = None) -> fx.GraphModule:
     """Lower every maskfx layer to plain PyTorch ops; returns a new graph module in eval mode.
 
     ``"expected"`` keeps the eval-mode function exactly (expected-value weights); ``"prune"``
     also removes what the learned structure leaves unused, so the graph really shrinks. The
-    trained ``net`` is left as it is.
+    trained ``net`` is left as it is. What was done is a ``CollapseReport`` carried by the result,
+    ``maskfx.summary(deploy).collapse``: parameters before and after, and per technique what was
+    lowered. With ``example_inputs`` it also has MACs per input and how far each step moved the
+    eval outputs on them, so it says whether the result is exactly the eval function.
     """
     if mode not in COLLAPSE_MODES:
         raise ValueError(f"mode must be one of {COLLAPSE_MODES}, got {mode!r}")
+    example_inputs = _checked_inputs(example_inputs)
     state = get_state(net)
     if state.collapsed is not None:
         raise ValueError(f"net was already collapsed (mode={state.collapsed!r})")
     deploy = copy.deepcopy(eval_module(net)).eval()  # eval semantics: the eval graph
-    notes = []
+    probe = Probe(deploy, example_inputs)
+    notes, steps = [], []
     for technique in reversed(PIPELINE):
         if technique.TECHNIQUE in state.configs:
-            notes += technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
-    finish(deploy)
-    deploy.eval()  # layers collapse added start in train mode
+            layers = sum(isinstance(m, technique.LAYERS) for m in deploy.modules())
+            said = technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
+            finish(deploy)
+            deploy.eval()  # layers collapse added start in train mode
+            steps.append(probe.step(deploy, technique.TECHNIQUE, layers, said))
+            notes += said
     leftovers = [name for name, m in deploy.named_modules()
                  if isinstance(m, tuple(t for p in PIPELINE for t in p.LAYERS))]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
-                                        notes=state.notes + notes, rejected=list(state.rejected))
+                                        notes=state.notes + notes, rejected=list(state.rejected),
+                                        collapse_report=probe.report(mode, steps))
     return deploy
 
 
@@ -141,6 +155,7 @@ class Summary:
     collapsed: str | None
     notes: list[str]
     rejected: list[Rejection]
+    collapse: CollapseReport | None = None  # what collapse did, on a collapsed module
 
     def count(self, technique: str) -> int:
         return sum(site.technique == technique for site in self.sites)
@@ -159,6 +174,8 @@ class Summary:
         change = self.params_now - self.params_original
         lines.append(f"  parameters: {self.params_original:,} original -> {self.params_now:,} now "
                      f"({change:+,}, x{self.params_now / max(self.params_original, 1):.3f})")
+        if self.collapse is not None:
+            lines += ["  " + line for line in str(self.collapse).splitlines()]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -166,4 +183,5 @@ class Summary:
 def summary(net: fx.GraphModule) -> Summary:
     state = get_state(net)
     return Summary(list(state.sites), dict(state.configs), state.params_original,
-                   count_parameters(net), state.collapsed, list(state.notes), list(state.rejected))
+                   count_parameters(net), state.collapsed, list(state.notes), list(state.rejected),
+                   state.collapse_report)

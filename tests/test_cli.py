@@ -35,11 +35,16 @@ def test_transform_train_export_summary(tmp_path, capsys):
                  "--out", str(tmp_path / "t.pt")]) == 0
     assert main(["train", "--checkpoint", str(tmp_path / "t.pt"), "--image-size", "16", "--limit", "64",
                  "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "run")]) == 0
+    assert "epoch 2 (phase 2)" in capsys.readouterr().out
+    capsys.readouterr()
     assert main(["export", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
-    assert main(["summary", str(tmp_path / "run" / "checkpoint.pt")]) == 0
     out = capsys.readouterr().out
-    assert "epoch 2 (phase 2)" in out and "verified" in out and (tmp_path / "m.onnx").is_file()
+    assert "verified" in out and (tmp_path / "m.onnx").is_file()
+    assert "collapse (prune):" in out and "; exact: max |diff|" in out  # frozen by fine-tuning: prune is exact
+    assert main(["summary", str(tmp_path / "run" / "checkpoint.pt"), "--collapse", "expected"]) == 0
+    out = capsys.readouterr().out
     assert "frozen" in out and "maskconnect" in out  # the summary shows the frozen learned structure
+    assert "collapse (expected):" in out and "jumpout: 7 layers lowered" in out
 
 
 def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
@@ -53,11 +58,22 @@ def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
     assert "epoch 2 (phase 1)" in out and "epoch 1 " not in out  # only the missing epoch ran
 
 
-def bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
+    """Every command's bad input and the words its one error line must hold. ``good`` is a valid
+    checkpoint of ``TINY``; the broken ones below are made from it."""
     (tmp / "corrupt.pt").write_bytes(b"garbage")
     (tmp / "empty").mkdir()
+    for split in ("train", "val"):  # class folders without images; class folders with a broken image
+        (tmp / "no_images" / split / "a").mkdir(parents=True)
+        (tmp / "broken_image" / split / "a").mkdir(parents=True)
+        (tmp / "broken_image" / split / "a" / "x.png").write_bytes(b"not a png")
     torch.save({"weight": torch.zeros(1)}, tmp / "wrong_weights.pt")
-    out = ["--out", str(tmp / "o.pt")]
+    payload = torch.load(good, weights_only=True)
+    torch.save({**payload, "state_dict": dict(list(payload["state_dict"].items())[1:])}, tmp / "misfit.pt")
+    torch.save({**payload, "recipe": {**payload["recipe"], "transform": {"dropconnect": {}}}}, tmp / "unknown.pt")
+    torch.save({k: v for k, v in payload.items() if k != "recipe"}, tmp / "incomplete.pt")
+    out, run = ["--out", str(tmp / "o.pt")], ["--out", str(tmp / "run")]
+    no_gpu = not torch.cuda.is_available()
     return [
         (["transform", "torchvision:resnet18", "--weights", str(tmp / "missing.pt"), *out], "no such file"),
         (["transform", "torchvision:no_such_net", *out], "torchvision has no model"),
@@ -67,26 +83,57 @@ def bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["transform", *TINY, "--weights", str(tmp / "wrong_weights.pt"), *out], "do not fit"),
         (["transform", *TINY, "--weights", str(tmp / "corrupt.pt"), *out], "not a readable state_dict"),
         (["transform", *TINY, "--data", "imagefolder:" + str(tmp / "empty"), *out], "train/ and val/"),
+        (["transform", *TINY, "--data", "imagefolder:" + str(tmp / "no_images"), *out], "not readable as an ImageFolder"),
         (["transform", *TINY, "--data", "cifar10:" + str(tmp / "empty"), *out], "cifar10"),
         (["transform", *TINY, "--data", "mnist", *out], "expected digits"),
         (["transform", *TINY, "--blockout", "--clusters", "0", *out], "--clusters"),
-        (["train", *TINY, "--epochs", "-1", "--out", str(tmp)], "--epochs"),
-        (["train", *TINY, "--lr", "fast", "--out", str(tmp)], "--lr"),
-        (["train", "--checkpoint", str(tmp / "corrupt.pt"), "--out", str(tmp)], "corrupt"),
-        (["train", "--resume", *TINY, "--out", str(tmp)], "--resume needs --checkpoint"),
+        (["transform", *TINY, "--maskconnect", "--fan-in", "0", *out], "--fan-in"),
+        (["transform", *TINY, "--image-size", "0", *out], "--image-size"),
+        (["transform", *TINY], "required: --out"),
+        (["train", *TINY, "--epochs", "-1", *run], "--epochs"),
+        (["train", *TINY, "--lr", "fast", *run], "--lr"),
+        (["train", *TINY, "--batch-size", "0", *run], "--batch-size"),
+        (["train", *TINY, "--epochs", "0", "--finetune-epochs", "0", *run], "nothing to train"),
+        (["train", *TINY, "--data", "imagefolder:" + str(tmp / "broken_image"), "--epochs", "1", *run],
+         "cannot identify image file"),
+        (["train", "--checkpoint", str(tmp / "corrupt.pt"), *run], "corrupt"),
+        (["train", "--resume", *TINY, *run], "--resume needs --checkpoint"),
+        (["train", *TINY, "--checkpoint", str(good), *run], "not both"),
+        (["train", *run], "not both"),
+        (["train", "--checkpoint", str(good), "--image-size", "32", *run], "was made for 10 classes of (3, 16, 16)"),
         (["export", str(tmp / "missing.pt"), *out], "no such file"),
         (["export", str(tmp / "corrupt.pt"), *out], "corrupt"),
         (["export", str(tmp / "wrong_weights.pt"), *out], "not a maskfx checkpoint"),
+        (["export", str(tmp / "misfit.pt"), *out], "do not fit its recipe"),
+        (["export", str(tmp / "unknown.pt"), *out], "unknown technique(s) ['dropconnect']"),
+        (["export", str(tmp / "incomplete.pt"), *out], "incomplete"),
         (["export", str(tmp / "corrupt.pt"), "--mode", "sparse", *out], "--mode"),
+        (["export", str(good), "--batch", "0", *out], "--batch"),
+        (["export", str(good)], "required: --out"),
         (["summary", str(tmp / "corrupt.pt")], "corrupt"),
+        (["summary", str(tmp / "missing.pt")], "no such file"),
+        (["summary", str(tmp / "misfit.pt")], "do not fit its recipe"),
+        (["summary", str(good), "--collapse", "sparse"], "--collapse"),
         (["bench", "--root", str(tmp)], "not found"),
         (["demo", "--epochs", "0"], "--epochs"),
+        (["demo", "--model", "vgg11"], "must be a torchvision ResNet"),
         (["frobnicate"], "invalid choice"),
-    ]
+    ] + ([  # without a GPU, asking for one is a user error
+        (["train", *TINY, "--device", "cuda", *run], "torch sees no GPU"),
+        (["export", str(good), "--ort-device", "cuda", *out], "CUDA provider did not load"),
+        (["demo", "--device", "cuda", "--out", str(tmp / "demo")], "torch sees no GPU"),
+    ] if no_gpu else [])
 
 
-def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
-    for argv, message in bad_inputs(tmp_path):
+@pytest.fixture()
+def good_checkpoint(tmp_path, capsys) -> Path:
+    assert main(["transform", *TINY, "--jumpout", "--maskconnect", "--out", str(tmp_path / "good.pt")]) == 0
+    capsys.readouterr()
+    return tmp_path / "good.pt"
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path, good_checkpoint, capsys):
+    for argv, message in bad_inputs(tmp_path, good_checkpoint):
         try:
             status = main(argv)
         except SystemExit as exit_:  # argparse's own errors
@@ -95,6 +142,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
         lines = captured.err.strip().splitlines()
         assert status != 0, argv
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in captured.err, (argv, captured.err)
+        assert lines[0].startswith(f"maskfx {argv[0]}: error: ") or argv == ["frobnicate"], lines[0]
 
 
 def test_default_weights_offline_is_one_line(tmp_path, monkeypatch, capsys):

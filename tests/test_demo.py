@@ -13,9 +13,19 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     for part in report["parts"]:
         rows = {row["model"]: row for row in part["rows"]}
         assert list(rows) == ["baseline, trained on", "transformed (eval)", "collapsed: expected", "collapsed: prune"]
-        for name in ("baseline, trained on", "collapsed: prune"):  # exported, verified and timed
-            assert rows[name]["latency_p50_ms"] > 0 and rows[name]["onnx_nodes"] > 0
-            assert rows[name]["verification"].startswith("ORT parity")
+        for name, key in (("baseline, trained on", "baseline, trained on"), ("collapsed: prune", "prune")):
+            export = part["exports"][key]  # exported, verified and timed
+            assert rows[name]["latency_p50_ms"] > 0 and rows[name]["onnx_nodes"] == export["node_count"] > 0
+            assert export["ok"] and export["random_ops"] == [] and export["provider"] == "CPUExecutionProvider"
+            assert "ORT parity" in rows[name]["verification"]
+        collapse = part["collapse"]  # the CollapseReports of this run, as data
+        assert collapse["expected"]["exact"] is True and collapse["expected"]["shift"]["max_abs_diff"] < 1e-4
+        for mode in ("expected", "prune"):
+            assert collapse[mode]["before"] == {"parameters": rows["transformed (eval)"]["parameters"],
+                                        "macs": rows["transformed (eval)"]["macs"]}
+            assert collapse[mode]["after"] == {"parameters": rows[f"collapsed: {mode}"]["parameters"],
+                                       "macs": rows[f"collapsed: {mode}"]["macs"]}
+            assert f"| {mode} | **whole model** |" in markdown
         assert rows["collapsed: prune"]["macs"] <= rows["collapsed: expected"]["macs"]
         assert f"{rows['baseline, trained on']['accuracy']:.4f}" in markdown  # the table shows this run's numbers
         assert [r["epoch"] for r in part["histories"]["transformed"]] == [3, 4]  # after the 2 baseline epochs

@@ -10,13 +10,13 @@ import sys
 
 from maskfx.cli import bench, demo, export, train
 from maskfx.cli.options import OneLineParser
-from maskfx.export import ExportVerificationError
+from maskfx.export import ExportVerificationError, ProviderError
 from maskfx.tracing import TraceError
 from maskfx.train.ddp import ReplicaMismatchError
 from maskfx.train.models import first_line
 
 COMMANDS = (train.TRANSFORM, train.TRAIN, export.EXPORT, export.SUMMARY, bench.BENCH, demo.DEMO)
-USER_ERRORS = (ValueError, OSError, TraceError, ExportVerificationError, ReplicaMismatchError)
+USER_ERRORS = (ValueError, OSError, TraceError, ExportVerificationError, ProviderError, ReplicaMismatchError)
 
 
 def parser() -> OneLineParser:

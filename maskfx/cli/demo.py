@@ -78,7 +78,7 @@ def parts(model: str) -> list[Part]:
 
 
 def _step(part: Part, index: int, text: str) -> None:
-    print(f"[{part.key} {index}/6] {text}", flush=True)
+    print(f"[{part.key} {index}/6 {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.device, seed: int) -> dict:
@@ -87,9 +87,8 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
     example = torch.stack([data.test[i][0] for i in range(8)])
     train = dict(data=data, device=device, seed=seed)
 
-    def score(model: nn.Module) -> tuple[float, torch.Tensor]:
-        logits, labels = predict(model, test, cpu)
-        return accuracy(logits, labels), logits
+    def score(model: nn.Module) -> float:
+        return accuracy(*predict(model, test, cpu))
 
     _step(part, 1, f"train the untouched model {budget.baseline} epochs (it stands in for a pretrained one)")
     torch.manual_seed(seed)
@@ -110,27 +109,28 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
             record["epoch"] += budget.baseline
     net, continued = net.to(cpu).eval(), continued.to(cpu).eval()
 
-    _step(part, 4, "collapse both ways")
-    transformed_accuracy, transformed_logits = score(net)
-    deployed = {mode: maskfx.collapse(net, mode) for mode in ("expected", "prune")}
-    rows = {"baseline, trained on": Measurement("baseline, trained on", score(continued)[0], count_parameters(continued),
+    _step(part, 4, "collapse both ways, measured on the test images")
+    images = torch.cat([x for x, _ in test])
+    deployed = {mode: maskfx.collapse(net, mode, example_inputs=(images,)) for mode in ("expected", "prune")}
+    collapses = {mode: maskfx.summary(deploy).collapse for mode, deploy in deployed.items()}
+    before = collapses["expected"].before
+    rows = {"baseline, trained on": Measurement("baseline, trained on", score(continued), count_parameters(continued),
                                                 count_macs(continued, example)),
-            "transformed (eval)": Measurement("transformed (eval)", transformed_accuracy, count_parameters(net),
-                                              count_macs(net, example))}
+            "transformed (eval)": Measurement("transformed (eval)", score(net), before.parameters, before.macs)}
     for mode, deploy in deployed.items():
-        accuracy_now, logits = score(deploy)
-        gap = (logits - transformed_logits).abs().max().item()
-        rows[mode] = Measurement(f"collapsed: {mode}", accuracy_now, count_parameters(deploy), count_macs(deploy, example),
-                                 verification=f"max abs diff vs transformed {gap:.1e}")
+        after = collapses[mode].after
+        rows[mode] = Measurement(f"collapsed: {mode}", score(deploy), after.parameters, after.macs,
+                                 verification=f"collapse {collapses[mode].shift}")
 
     _step(part, 5, "export baseline and pruned model to ONNX, verify in ONNX Runtime")
-    paths = {}
+    paths, exports = {}, {}
     for key, model in (("baseline, trained on", continued), ("prune", deployed["prune"])):
         name = f"{part.key}_{'baseline' if model is continued else 'pruned'}.onnx"
-        paths[key], report = maskfx.export_onnx(model, out / name, example_inputs=(example,), device="cpu")
-        print(f"      {report}")
-        rows[key].onnx_nodes = report.node_count
-        rows[key].verification = "ORT parity " + ", ".join(f"b{c.batch} {c.max_abs_diff:.1e}" for c in report.checks)
+        paths[key], exports[key] = maskfx.export_onnx(model, out / name, example_inputs=(example,), device="cpu")
+        print(f"      {exports[key]}")
+        parity = "ORT parity " + ", ".join(f"b{c.batch} {c.max_abs_diff:.1e}" for c in exports[key].checks)
+        rows[key].onnx_nodes = exports[key].node_count
+        rows[key].verification = "; ".join(filter(None, [rows[key].verification, parity]))
 
     _step(part, 6, f"ONNX Runtime latency, batch {len(example)}, {budget.latency_runs} interleaved runs; plots")
     for key, (p50, p90) in ort_latency(paths, example, runs=budget.latency_runs).items():
@@ -140,14 +140,16 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
              plots.blockout_clusters(sites, out / f"{part.key}_blockout_clusters.png"),
              plots.maskconnect_connectivity(sites, out / f"{part.key}_maskconnect.png"),
              plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png")]
-    notes = [n for n in maskfx.summary(deployed["prune"]).notes if "collapse" in n]
-    for note in notes:
-        print(f"      {note}")
+    notes = [note for step in collapses["prune"].techniques for note in step.notes]
+    for mode in deployed:
+        print("      " + str(collapses[mode]).replace("\n", "\n      "))
     recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
               f"{budget.learn} epochs (lr {LR}, structure lr {MASK_LR}), freeze, {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64.")
     return {"title": part.title, "recipe": recipe, "rows": [asdict(row) for row in rows.values()],
+            "collapse": {mode: report.to_dict() for mode, report in collapses.items()},
+            "exports": {key: report.to_dict() for key, report in exports.items()},
             "notes": notes, "plots": [p.name for p in drawn if p is not None], "histories": history}
 
 
@@ -172,9 +174,18 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def resnet_name(text: str) -> str:
+    """``--model``: the first part needs a torchvision ResNet (residual blocks for MaskConnect)."""
+    names = [name for name in torchvision.models.list_models(module=torchvision.models)
+             if torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"]
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"must be a torchvision ResNet ({', '.join(names)}), got {text!r}")
+    return text
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI, ~2 min)")
-    parser.add_argument("--model", default="resnet18", help="torchvision ResNet for the first part")
+    parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first part")
     parser.add_argument("--epochs", type=positive_int, default=None, help="structure-learning epochs (overrides the budget)")
     parser.add_argument("--finetune-epochs", type=positive_int, default=None, help="epochs after freeze (overrides)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device")

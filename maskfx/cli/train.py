@@ -69,6 +69,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
     if args.resume and args.checkpoint is None:
         raise ValueError("--resume needs --checkpoint FILE")
+    if args.epochs + args.finetune_epochs == 0:
+        raise ValueError("nothing to train: --epochs and --finetune-epochs are both 0")
     device = resolve_device(args.device)
     job = ddp.setup(device)
     try:

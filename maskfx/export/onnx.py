@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import onnx
 import torch
@@ -40,6 +40,9 @@ class BatchCheck:
 
 @dataclass
 class ExportReport:
+    """What ``export_onnx`` wrote and checked: the file, the ONNX Runtime provider that ran it,
+    its nodes per op type, any random op, and the parity with PyTorch per batch size."""
+
     path: Path
     provider: str
     file_bytes: int
@@ -51,6 +54,14 @@ class ExportReport:
     @property
     def ok(self) -> bool:
         return not self.random_ops and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON, with the ``ok`` verdicts written out."""
+        data = asdict(self)
+        data.update(path=str(self.path), ok=self.ok)
+        for check, entry in zip(self.checks, data["checks"]):
+            entry["ok"] = check.ok
+        return data
 
     def __str__(self) -> str:
         parity = ", ".join(f"batch {c.batch}: max|diff| {c.max_abs_diff:.2e} (tol {c.tolerance:.1e})"

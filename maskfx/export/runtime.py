@@ -24,6 +24,10 @@ def _cuda_provider_offered() -> bool:
     return True
 
 
+class ProviderError(RuntimeError):
+    """The ONNX Runtime provider that was asked for (``device="cuda"``) did not load."""
+
+
 @dataclass
 class RuntimeSession:
     """An ``InferenceSession`` plus the provider that actually runs it."""
@@ -63,7 +67,7 @@ def open_session(path: str | os.PathLike, device: str = "auto", threads: int | N
     session = ort.InferenceSession(os.fspath(path), options, providers=providers)
     provider = session.get_providers()[0]
     if device == "cuda" and provider != "CUDAExecutionProvider":
-        raise RuntimeError(f"device='cuda' but ONNX Runtime runs {provider}: the CUDA provider did not load "
+        raise ProviderError(f"device='cuda' but ONNX Runtime runs {provider}: the CUDA provider did not load "
                            f"(torch CUDA available: {torch.cuda.is_available()}, "
                            f"ORT providers: {ort.get_available_providers()})")
     return RuntimeSession(session, provider)

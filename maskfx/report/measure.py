@@ -31,15 +31,21 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Where the module's tensors live (the CPU for a module without any): where inputs must go."""
+    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+
+
 @torch.no_grad()
-def count_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one eval forward for a single input (FlopCounterMode counts
-    2 FLOPs per MAC), on the CPU."""
+def count_macs(module: nn.Module, *example: torch.Tensor) -> int:
+    """Multiply-accumulates of one eval forward for a single input: the first row of each example
+    tensor, on the module's device (``FlopCounterMode`` counts 2 FLOPs per MAC)."""
+    device = device_of(module)
     was_training = module.training
     module.eval()
     try:
         with FlopCounterMode(display=False) as counter:
-            module(example[:1].cpu())
+            module(*(x[:1].to(device) for x in example))
     finally:
         module.train(was_training)
     return counter.get_total_flops() // 2

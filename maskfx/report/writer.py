@@ -30,6 +30,29 @@ def _ratios(rows: list[dict[str, Any]]) -> str:
     return f"**{pruned['model']} vs {base['model']}:** " + ", ".join(parts)
 
 
+def _change(before: int | None, after: int | None) -> str:
+    if before is None or after is None:
+        return "-"
+    return f"{before:,} -> {after:,}" + (f" (x{after / before:.3f})" if before else "")
+
+
+def _collapse_table(collapses: dict[str, dict[str, Any]]) -> list[str]:
+    """Per collapse mode, each technique's step and the whole: what was lowered, what it cost, and
+    how far it moved the eval outputs (``CollapseReport.to_dict()`` values)."""
+    lines = ["| collapse | step | layers lowered | parameters | MACs per input | max abs output change | exact |",
+             "|" + "---|" * 7]
+    for mode, report in collapses.items():
+        whole = {**report, "technique": "**whole model**", "layers": sum(s["layers"] for s in report["techniques"])}
+        for step in [*report["techniques"], whole]:
+            shift = step["shift"]
+            lines.append(f"| {mode} | {step['technique']} | {step['layers']} | "
+                         f"{_change(step['before']['parameters'], step['after']['parameters'])} | "
+                         f"{_change(step['before']['macs'], step['after']['macs'])} | "
+                         f"{'-' if shift is None else format(shift['max_abs_diff'], '.2e')} | "
+                         f"{_cell(step['exact'], '{}')} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# maskfx demo report{' (--quick)' if report['quick'] else ''}", "",
              f"`{report['command']}` on {report['machine']}, {report['wall_seconds']:.0f} s wall. "
@@ -37,6 +60,7 @@ def markdown(report: dict[str, Any]) -> str:
     for part in report["parts"]:
         lines += [f"## {part['title']}", "", part["recipe"], ""]
         lines += _table(part["rows"]) + ["", _ratios(part["rows"]), ""]
+        lines += _collapse_table(part["collapse"]) + [""]
         lines += [f"- {note}" for note in part["notes"]] + [""]
         lines += [f"![{name}]({name})" for name in part["plots"]] + [""]
     return "\n".join(lines)
