@@ -86,6 +86,11 @@ class BlockoutConfig:
     node get the same gradient and never separate); the weights are divided by the initial eval
     mask, so the eval output still equals the original head's. ``hard-fixed`` stays at 0.5.
 
+    ``estimator`` is hard-learned's gradient to the probabilities: ``"paper"`` is eq. 9 (only
+    clusters drawn on learn, and only to fall where a block needs one cluster in common: planted
+    blocks are not recovered); ``"straight-through"`` (default, a deviation) passes dL/dC to every
+    cluster (``maskfx.nn.blockout.BlockoutClusters``).
+
     ``True`` means the paper's k = 6 and hard-learned variant on the model's own head, which keeps
     a pretrained function. The paper's experiments instead add two new FC layers (Fig. 5(c): 512
     nodes on CIFAR-100, 4096 on ImageNet): ``BlockoutConfig(hidden=(512, 512))``. The paper names
@@ -102,9 +107,10 @@ class BlockoutConfig:
     block_ratio: float = 1.0
     init_spread: float = 0.1
     seed: int = 0
+    estimator: str = "straight-through"
 
     def __post_init__(self) -> None:
-        check_blockout_args(self.clusters, self.variant)
+        check_blockout_args(self.clusters, self.variant, self.estimator)
         if not (isinstance(self.init_spread, (int, float)) and self.init_spread >= 0.0):
             raise ValueError(f"init_spread must be a number >= 0, got {self.init_spread!r}")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):

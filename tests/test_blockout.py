@@ -25,9 +25,10 @@ def test_mean_of_sampled_training_weights_approaches_the_expected_weight():
     assert torch.allclose(samples.mean(0), expected, atol=0.02)
 
 
-def test_cluster_gradient_is_eq_9_through_the_sigmoid():
+@pytest.mark.parametrize("estimator", ["paper", "straight-through"])
+def test_cluster_gradient_is_eq_9_or_straight_through_the_sigmoid(estimator):
     torch.manual_seed(1)
-    clusters = BlockoutClusters([6, 4, 3], clusters=2).train()
+    clusters = BlockoutClusters([6, 4, 3], clusters=2, estimator=estimator).train()
     random_logits(clusters, 1.0)
     fc1, fc2 = BlockoutLinear(6, 4, 2), BlockoutLinear(4, 3, 2)
     x = torch.randn(8, 6)
@@ -42,8 +43,10 @@ def test_cluster_gradient_is_eq_9_through_the_sigmoid():
     loss_of(leaves).backward()
     for phi, c in zip(clusters.logits, leaves):
         p = torch.sigmoid(phi.detach())
-        torch.testing.assert_close(phi.grad, c.grad * c.detach() * p * (1 - p))  # dL/dP = dL/dC * C
-    assert set(torch.cat([d.detach().flatten() for d in draws]).tolist()) <= {0.0, 1.0}
+        gate = c.detach() if estimator == "paper" else 1.0  # eq. 9: dL/dP = dL/dC * C; else dL/dC
+        torch.testing.assert_close(phi.grad, c.grad * gate * p * (1 - p))
+    draws = torch.cat([d.detach().flatten() for d in draws])
+    assert set(draws.tolist()) == {0.0, 1.0}  # clusters drawn off too: the estimators differ there
 
 
 def test_one_draw_per_forward_is_shared_by_the_two_adjacent_layers():
@@ -193,6 +196,7 @@ def test_a_model_without_linear_head_is_reported_not_crashed_on():
     (dict(clusters=0), "clusters"), (dict(clusters=2.5), "clusters"), (dict(hidden=(0,)), "hidden"),
     (dict(hidden=(16, -1)), "hidden"), (dict(variant="soft-fixed"), "variant"),
     (dict(prune_threshold=1.0), "prune_threshold"), (dict(min_clusters=7), "min_clusters"),
+    (dict(estimator="reinforce"), "estimator"),
 ])
 def test_invalid_config_raises_value_error(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -264,7 +268,7 @@ PLANTED_GROUPS, PLANTED_IN, PLANTED_OUT = 4, 8, 4  # 4 groups of 8 input feature
 
 
 def planted_block_recovery(variant: str, init_spread: float, seed: int, steps: int, mask_lr: float,
-                           clusters: int = PLANTED_GROUPS):
+                           clusters: int = PLANTED_GROUPS, estimator: str = "straight-through"):
     """Blockout learns a planted block structure: the target is ``(W (.) B) x`` for the layer's own
     (frozen) dense weight W and a block mask B that joins each output only to its group's inputs, so
     the loss falls only as the clusters cut the cross-group weights. Returns the agreement of the
@@ -273,7 +277,8 @@ def planted_block_recovery(variant: str, init_spread: float, seed: int, steps: i
     torch.manual_seed(seed)
     d_in, d_out = PLANTED_GROUPS * PLANTED_IN, PLANTED_GROUPS * PLANTED_OUT
     planted = (torch.arange(d_out)[:, None] // PLANTED_OUT == torch.arange(d_in)[None, :] // PLANTED_IN).double()
-    config = maskfx.BlockoutConfig(clusters=clusters, variant=variant, init_spread=init_spread, seed=seed)
+    config = maskfx.BlockoutConfig(clusters=clusters, variant=variant, init_spread=init_spread, seed=seed,
+                                   estimator=estimator)
     net = maskfx.transform(nn.Sequential(nn.Linear(d_in, d_out, bias=False)), blockout=config).double()
     layer = next(m for m in net.modules() if isinstance(m, BlockoutLinear))
     clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
@@ -309,6 +314,15 @@ def test_soft_learned_clusters_recover_planted_blocks_only_from_an_asymmetric_st
     assert sum(a for a, _ in runs) / 3 >= 0.9 and all(a >= 0.85 and s >= 0.8 for a, s in runs)
     symmetric, _ = planted_block_recovery("soft-learned", 0.0, 0, steps=300, mask_lr=100.0)
     assert symmetric <= 0.3  # the paper's exact 0.5: every cluster the same, no blocks at all
+
+
+def test_hard_learned_clusters_recover_planted_blocks_with_the_straight_through_gradient(one_thread):
+    # Measured (seeds 0, 1, 2; mask_lr 300, 300 steps): straight-through agreement 1.000 / 1.000 / 1.000,
+    # separated 0.98 / 0.98 / 0.92; the paper's eq. 9 at the same budget 0.61 / 0.64 / 0.61 (92% of its gradients push down).
+    runs = [planted_block_recovery("hard-learned", 0.1, seed, steps=300, mask_lr=300.0) for seed in (0, 1, 2)]
+    assert all(a >= 0.95 and s >= 0.8 for a, s in runs)
+    paper, _ = planted_block_recovery("hard-learned", 0.1, 0, steps=300, mask_lr=300.0, estimator="paper")
+    assert paper <= 0.75
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -100,7 +100,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]
     clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold, config.min_clusters,
-                                config.init_spread, config.seed).to(modules[0].weight.device)
+                                config.init_spread, config.seed, config.estimator).to(modules[0].weight.device)
     p = [q.detach() for q in clusters.probabilities()]
     clusters_name = fresh_name(gm, "blockout_clusters")
     gm.add_submodule(clusters_name, clusters)
