@@ -131,7 +131,11 @@ class BlockoutConfig:
 class MaskConnectConfig:
     """Learned K-of-N connectivity between the blocks of residual chains (MaskConnect).
 
-    ``fan_in`` is K, each block's number of active inputs. ``init="previous"`` starts blocks from
+    ``fan_in`` is K, each block's number of active inputs. The default 4 is not the paper's: it uses
+    K = 10 on chains of 16-18 blocks (ResNet-50 on ImageNet; ResNet-38 on CIFAR-100, whose Fig. 2
+    finds K = 7..13 near the best), where resnet18's chain has 8 blocks and K = 10 would read every
+    earlier block. The paper's recipes, with their K, are the presets of ``maskfx.train.preset``
+    (``"maskconnect-resnet-imagenet"``: resnet50, K = 10). ``init="previous"`` starts blocks from
     the original chain (at K = 1 the eval output is the original network's), for fine-tuning a
     pretrained model; ``"uniform"`` gives every candidate the same start. ResNeXt modules that
     GateConnect takes are left to it.
@@ -151,7 +155,9 @@ class GateConnectConfig:
     ``fan_in`` is K: each branch reads the mean of K of the previous module's C branch outputs
     (the paper's best accuracy is at K = 4; K = 1 prunes most). Gates start uniform, so the top K
     of an untrained net are the last K branches; with K = C the network is the original one. The
-    paper trains gates at a learning rate of 0.2 (``maskfx.param_groups(net, lr, mask_lr=0.2)``).
+    paper trains gates at a learning rate of 0.2 with plain gradient steps
+    (``maskfx.param_groups(net, lr, mask_lr=0.2)``), 4 phases of 30 epochs on ImageNet at K = C/2:
+    ``maskfx.train.preset("gateconnect")`` (CIFAR, K = 4 of 8: ``"gateconnect-cifar"``).
     """
 
     fan_in: int = 4

@@ -76,6 +76,8 @@ class BlockoutClusters(nn.Module):
             nn.Parameter(initial_logit + (init_spread if learned else 0.0) * torch.randn(d, clusters, generator=generator),
                          requires_grad=learned) for d in sizes)
 
+    optimizer_momentum = True  # the paper trains P with the network's optimizer (``param_groups``)
+
     def structure_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.logits if p.requires_grad]
 
