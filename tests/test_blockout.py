@@ -251,6 +251,19 @@ def test_masked_weight_kernel_rebuilds_its_workspace_when_another_call_overwrote
         torch.testing.assert_close(g, want)
 
 
+def test_from_linear_takes_the_weights_without_initialising_others(monkeypatch):
+    linear = nn.Linear(7, 5).double()
+    initialised = []
+    # counts initialisations of real memory (skip_init builds on the meta device, where they cost nothing)
+    monkeypatch.setattr(nn.init, "kaiming_uniform_", lambda w, *args, **kwargs: initialised.append(w.device.type)
+                        if w.device.type != "meta" else None)
+    layer = BlockoutLinear.from_linear(linear, clusters=3)
+    assert not initialised and layer.weight.dtype == torch.double
+    assert torch.equal(layer.weight, linear.weight) and torch.equal(layer.bias, linear.bias)
+    BlockoutLinear(7, 5, clusters=3)  # a fresh layer is initialised as nn.Linear is
+    assert len(initialised) == 1
+
+
 def test_learned_clusters_start_asymmetric_and_the_head_still_equals_the_original():
     model = MLPHead().eval()
     x = torch.randn(6, 3, 8, 8)

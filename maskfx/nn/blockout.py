@@ -258,17 +258,28 @@ class BlockoutLinear(nn.Module):
     cluster a constant that pruning can drop exactly (the next layer's mask zeroes its column).
     """
 
-    def __init__(self, in_features: int, out_features: int, clusters: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, clusters: int, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        like = dict(device=device, dtype=dtype)
         self.in_features, self.out_features, self.clusters = in_features, out_features, clusters
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **like))
+        self.bias = nn.Parameter(torch.empty(out_features, **like)) if bias else None
         self._buffer: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        reference = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        self.load_linear(reference)
+        """``nn.Linear``'s initialisation (the mask at P = 0.5 is 1, so nothing to divide)."""
+        nn.Linear.reset_parameters(self)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, clusters: int, p_in: torch.Tensor | None = None,
+                    p_out: torch.Tensor | None = None) -> "BlockoutLinear":
+        """A layer on ``linear``'s device and dtype holding its weights (``load_linear``), without
+        initialising weights that would be overwritten (a vgg head's first layer has 103M)."""
+        layer = nn.utils.skip_init(cls, linear.in_features, linear.out_features, clusters, linear.bias is not None,
+                                   device=linear.weight.device, dtype=linear.weight.dtype)
+        return layer.load_linear(linear, p_in, p_out)
 
     @torch.no_grad()
     def load_linear(self, linear: nn.Linear, p_in: torch.Tensor | None = None,

@@ -109,8 +109,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
         c = [gm.graph.call_function(operator.getitem, (draws, j)) for j in range(len(sizes))]
     sites = []
     for j, (node, linear) in enumerate(zip(linears, modules)):
-        layer = BlockoutLinear(linear.in_features, linear.out_features, config.clusters, linear.bias is not None)
-        layer = layer.to(linear.weight.device, linear.weight.dtype).load_linear(linear, p[j], p[j + 1])
+        layer = BlockoutLinear.from_linear(linear, config.clusters, p[j], p[j + 1])
         name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
