@@ -117,7 +117,8 @@ def test_jumpout_leaves_the_blockout_head_alone():
 @pytest.mark.parametrize("block_ratio", [1.0, 0.0])
 def test_prune_of_hard_clusters_is_exact_and_smaller(block_ratio):
     model = MLPHead(features=48, hidden=64, classes=6)
-    config = maskfx.BlockoutConfig(clusters=4, block_ratio=block_ratio, min_clusters=0)  # nodes in no cluster go
+    config = maskfx.BlockoutConfig(clusters=4, block_ratio=block_ratio, min_clusters=0,  # nodes in no cluster go
+                                   block_min_macs=0)  # blocks even for a tiny head
     net = maskfx.transform(model, blockout=config).eval()
     hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=40.0)
     x = torch.randn(5, 3, 8, 8)
@@ -160,7 +161,7 @@ def test_freeze_fixes_hard_clusters_so_prune_is_the_trained_function():
 
 
 def test_min_clusters_keeps_every_node_in_a_cluster_so_the_head_never_empties():
-    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3)).eval()
+    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3, block_min_macs=0)).eval()
     clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
     with torch.no_grad():
         for phi in clusters.logits:  # probabilities just below the threshold, as after a short run
@@ -168,19 +169,26 @@ def test_min_clusters_keeps_every_node_in_a_cluster_so_the_head_never_empties():
     assert all(torch.equal(c.sum(1), torch.ones(c.shape[0])) for c in clusters.hard())
     pruned = maskfx.collapse(net, "prune")
     assert any(isinstance(m, BlockSparseLinear) for m in pruned.modules())  # one cluster per node: k blocks
-    plain = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3, min_clusters=0)).eval()
+    plain = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3, min_clusters=0,
+                                                                       block_min_macs=0)).eval()
     plain.load_state_dict(net.state_dict())
     head = lambda m: sum(p.numel() for n, p in m.named_parameters() if not n.startswith("backbone"))
     assert head(maskfx.collapse(plain, "prune")) < head(pruned)  # plain thresholding empties the head
 
 
 def test_prune_and_expected_export_to_onnx(tmp_path):
-    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=4)).eval()
-    hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=3.0)
+    import onnx
     x = torch.randn(4, 3, 8, 8)
-    for mode in ("expected", "prune"):
-        _, report = maskfx.export_onnx(maskfx.collapse(net, mode), tmp_path / f"{mode}.onnx", (x,))
+    ops = {}
+    # the default keeps a tiny head dense; block_min_macs=0 forces blocks
+    for mode, min_macs in (("expected", 1_000_000), ("prune", 1_000_000), ("prune", 0)):
+        net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=4, block_min_macs=min_macs)).eval()
+        hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=3.0)
+        path, report = maskfx.export_onnx(maskfx.collapse(net, mode), tmp_path / f"{mode}{min_macs}.onnx", (x,))
         assert report.ok
+        ops[mode, min_macs] = [n.op_type for n in onnx.load(path).graph.node]
+    assert "ScatterND" not in ops["prune", 1_000_000] and ops["prune", 0].count("ScatterND") > 1
+    assert len(ops["prune", 1_000_000]) <= len(ops["expected", 1_000_000]) + 1  # at most an input gather more
 
 
 def test_a_model_without_linear_head_is_reported_not_crashed_on():
@@ -196,7 +204,7 @@ def test_a_model_without_linear_head_is_reported_not_crashed_on():
     (dict(clusters=0), "clusters"), (dict(clusters=2.5), "clusters"), (dict(hidden=(0,)), "hidden"),
     (dict(hidden=(16, -1)), "hidden"), (dict(variant="soft-fixed"), "variant"),
     (dict(prune_threshold=1.0), "prune_threshold"), (dict(min_clusters=7), "min_clusters"),
-    (dict(estimator="reinforce"), "estimator"),
+    (dict(estimator="reinforce"), "estimator"), (dict(block_min_macs=-1), "block_min_macs"),
 ])
 def test_invalid_config_raises_value_error(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -342,7 +350,7 @@ def test_hard_learned_clusters_recover_planted_blocks_with_the_straight_through_
     not torch.cuda.is_available(), reason="CUDA unavailable"))])
 def test_prune_works_on_the_device_the_model_lives_on(device):
     model = MLPHead(features=48, hidden=64, classes=6).to(device)
-    net = maskfx.transform(model, blockout=maskfx.BlockoutConfig(clusters=4, min_clusters=0)).eval()
+    net = maskfx.transform(model, blockout=maskfx.BlockoutConfig(clusters=4, min_clusters=0, block_min_macs=0)).eval()
     hard_block_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), magnitude=40.0)
     x = torch.randn(5, 3, 8, 8, device=device)
     for block_ratio in (1.0, 0.0):  # blocks (index buffers) and dense (input gather)
