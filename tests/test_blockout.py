@@ -6,7 +6,7 @@ from torch import nn
 
 import maskfx
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
-from maskfx.nn.blockout import CLUSTER_SUM_MAX_ROWS
+from maskfx.nn.blockout import CLUSTER_SUM_MAX_ROWS, contract_clusters
 from models import MLPHead
 from structure import hard_block_logits, random_logits
 
@@ -246,6 +246,18 @@ def test_kernels_match_the_straightforward_formula(soft, batch):
     for got, want in zip(torch.autograd.grad(out, inputs, grad_y), expected):
         torch.testing.assert_close(got, want)
     layer(x, c_in, c_out).relu_().sum().backward()  # an in-place activation may follow (mobilenet's Hardswish)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("hard", [True, False], ids=["hard-summed-by-assignment", "soft-product"])
+def test_cluster_contraction_matches_the_product(dim, hard):
+    g = torch.Generator().manual_seed(dim)
+    product = torch.randn(48, 40, generator=g, dtype=torch.double)
+    shape = (product.shape[dim], 3)
+    c = torch.bernoulli(torch.full(shape, 0.5, dtype=torch.double), generator=g) if hard else \
+        torch.rand(shape, generator=g, dtype=torch.double)
+    expected = product @ c if dim == 1 else product.t() @ c
+    torch.testing.assert_close(contract_clusters(product, c, dim), expected)
 
 
 def test_masked_weight_kernel_rebuilds_its_workspace_when_another_call_overwrote_it():
