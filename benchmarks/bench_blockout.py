@@ -15,6 +15,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch import nn
 
 import maskfx
 from maskfx.nn.blockout import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
@@ -45,6 +46,22 @@ def bench_kernels(rounds: int, batches=(1, 2, 4, 16)) -> None:
         }, rounds=rounds, warmup=1)
         print(f"  batch {batch:>3} (k x batch = {6 * batch:>3} rows): " + ", ".join(
             f"{name} {v * 1e3:.0f} ms = {v / t['linear']:.2f}x" for name, v in t.items() if name != "linear"))
+
+
+def bench_prune_forms(rounds: int, sizes=(64, 256, 1024, 2048, 4096), k: int = 6, batch: int = 8) -> None:
+    """ONNX Runtime latency of a pruned layer with k disjoint clusters (blocks: 1/k of the dense
+    multiply-adds) as ``BlockSparseLinear`` / as the dense pruned ``nn.Linear``, across sizes:
+    the measurement behind ``BLOCK_SPARSE_MIN_MACS``."""
+    from maskfx.nn import BlockSparseLinear
+    for d in sizes:
+        groups = torch.arange(d) % k
+        blocks = [(torch.nonzero(groups == c).flatten(),) * 2 for c in range(k)]
+        sparse = BlockSparseLinear([(i, o, torch.randn(len(o), len(i))) for i, o in blocks], torch.zeros(d), d, d)
+        with tempfile.TemporaryDirectory() as tmp:
+            t, _ = ort_latency_ratio({"blocks": sparse.eval(), "dense": nn.Linear(d, d).eval()}, torch.randn(batch, d),
+                                     rounds, tmp)
+        print_ratio(f"  {d}x{d}, k={k}, b{batch}: ORT blocks / dense ({d * d:,} dense MACs)", t["blocks"], t["dense"],
+                    "< 1 where blocks are chosen")
 
 
 def bench_prune_vs_expected(args) -> None:
@@ -78,11 +95,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--kernels", action="store_true", help="only the per-layer kernel timings")
+    parser.add_argument("--prune-forms", action="store_true", help="only the block-sparse vs dense ORT timings")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.kernels:
         bench_kernels(args.rounds)
+        return
+    if args.prune_forms:
+        bench_prune_forms(args.rounds)
         return
     bench_prune_vs_expected(args)
 

@@ -78,13 +78,22 @@ class BlockoutConfig:
     ``prune_threshold`` turns probabilities into hard clusters for ``freeze`` and ``collapse("prune")``,
     where each node also keeps its ``min_clusters`` most probable clusters (0: a node in no cluster
     is removed, the paper's plain thresholding; 1, the default, never empties the head). A pruned
-    layer uses per-cluster blocks when they cost at most ``block_ratio`` times the multiply-adds of
-    the dense layer.
+    layer uses per-cluster blocks (``BlockSparseLinear``) when they cost at most ``block_ratio``
+    times the multiply-adds of the dense pruned layer and that layer has at least
+    ``block_min_macs`` multiply-adds per sample; smaller layers export as one dense ``Linear``,
+    which ONNX Runtime runs faster than the blocks' gathers and scatters (measured, k = 6 disjoint
+    clusters, blocks / dense: 1.5-2.6x up to 262k MACs, 0.98x at 590k, 0.16-0.77x at 1M, batch
+    1-64; ``benchmarks/bench_blockout.py --prune-forms``).
 
     ``init_spread`` is the standard deviation of a seeded (``seed``) perturbation of the initial
     cluster logits around the paper's P = 0.5 (a deviation: from the exact 0.5 all clusters of a
     node get the same gradient and never separate); the weights are divided by the initial eval
     mask, so the eval output still equals the original head's. ``hard-fixed`` stays at 0.5.
+
+    ``estimator`` is hard-learned's gradient to the probabilities: ``"paper"`` is eq. 9 (only
+    clusters drawn on learn, and only to fall where a block needs one cluster in common: planted
+    blocks are not recovered); ``"straight-through"`` (default, a deviation) passes dL/dC to every
+    cluster (``maskfx.nn.blockout.BlockoutClusters``).
 
     ``True`` means the paper's k = 6 and hard-learned variant on the model's own head, which keeps
     a pretrained function. The paper's experiments instead add two new FC layers (Fig. 5(c): 512
@@ -100,11 +109,13 @@ class BlockoutConfig:
     prune_threshold: float = 0.5
     min_clusters: int = 1
     block_ratio: float = 1.0
+    block_min_macs: int = 1_000_000
     init_spread: float = 0.1
     seed: int = 0
+    estimator: str = "straight-through"
 
     def __post_init__(self) -> None:
-        check_blockout_args(self.clusters, self.variant)
+        check_blockout_args(self.clusters, self.variant, self.estimator)
         if not (isinstance(self.init_spread, (int, float)) and self.init_spread >= 0.0):
             raise ValueError(f"init_spread must be a number >= 0, got {self.init_spread!r}")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
@@ -119,13 +130,19 @@ class BlockoutConfig:
             raise ValueError(f"min_clusters must be an int in [0, clusters], got {self.min_clusters!r}")
         if not (isinstance(self.block_ratio, (int, float)) and self.block_ratio >= 0.0):
             raise ValueError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
+        if not (isinstance(self.block_min_macs, int) and self.block_min_macs >= 0):
+            raise ValueError(f"block_min_macs must be an int >= 0, got {self.block_min_macs!r}")
 
 
 @dataclass(frozen=True)
 class MaskConnectConfig:
     """Learned K-of-N connectivity between the blocks of residual chains (MaskConnect).
 
-    ``fan_in`` is K, each block's number of active inputs. ``init="previous"`` starts blocks from
+    ``fan_in`` is K, each block's number of active inputs. The default 4 is not the paper's: it uses
+    K = 10 on chains of 16-18 blocks (ResNet-50 on ImageNet; ResNet-38 on CIFAR-100, whose Fig. 2
+    finds K = 7..13 near the best), where resnet18's chain has 8 blocks and K = 10 would read every
+    earlier block. The paper's recipes, with their K, are the presets of ``maskfx.train.preset``
+    (``"maskconnect-resnet-imagenet"``: resnet50, K = 10). ``init="previous"`` starts blocks from
     the original chain (at K = 1 the eval output is the original network's), for fine-tuning a
     pretrained model; ``"uniform"`` gives every candidate the same start. ResNeXt modules that
     GateConnect takes are left to it.
@@ -145,7 +162,9 @@ class GateConnectConfig:
     ``fan_in`` is K: each branch reads the mean of K of the previous module's C branch outputs
     (the paper's best accuracy is at K = 4; K = 1 prunes most). Gates start uniform, so the top K
     of an untrained net are the last K branches; with K = C the network is the original one. The
-    paper trains gates at a learning rate of 0.2 (``maskfx.param_groups(net, lr, mask_lr=0.2)``).
+    paper trains gates at a learning rate of 0.2 with plain gradient steps
+    (``maskfx.param_groups(net, lr, mask_lr=0.2)``), 4 phases of 30 epochs on ImageNet at K = C/2:
+    ``maskfx.train.preset("gateconnect")`` (CIFAR, K = 4 of 8: ``"gateconnect-cifar"``).
     """
 
     fan_in: int = 4

@@ -10,6 +10,7 @@ import torchvision
 import maskfx
 from maskfx.nn import MaskedConnection
 from maskfx.nn.maskconnect import adapt
+from maskfx.train import maskconnect_recipe, preset
 from models import HandResidual, TwoInputs
 
 
@@ -192,7 +193,7 @@ def test_maskconnect_needs_example_inputs_and_validates_its_config():
 
 
 def test_phase_recipe_runs_joint_then_frozen_phases():
-    from maskfx.train import maskconnect_recipe, run_phases
+    from maskfx.train import run_phases
     phases = maskconnect_recipe(lr=0.05, mask_lr=0.2, epochs=(1, 1, 1, 0))
     assert [(p.lr, p.mask_lr, p.freeze_first) for p in phases] == [
         (0.05, 0.2, False), (0.05, 0.0, True), (0.005, 0.0, False), (0.0005, 0.0, False)]
@@ -203,6 +204,57 @@ def test_phase_recipe_runs_joint_then_frozen_phases():
     assert all(m.frozen for m in net.modules() if isinstance(m, MaskedConnection))
     with pytest.raises(ValueError, match="epochs"):
         maskconnect_recipe(epochs=(1, 2))
+
+
+def test_presets_are_the_papers_recipes():
+    from maskfx.train import PRESETS
+    phases = lambda name: [(p.epochs, p.lr, p.mask_lr, p.freeze_first) for p in preset(name).phases]
+    resnet = preset("maskconnect-resnet")  # MaskConnect A.6, CIFAR-100 ResNet
+    assert phases("maskconnect-resnet") == [(30, 0.1, 0.3, False), (30, 0.1, 0.0, True), (10, 0.01, 0.0, False),
+                                            (10, 0.001, 0.0, False)]
+    assert (resnet.batch_size, resnet.momentum, resnet.weight_decay, resnet.fan_in) == (128, 0.9, 1e-4, 10)
+    assert phases("maskconnect-resnet-imagenet") == [(30, 0.1, 0.3, False), (30, 0.1, 0.0, True),
+                                                     (30, 0.01, 0.0, False), (30, 0.001, 0.0, False)]
+    assert phases("gateconnect") == [(30, 0.1, 0.2, False), (30, 0.1, 0.0, True), (30, 0.01, 0.0, False),
+                                     (30, 0.001, 0.0, False)]  # GateConnect E.2: gates at 0.2, 4 x 30 epochs
+    assert phases("gateconnect-cifar") == [(120, 0.1, 0.2, False), (100, 0.1, 0.0, True), (50, 0.01, 0.0, False),
+                                           (50, 0.001, 0.0, False)]
+    assert preset("maskconnect-resnext") is preset("gateconnect-cifar") and preset("gateconnect-cifar").weight_decay == 5e-4
+    assert preset("maskconnect-resnet").phases == tuple(maskconnect_recipe())
+    with pytest.raises(ValueError, match="maskconnect-resnet-imagenet"):
+        preset("maskconnect-resnet50")
+    assert len(PRESETS) == 6
+    from argparse import Namespace
+    from maskfx.cli.train import phases as cli_phases, sgd_settings
+    args = Namespace(preset="gateconnect-cifar", batch_size=64)
+    assert cli_phases(args, transformed=True) == list(preset("gateconnect-cifar").phases)
+    assert not any(p.freeze_first or p.mask_lr for p in cli_phases(args, transformed=False))  # a plain model trains on
+    assert sgd_settings(args) == {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def test_masks_take_plain_gradient_steps_while_weights_and_clusters_keep_momentum():
+    from maskfx.nn import BlockoutClusters
+    net = maskfx.transform(HandResidual(), maskconnect=maskfx.MaskConnectConfig(fan_in=2), blockout=True,
+                           example_inputs=(torch.randn(2, 3, 8, 8),))
+    groups = maskfx.param_groups(net, lr=0.01, mask_lr=0.01)
+    assert [g["name"] for g in groups] == ["weights", "structure", "clusters"]
+    opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+    mask = next(m.mask for m in net.modules() if isinstance(m, MaskedConnection))
+    logits = next(m.logits[0] for m in net.modules() if isinstance(m, BlockoutClusters))
+    weight = net.get_submodule("stem").weight
+    with torch.no_grad():
+        mask.fill_(0.5)
+    steps = []
+    for _ in range(2):  # the same gradient twice: momentum makes the second step 1.9x the first
+        before = [p.detach().clone() for p in (mask, logits, weight)]
+        for p in (mask, logits, weight):
+            p.grad = torch.full_like(p, 0.5)
+        opt.step()
+        steps.append([(b - p.detach()).abs().max().item() for b, p in zip(before, (mask, logits, weight))])
+    assert steps[1][0] == pytest.approx(steps[0][0]) and steps[0][0] == pytest.approx(0.005)  # m - lr * g
+    assert steps[1][1] == pytest.approx(1.9 * steps[0][1]) and steps[1][2] == pytest.approx(1.9 * steps[0][2])
+    legacy = {g["name"]: g for g in maskfx.param_groups(net, lr=0.01, mask_momentum=None)}
+    assert "momentum" not in legacy["structure"]  # None: the optimizer's momentum
 
 
 def test_frozen_state_survives_a_state_dict_round_trip():

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import maskfx
 from maskfx.cli.options import (Command, add_data, add_model, add_techniques, count, model_from, positive_int, rate,
                                 technique_configs)
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
+from maskfx.train.phases import PRESETS, preset
 
 
 def _transform_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--mask-lr", type=rate, default=0.5, help="learning rate of the structure parameters")
     schedule.add_argument("--finetune-lr", type=rate, default=None, help="default: lr / 5")
     schedule.add_argument("--batch-size", type=positive_int, default=64, help="per process")
+    schedule.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                          help="a paper's four-phase recipe (epochs, learning rates, batch size, momentum, weight "
+                               "decay) instead of the options above")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json (rank 0 writes)")
@@ -59,9 +64,19 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def phases(args: argparse.Namespace, transformed: bool) -> list[Phase]:
     """Learn (weights and structure), then freeze and fine-tune; a plain model just trains on."""
+    if args.preset:
+        return [p if transformed else replace(p, mask_lr=0.0, freeze_first=False) for p in preset(args.preset).phases]
     finetune_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 5
     learn = Phase(args.epochs, args.lr, args.mask_lr if transformed else 0.0)
     return [learn, Phase(args.finetune_epochs, finetune_lr, freeze_first=transformed)]
+
+
+def sgd_settings(args: argparse.Namespace) -> dict:
+    """``fit``'s batch size, momentum and weight decay: the preset's, or ``--batch-size`` and ``fit``'s defaults."""
+    if args.preset is None:
+        return {"batch_size": args.batch_size}
+    recipe = preset(args.preset)
+    return {"batch_size": recipe.batch_size, "momentum": recipe.momentum, "weight_decay": recipe.weight_decay}
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -90,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
                   f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.1f} s", flush=True)
 
         history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
-                      batch_size=args.batch_size, seed=args.seed, checkpoint=out / "checkpoint.pt",
+                      **sgd_settings(args), seed=args.seed, checkpoint=out / "checkpoint.pt",
                       resume=saved if args.resume else None, job=job, on_epoch=report)
         digest = ddp.check_replicas(net, job)
         ddp.on_main(job, lambda: (out / "history.json").write_text(json.dumps(history, indent=2) + "\n"))

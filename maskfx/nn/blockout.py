@@ -20,22 +20,32 @@ from torch.autograd.function import once_differentiable
 from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
 
 VARIANTS = ("hard-learned", "hard-fixed", "soft-learned")
+ESTIMATORS = ("straight-through", "paper")
 
 
-def check_blockout_args(clusters: int, variant: str) -> None:
+def check_blockout_args(clusters: int, variant: str, estimator: str = "straight-through") -> None:
     """Raise ``ValueError`` naming the bad argument (shared by the layers and the config)."""
     if not (isinstance(clusters, int) and not isinstance(clusters, bool) and clusters >= 1):
         raise ValueError(f"clusters must be an int >= 1, got {clusters!r}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 class BlockoutClusters(nn.Module):
     """Cluster assignments for a chain of node sets of sizes ``sizes``.
 
-    Training forward: ``C_j ~ Bernoulli(P_j)`` (hard variants) with the gradient of eq. 9,
-    ``dL/dP = dL/dC (.) C``; or ``C_j = P_j`` (soft-learned). Eval: ``C_j = P_j`` (eq. 5).
-    ``hard-fixed`` keeps ``P = 0.5`` and learns nothing.
+    Training forward: ``C_j ~ Bernoulli(P_j)`` (hard variants); or ``C_j = P_j`` (soft-learned).
+    Eval: ``C_j = P_j`` (eq. 5). ``hard-fixed`` keeps ``P = 0.5`` and learns nothing.
+
+    Hard-learned gradients: ``estimator="paper"`` is eq. 9, ``dL/dP = dL/dC (.) C``: only clusters
+    drawn on get a gradient, the derivative of the loss at ``C = 1``. A connection that is drawn is
+    never weaker than one cluster in common, so where the right answer is "connected once" that
+    derivative is zero or says "weaker", and no probability can learn to rise (on the planted
+    block task 92% of the cluster gradients push down; agreement stays at 0.6). The default,
+    ``"straight-through"``, is ``dL/dP = dL/dC`` for every draw (a deviation): a cluster drawn
+    off also learns what turning it on would do, so the missing in-block connections pull up.
 
     Learned probabilities start at 0.5 plus a small seeded perturbation (``init_spread``, the
     standard deviation of the logits; a deviation from the paper). At the paper's exact 0.5 every
@@ -52,10 +62,12 @@ class BlockoutClusters(nn.Module):
     """
 
     def __init__(self, sizes: list[int] | tuple[int, ...], clusters: int = 6, variant: str = "hard-learned",
-                 threshold: float = 0.5, min_clusters: int = 1, init_spread: float = 0.1, seed: int = 0) -> None:
+                 threshold: float = 0.5, min_clusters: int = 1, init_spread: float = 0.1, seed: int = 0,
+                 estimator: str = "straight-through") -> None:
         super().__init__()
-        check_blockout_args(clusters, variant)
+        check_blockout_args(clusters, variant, estimator)
         self.clusters, self.variant, self.threshold = clusters, variant, float(threshold)
+        self.estimator = estimator
         self.min_clusters = min(int(min_clusters), clusters)
         self.register_buffer("frozen", torch.tensor(False))
         self._frozen = False  # host mirror of the buffer, so forward never syncs on it
@@ -65,6 +77,8 @@ class BlockoutClusters(nn.Module):
         self.logits = nn.ParameterList(
             nn.Parameter(initial_logit + (init_spread if learned else 0.0) * torch.randn(d, clusters, generator=generator),
                          requires_grad=learned) for d in sizes)
+
+    optimizer_momentum = True  # the paper trains P with the network's optimizer (``param_groups``)
 
     def structure_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.logits if p.requires_grad]
@@ -104,12 +118,15 @@ class BlockoutClusters(nn.Module):
         draws = []
         for p in probabilities:
             c = torch.bernoulli(p.detach())
-            # Value c exactly; gradient dL/dC * C into P (eq. 9), then through the sigmoid.
-            draws.append(c + c * (p - p.detach()) if p.requires_grad else c)
+            if p.requires_grad:  # value c exactly; gradient dL/dC (* C for eq. 9) into P, then through the sigmoid
+                gate = c if self.estimator == "paper" else 1.0
+                c = c + gate * (p - p.detach())
+            draws.append(c)
         return tuple(draws)
 
     def extra_repr(self) -> str:
-        return f"sizes={[p.shape[0] for p in self.logits]}, clusters={self.clusters}, variant={self.variant}"
+        return f"sizes={[p.shape[0] for p in self.logits]}, clusters={self.clusters}, variant={self.variant}, " \
+               f"estimator={self.estimator}"
 
 
 # Inverted scaling, as inverted dropout does: the paper's W~ is 4x ours. At the initial P = 0.5 the
@@ -138,6 +155,23 @@ def fill_cluster_mask_(out: torch.Tensor, c_in: torch.Tensor, c_out: torch.Tenso
     if 4 * distinct.shape[0] <= c_out.shape[0]:
         return torch.index_select((distinct * scale) @ c_in.t(), 0, index, out=out)
     return torch.mm(c_out * scale, c_in.t(), out=out)
+
+
+def contract_clusters(product: torch.Tensor, c: torch.Tensor, dim: int) -> torch.Tensor:
+    """``product @ c`` (``dim=1``) or ``product^T @ c`` (``dim=0``): a weight-sized matrix summed
+    against the assignments ``c`` of its ``dim`` axis, (nodes of the other axis) x k.
+
+    With inner or outer size k, the plain product runs at a few GFLOPS on CPU BLAS (5-6 memory
+    passes' time). Hard clusters have few distinct assignments, so the matrix is first summed by
+    assignment along ``dim`` (one pass, ``index_add_``) and only that small sum meets ``c``'s rows.
+    """
+    distinct, index = torch.unique(c, dim=0, return_inverse=True)
+    if 4 * distinct.shape[0] <= c.shape[0]:
+        shape = list(product.shape)
+        shape[dim] = distinct.shape[0]
+        sums = product.new_zeros(shape).index_add_(dim, index, product)
+        return sums @ distinct if dim == 1 else sums.t() @ distinct
+    return torch.mm(c.t(), product.t()).t() if dim == 1 else torch.mm(c.t(), product).t()
 
 
 class _MaskedLinear(torch.autograd.Function):
@@ -178,8 +212,8 @@ class _MaskedLinear(torch.autograd.Function):
             grad_w = g.t() @ x.reshape(-1, x.shape[-1])  # dL/dW of the masked weight, turned into dL/dW~ below
             if need_in or need_out:
                 product = torch.mul(grad_w, weight, out=workspace)  # dL/dmask, up to the scale
-                grad_out = torch.mm(c_in.t(), product.t()).t().mul_(scale)
-                grad_in = torch.mm(c_out.t(), product).t().mul_(scale)
+                grad_out = contract_clusters(product, c_in, 1).mul_(scale)
+                grad_in = contract_clusters(product, c_out, 0).mul_(scale)
             grad_w.mul_(fill_cluster_mask_(workspace, c_in, c_out, scale))
         return grad_x, grad_w if need_w else None, grad_b, grad_in, grad_out, None, None
 
@@ -247,17 +281,28 @@ class BlockoutLinear(nn.Module):
     cluster a constant that pruning can drop exactly (the next layer's mask zeroes its column).
     """
 
-    def __init__(self, in_features: int, out_features: int, clusters: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, clusters: int, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        like = dict(device=device, dtype=dtype)
         self.in_features, self.out_features, self.clusters = in_features, out_features, clusters
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **like))
+        self.bias = nn.Parameter(torch.empty(out_features, **like)) if bias else None
         self._buffer: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        reference = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        self.load_linear(reference)
+        """``nn.Linear``'s initialisation (the mask at P = 0.5 is 1, so nothing to divide)."""
+        nn.Linear.reset_parameters(self)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, clusters: int, p_in: torch.Tensor | None = None,
+                    p_out: torch.Tensor | None = None) -> "BlockoutLinear":
+        """A layer on ``linear``'s device and dtype holding its weights (``load_linear``), without
+        initialising weights that would be overwritten (a vgg head's first layer has 103M)."""
+        layer = nn.utils.skip_init(cls, linear.in_features, linear.out_features, clusters, linear.bias is not None,
+                                   device=linear.weight.device, dtype=linear.weight.dtype)
+        return layer.load_linear(linear, p_in, p_out)
 
     @torch.no_grad()
     def load_linear(self, linear: nn.Linear, p_in: torch.Tensor | None = None,

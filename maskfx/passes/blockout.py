@@ -100,7 +100,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
     modules = [gm.get_submodule(n.target) for n in linears]
     sizes = [modules[0].in_features] + [m.out_features for m in modules]
     clusters = BlockoutClusters(sizes, config.clusters, config.variant, config.prune_threshold, config.min_clusters,
-                                config.init_spread, config.seed).to(modules[0].weight.device)
+                                config.init_spread, config.seed, config.estimator).to(modules[0].weight.device)
     p = [q.detach() for q in clusters.probabilities()]
     clusters_name = fresh_name(gm, "blockout_clusters")
     gm.add_submodule(clusters_name, clusters)
@@ -109,8 +109,7 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
         c = [gm.graph.call_function(operator.getitem, (draws, j)) for j in range(len(sizes))]
     sites = []
     for j, (node, linear) in enumerate(zip(linears, modules)):
-        layer = BlockoutLinear(linear.in_features, linear.out_features, config.clusters, linear.bias is not None)
-        layer = layer.to(linear.weight.device, linear.weight.dtype).load_linear(linear, p[j], p[j + 1])
+        layer = BlockoutLinear.from_linear(linear, config.clusters, p[j], p[j + 1])
         name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
@@ -142,10 +141,11 @@ def _gather_node(gm: fx.GraphModule, x: fx.Node, index: torch.Tensor, name: str)
 
 
 def _pruned_layer(layer: BlockoutLinear, c_in: torch.Tensor, c_out: torch.Tensor, rows: torch.Tensor,
-                  block_cols: torch.Tensor, dense_cols: torch.Tensor, block_ratio: float) -> tuple[nn.Module, int]:
+                  block_cols: torch.Tensor, dense_cols: torch.Tensor, config: BlockoutConfig) -> tuple[nn.Module, int]:
     """The hard-clustered layer on the kept ``rows``: block by block (``block_cols`` index its
-    input) when the blocks need at most ``block_ratio`` of the dense multiply-adds, else dense
-    (``dense_cols`` index its input). Returns the module and its MACs per sample."""
+    input) when the blocks need at most ``block_ratio`` of the dense multiply-adds and the dense
+    layer is large enough (``block_min_macs``) for that to pay, else dense (``dense_cols`` index
+    its input). Returns the module and its MACs per sample."""
     k, weight = layer.clusters, layer.weight[rows]
     bias = layer.bias[rows] if layer.bias is not None else None
     blocks = []
@@ -156,7 +156,7 @@ def _pruned_layer(layer: BlockoutLinear, c_in: torch.Tensor, c_out: torch.Tensor
             blocks.append((in_index, out_index, weight[out_index][:, block_cols[in_index]] * (MASK_SCALE / k)))
     block_macs = sum(w.numel() for *_, w in blocks)
     dense = weight[:, dense_cols] * cluster_mask(c_out[rows], c_in[dense_cols], k)
-    if block_macs <= block_ratio * dense.numel():
+    if dense.numel() >= config.block_min_macs and block_macs <= config.block_ratio * dense.numel():
         return BlockSparseLinear(blocks, bias, len(block_cols), len(rows)), block_macs
     linear = nn.Linear(len(dense_cols), len(rows), bias=bias is not None).to(dense.device, dense.dtype)
     linear.weight.copy_(dense)
@@ -201,7 +201,7 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
                     block_cols, dense_cols = torch.arange(layer.in_features, device=device), _members(c[j])
                 else:
                     block_cols = dense_cols = kept
-                module, macs = _pruned_layer(layer, c[j], c[j + 1], rows, block_cols, dense_cols, config.block_ratio)
+                module, macs = _pruned_layer(layer, c[j], c[j + 1], rows, block_cols, dense_cols, config)
                 if kept is None and isinstance(module, nn.Linear) and len(dense_cols) < layer.in_features:
                     x = _gather_node(gm, x, dense_cols, fresh_name(gm, f"{node.name}_inputs"))
                 kept = rows  # original indices of the nodes the next layer reads, in order

@@ -1,4 +1,11 @@
-"""Phase schedules: learn structure and weights jointly, freeze the structure, fine-tune."""
+"""Phase schedules: learn structure and weights jointly, freeze the structure, fine-tune.
+
+The papers' recipes are named presets (``preset("maskconnect-resnet")``), taken from MaskConnect's
+appendix A.6 and GateConnect's appendix E: four phases -- joint learning of weights (lr 0.1) and
+masks/gates, then the top-K connectivity frozen and the weights fine-tuned at 0.1, 0.01 and 0.001
+-- with SGD at momentum 0.9 on the weights and plain gradient descent on the masks (the papers'
+update ``m <- clip(m - lr * dL/dm)``; see ``param_groups``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,20 +27,63 @@ class Phase:
     freeze_first: bool = False  # call maskfx.freeze before this phase
 
 
+def _four_phases(lr: float, mask_lr: float, epochs: tuple[int, ...]) -> tuple[Phase, ...]:
+    if len(epochs) != 4 or not all(isinstance(e, int) and e >= 0 for e in epochs):
+        raise ValueError(f"epochs must be four ints >= 0, got {epochs!r}")
+    return (Phase(epochs[0], lr, mask_lr), Phase(epochs[1], lr, freeze_first=True),
+            Phase(epochs[2], lr / 10), Phase(epochs[3], lr / 100))
+
+
 def maskconnect_recipe(lr: float = 0.1, mask_lr: float = 0.3,
                        epochs: tuple[int, int, int, int] = (30, 30, 10, 10)) -> list[Phase]:
     """MaskConnect's recipe (paper, appendix A.6): joint learning at ``lr``/``mask_lr``; then
     freeze the top-K connectivity and fine-tune at ``lr``, ``lr/10`` and ``lr/100``."""
-    if len(epochs) != 4 or not all(isinstance(e, int) and e >= 0 for e in epochs):
-        raise ValueError(f"epochs must be four ints >= 0, got {epochs!r}")
-    return [Phase(epochs[0], lr, mask_lr), Phase(epochs[1], lr, freeze_first=True),
-            Phase(epochs[2], lr / 10), Phase(epochs[3], lr / 100)]
+    return list(_four_phases(lr, mask_lr, epochs))
 
 
-def run_phases(net: nn.Module, loader: Iterable, phases: list[Phase], device: torch.device,
+@dataclass(frozen=True)
+class Preset:
+    """A paper's training recipe: its phases, the SGD settings it states, the fan-in K it uses with
+    them, and where it says so (``source``)."""
+
+    phases: tuple[Phase, ...]
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    fan_in: int
+    source: str
+
+
+_RESNEXT_CIFAR = Preset(_four_phases(0.1, 0.2, (120, 100, 50, 50)), 128, 0.9, 5e-4, 4,
+                        "MaskConnect A.6 / GateConnect E.1, CIFAR ResNeXt: K = 4 of C = 8 (Fig. 3 / Fig. 2)")
+_RESNEXT_IMAGENET = Preset(_four_phases(0.1, 0.2, (30, 30, 30, 30)), 256, 0.9, 1e-4, 16,
+                           "MaskConnect A.6 / GateConnect E.2, ImageNet ResNeXt: K = C/2 = 16 of 32 (Table 3)")
+
+# ResNeXt recipes are GateConnect's in maskfx (the branch-level connectivity of MaskConnect's section 3.5),
+# so they answer to both names.
+PRESETS: dict[str, Preset] = {
+    "maskconnect-resnet": Preset(_four_phases(0.1, 0.3, (30, 30, 10, 10)), 128, 0.9, 1e-4, 10,
+                                 "MaskConnect A.6, CIFAR-100 ResNet: K = 10 of 18 blocks (ResNet-38, Fig. 2)"),
+    "maskconnect-resnet-imagenet": Preset(_four_phases(0.1, 0.3, (30, 30, 30, 30)), 256, 0.9, 1e-4, 10,
+                                          "MaskConnect A.6 and 4.2, ImageNet ResNet-50: K = 10 of 16 blocks"),
+    "maskconnect-resnext": _RESNEXT_CIFAR,
+    "maskconnect-resnext-imagenet": _RESNEXT_IMAGENET,
+    "gateconnect-cifar": _RESNEXT_CIFAR,
+    "gateconnect": _RESNEXT_IMAGENET,
+}
+
+
+def preset(name: str) -> Preset:
+    """The named paper recipe; ``ValueError`` lists the names for an unknown one."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def run_phases(net: nn.Module, loader: Iterable, phases: Iterable[Phase], device: torch.device,
                momentum: float = 0.9, weight_decay: float = 1e-4, amp: bool = True) -> list[float]:
     """Train ``net`` through ``phases`` with SGD; returns each phase's last-epoch mean loss."""
-    losses = []
+    phases, losses = list(phases), []
     for i, phase in enumerate(phases):
         if phase.freeze_first:
             freeze(net)
