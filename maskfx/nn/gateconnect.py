@@ -5,7 +5,8 @@ A ResNeXt module computes ``relu(x + bn3(sum_j conv3_j(h_j)))``. ``BranchedBottl
 branches apart as ``u_j = x_j + C * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
 module ``relu(mean of K of the u_k)``. ReLU's positive homogeneity and the mean make this exact:
 with all gates on it is the original network, in eval and in train mode, and at any K each
-branch's identity path has the original's scale.
+branch's identity path has the original's scale. ``deploy_chain`` lowers a chain whose gates are
+fixed to plain convolutions (``DeployedModule``) for inference.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ class BranchedBottleneck(nn.Module):
         if not shared_input and block.projection is not None:
             raise ValueError("a module with a projection shortcut must read the shared input")
         self.branches = c = block.conv2.groups
-        self.scale = float(c)  # C: the original branch count, kept when pruning removes branches
+        self.scale = float(c)  # C: each branch's residual factor (the mean of C branches is the original)
         width, self.in_channels, self.out_channels = block.conv2.in_channels, block.conv1.in_channels, block.conv3.out_channels
         w, out = width // c, self.out_channels
         self.shared_input = shared_input

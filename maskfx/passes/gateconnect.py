@@ -1,5 +1,6 @@
 """GateConnect pass: chains of ResNeXt modules get learned branch connectivity; collapse fixes
-the gates and (``"prune"``) removes the branches no gate reads, so the grouped convs shrink.
+the gates, lowers each chain to plain convolutions (``deploy_chain``) and (``"prune"``) removes
+the branches no gate reads.
 
 A ResNeXt module is recognised by the shape of its graph, however its forward is written
 (activation modules or functions, ``+`` or ``+=``, the shortcut on either side, ``nn.Identity``
