@@ -10,7 +10,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 import maskfx
 from maskfx.export.onnx import op_histogram
 from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
-from models import calibrated
+from models import StyledResNeXt, calibrated
 
 
 def small_resnext(groups: int = 8) -> torch.nn.Module:
@@ -185,11 +185,11 @@ def identity_start_chain() -> nn.Module:
     return calibrated(model, (8, 3, 16, 16))
 
 
-@pytest.mark.parametrize("name, k", [("small", 1), ("identity start", 1), ("identity start", 2)])
+@pytest.mark.parametrize("name, k", [("projection start", 1), ("projection start", 2), ("identity start", 2)])
 def test_pruned_deploy_graph(tmp_path, name, k):
     torch.manual_seed(7)
-    model = small_resnext() if name == "small" else identity_start_chain()
-    x = torch.randn(3, 3, 32, 32) if name == "small" else torch.randn(3, 3, 16, 16)
+    model = calibrated(StyledResNeXt("modules"), (8, 3, 16, 16)) if name == "projection start" else identity_start_chain()
+    x = torch.randn(3, 3, 16, 16)
     net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=k), example_inputs=(x,))
     with torch.no_grad():
         for g in gates_of(net):
