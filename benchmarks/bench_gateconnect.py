@@ -1,12 +1,16 @@
 """GateConnect costs and gains: training step (time, saved activations) with learned branch
 connectivity against the original ResNeXt, ONNX Runtime latency of the K = C expected collapse
-(the original graph again) and of a K = 1 pruned network against the original, next to its MACs.
+(the original graph again) and of K = 1 and K = C/2 pruned networks against the original, next
+to their MACs.
 
-    python benchmarks/bench_gateconnect.py [--rounds 8]
+    python benchmarks/bench_gateconnect.py [--quick]
+
+``run(quick)`` returns the tables; ``--quick`` uses fewer rounds and a smaller ORT batch.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 
 import torch
@@ -14,9 +18,13 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
-from maskfx.nn import BranchedBottleneck, BranchGates
-from measure import interleaved_medians, ort_latency_ratio, print_ratio, report_pruned_latency, \
-    saved_activation_mib, train_step_fn
+from maskfx.nn import BranchGates, DeployedModule
+
+try:
+    from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, \
+        train_step_fn
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    from measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, train_step_fn
 
 MODELS = {  # name -> (factory, C)
     "resnext50_32x4d": (lambda classes: torchvision.models.resnext50_32x4d(num_classes=classes), 32),
@@ -25,22 +33,31 @@ MODELS = {  # name -> (factory, C)
 }
 
 
-def bench_training(name: str, args) -> None:
+def _settings(quick: bool) -> dict:
+    return {"rounds": 3 if quick else 8, "batch": 8, "size": 64, "fan_in": 4, "ort_batch": 2 if quick else 8}
+
+
+def _parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench_training(name: str, s: dict) -> list:
+    """One row: train step time and saved activations, learned K / original."""
     factory, c = MODELS[name]
     torch.manual_seed(0)
     original = factory(10)
-    x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,))
-    learned = maskfx.transform(original, gateconnect=maskfx.GateConnectConfig(fan_in=args.fan_in))
+    x, y = torch.randn(s["batch"], 3, s["size"], s["size"]), torch.randint(0, 10, (s["batch"],))
+    learned = maskfx.transform(original, gateconnect=maskfx.GateConnectConfig(fan_in=s["fan_in"]))
     t = interleaved_medians({"learned": train_step_fn(learned, x, y), "original": train_step_fn(original, x, y)},
-                            rounds=args.rounds)
-    label = f"{name} train step b{args.batch} {args.size}px, K={args.fan_in}"
-    print_ratio(f"{label}: learned / original", t["learned"], t["original"], "<= 4" if c == 32 else "<= 1.4")
+                            rounds=s["rounds"])
     saved = {v: saved_activation_mib(m, x, y) for v, m in (("learned", learned), ("original", original))}
-    print(f"{'':<58} saved activations {saved['learned']:.0f} / {saved['original']:.0f} MiB "
-          f"= {saved['learned'] / saved['original']:.2f}")
+    return [name, s["fan_in"], round(t["learned"] * 1e3, 1), round(t["original"] * 1e3, 1),
+            round(t["learned"] / t["original"], 3), "<= 4" if c == 32 else "<= 1.4",
+            round(saved["learned"]), round(saved["original"]), round(saved["learned"] / saved["original"], 2)]
 
 
-def with_gates(model, x, fan_in: int, seed: int):
+def with_gates(model: torch.nn.Module, fan_in: int, seed: int) -> torch.fx.GraphModule:
+    """``model`` transformed with random gates (the same draw for every gate layer of one shape), frozen."""
     net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=fan_in))
     for gates in (m for m in net.modules() if isinstance(m, BranchGates)):
         with torch.no_grad():
@@ -48,36 +65,58 @@ def with_gates(model, x, fan_in: int, seed: int):
     return maskfx.freeze(net).eval()
 
 
-def bench_deploy(args) -> None:
+def bench_deploy(s: dict) -> list[list]:
+    """Rows: ORT latency of the collapsed network / the original, with MAC and parameter ratios."""
     torch.manual_seed(0)
     model = torchvision.models.resnext50_32x4d(num_classes=1000).eval()
-    x = torch.randn(args.ort_batch, 3, 224, 224)
-    expected = maskfx.collapse(with_gates(model, x, 32, 1), "expected")
-    with tempfile.TemporaryDirectory() as tmp:
-        t, reports = ort_latency_ratio({"expected": expected, "original": model}, x, args.rounds, tmp)
-    print_ratio(f"resnext50_32x4d ORT b{args.ort_batch} 224px: K=C expected / original", t["expected"],
-                t["original"], "1.00")
-    print(f"{'':<58} ONNX nodes {reports['expected'].node_count} / {reports['original'].node_count}")
-    for fan_in in (1, 16):
-        pruned = maskfx.collapse(with_gates(model, x, fan_in, 1), "prune")
-        branches = [m.branches for m in pruned.modules() if isinstance(m, BranchedBottleneck)]
-        report_pruned_latency(f"resnext50_32x4d ORT b{args.ort_batch} 224px: K={fan_in} pruned / original", pruned,
-                              model, x, args.rounds, detail=f"branches per module {branches}; ",
-                              goal="<= 1.0" if fan_in == 1 else "report")
+    x = torch.randn(s["ort_batch"], 3, 224, 224)
+    macs, params = count_macs(model, x[:1]), _parameters(model)
+    rows = []
+    for fan_in, mode, goal in ((32, "expected", "1.00, same nodes"), (1, "prune", "<= 1.0 (stretch 1.15 x MACs)"),
+                               (16, "prune", "report")):
+        deploy = maskfx.collapse(with_gates(model, fan_in, 1), mode)
+        branches = [len(m.readers) for m in deploy.modules() if isinstance(m, DeployedModule)]
+        with tempfile.TemporaryDirectory() as tmp:
+            t, reports = ort_latency_ratio({"deploy": deploy, "original": model}, x, s["rounds"], tmp)
+        ratio, mac_ratio = t["deploy"] / t["original"], count_macs(deploy, x[:1]) / macs
+        rows.append([f"K={fan_in} {mode}", round(t["deploy"] * 1e3, 1), round(t["original"] * 1e3, 1), round(ratio, 3),
+                     goal, round(mac_ratio, 3), round(_parameters(deploy) / params, 3), round(ratio / mac_ratio, 3),
+                     reports["deploy"].node_count, reports["original"].node_count, str(branches or "original")])
+    return rows
+
+
+def run(quick: bool) -> dict:
+    s = _settings(quick)
+    conditions = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+                  f"{os.getloadavg()[0]:.1f} at the start")
+    training = [bench_training(name, s) for name in MODELS]
+    deploy = bench_deploy(s)
+    return {"suite": "gateconnect", "title": "GateConnect: training cost and deployed latency", "tables": [
+        {"title": f"Train step, learned / original (b{s['batch']}, {s['size']} px, {s['rounds']} interleaved rounds)",
+         "columns": ["model", "K", "learned ms", "original ms", "ratio", "goal", "saved MiB learned",
+                     "saved MiB original", "saved ratio"],
+         "rows": training, "notes": [conditions, "saved = tensors autograd keeps for backward (each storage once)"]},
+        {"title": f"ONNX Runtime latency, resnext50_32x4d collapsed / original (b{s['ort_batch']}, 224 px, "
+                  f"{s['rounds']} interleaved rounds)",
+         "columns": ["collapse", "deploy ms", "original ms", "ratio", "goal", "MAC ratio", "parameter ratio",
+                     "latency / MAC ratio", "ONNX nodes", "ONNX nodes original", "branches per module"],
+         "rows": deploy, "notes": [conditions, f"load average {os.getloadavg()[0]:.1f} at the end",
+                                   "gates drawn at random (seed 1), frozen"]},
+    ]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--fan-in", type=int, default=4)
-    parser.add_argument("--ort-batch", type=int, default=8)
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in MODELS:
-        bench_training(name, args)
-    bench_deploy(args)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    result = run(parser.parse_args().quick)
+    print(result["title"])
+    for table in result["tables"]:
+        print(f"\n{table['title']}")
+        print(" | ".join(table["columns"]))
+        for row in table["rows"]:
+            print(" | ".join(str(v) for v in row))
+        for note in table["notes"]:
+            print(f"  note: {note}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """GateConnect: ResNeXt branch gates (K of C), pretrained function at K = C, branch pruning."""
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
-from maskfx.nn import BranchedBottleneck, BranchGates, MaskedConnection
+from maskfx.export.onnx import op_histogram
+from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
+from models import StyledResNeXt, calibrated
 
 
 def small_resnext(groups: int = 8) -> torch.nn.Module:
@@ -117,7 +121,7 @@ def test_train_freeze_and_prune_to_fewer_branches(tmp_path):
     assert not any(isinstance(m, (BranchGates, MaskedConnection)) for m in pruned.modules())
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), net(x), rtol=1e-5, atol=1e-5)
-    kept = [m.branches for m in pruned.modules() if isinstance(m, BranchedBottleneck)]
+    kept = [len(m.readers) for m in pruned.modules() if isinstance(m, DeployedModule)]
     assert min(kept) < 8 and sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert "active branches" in str(maskfx.summary(pruned))
     _, report = maskfx.export_onnx(pruned, tmp_path / "resnext.onnx", example_inputs=(x,))
@@ -136,11 +140,11 @@ def test_gates_set_by_hand_remove_the_branches_nobody_reads():
     with torch.no_grad():
         torch.testing.assert_close(expected(x), net(x), rtol=0, atol=1e-5)
         torch.testing.assert_close(pruned(x), net(x), rtol=1e-5, atol=1e-5)
-    kept = {n: m.branches for n, m in pruned.named_modules() if isinstance(m, BranchedBottleneck)}
+    chains = [m for m in pruned.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], DeployedModule)]
     # Every module but the last of each stage keeps one branch: the one the next module reads.
-    assert kept == {"gateconnect_layer1_0": 1, "gateconnect_layer1_1": 8, "gateconnect_layer2_0": 1,
-                    "gateconnect_layer2_1": 1, "gateconnect_layer2_2": 8, "gateconnect_layer3_0": 1,
-                    "gateconnect_layer3_1": 8, "gateconnect_layer4_0": 1, "gateconnect_layer4_1": 8}
+    assert [[len(m.readers) for m in chain] for chain in chains] == [[1, 8], [1, 1, 8], [1, 8], [1, 8]]
+    # Branches that read the same source are one conv1; so is the first module's (all read its input).
+    assert all(len(m.conv1) == 1 for chain in chains for m in chain)
     assert sum(p.numel() for p in pruned.parameters()) < 0.9 * sum(p.numel() for p in expected.parameters())
 
 
@@ -169,3 +173,46 @@ def test_all_gates_on_collapse_to_the_original_modules(tmp_path):
     _, ours = maskfx.export_onnx(deploy, tmp_path / "ours.onnx", example_inputs=(x,))
     _, theirs = maskfx.export_onnx(model, tmp_path / "theirs.onnx", example_inputs=(x,))
     assert ours.ok and ours.node_count == theirs.node_count and ours.op_counts == theirs.op_counts
+
+
+def identity_start_chain() -> nn.Module:
+    """Three ResNeXt modules (C = 4) after a stem, the first with an identity shortcut: no
+    projection to carry a scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                          *[Bottleneck(32, 8, groups=4, base_width=16) for _ in range(3)],
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5))
+    return calibrated(model, (8, 3, 16, 16))
+
+
+@pytest.mark.parametrize("name, k", [("projection start", 1), ("projection start", 2), ("identity start", 2)])
+def test_pruned_deploy_graph(tmp_path, name, k):
+    torch.manual_seed(7)
+    model = calibrated(StyledResNeXt("modules"), (8, 3, 16, 16)) if name == "projection start" else identity_start_chain()
+    x = torch.randn(3, 3, 16, 16)
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=k), example_inputs=(x,))
+    with torch.no_grad():
+        for g in gates_of(net):
+            g.mask.copy_(torch.rand_like(g.mask))  # any wiring
+    net = maskfx.freeze(net).eval()
+    pruned = maskfx.collapse(net, "prune")
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), net(x), rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in pruned.parameters()) <= sum(p.numel() for p in model.parameters())
+    deployed = [m for m in pruned.modules() if isinstance(m, DeployedModule)]
+    gates = [g.active() for g in gates_of(net)]
+    # conv1 once per distinct source set: branches that read the same source share one conv.
+    for module, g in zip((m for m in deployed if m.sets is not None), gates):
+        assert len(module.conv1) == len({tuple(s) for s in module.sets})
+        assert len(module.conv1) <= len({tuple(row.nonzero().flatten().tolist()) for row in g})
+    _, report = maskfx.export_onnx(pruned, tmp_path / "pruned.onnx", example_inputs=(x,))
+    assert report.ok
+    ops = op_histogram(onnx.load(report.path))
+    assert not {"Gather", "GatherElements", "GatherND", "ReduceSum"} & set(ops)
+    assert ops.get("ReduceMean", 0) == 1  # the head's pooling only
+    # Mul only for the chain ends' mean coefficients that no rescaling can absorb.
+    assert ops.get("Mul", 0) == sum(a != 1 for m in deployed if m.mix is not None for a, _ in m.mix)
+    convs = sum(isinstance(m, nn.Conv2d) for m in pruned.modules())
+    assert ops["Conv"] == convs + sum(len(m.conv3_weights) for m in deployed if m.mix is None)
+    if k == 1:  # inputs are the previous outputs themselves: no add or ReLU between modules
+        assert ops.get("Sum", 0) == 0 and all(len(s) == 1 for m in deployed if m.sets for s in m.sets)

@@ -5,13 +5,18 @@ A ResNeXt module computes ``relu(x + bn3(sum_j conv3_j(h_j)))``. ``BranchedBottl
 branches apart as ``u_j = x_j + C * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
 module ``relu(mean of K of the u_k)``. ReLU's positive homogeneity and the mean make this exact:
 with all gates on it is the original network, in eval and in train mode, and at any K each
-branch's identity path has the original's scale.
+branch's identity path has the original's scale. ``deploy_chain`` lowers a chain whose gates are
+fixed to plain convolutions (``DeployedModule``) for inference.
 """
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from maskfx.nn.maskconnect import KOfNMasks
@@ -54,11 +59,15 @@ class BottleneckParts:
         return None
 
 
-def _conv(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int, weight: torch.Tensor) -> nn.Conv2d:
+def _conv(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int, weight: torch.Tensor,
+          bias: torch.Tensor | None = None) -> nn.Conv2d:
+    """A conv shaped like ``reference`` (kernel, stride, padding) with the given weight and bias."""
     conv = nn.Conv2d(in_channels, out_channels, reference.kernel_size, reference.stride, reference.padding,
-                     reference.dilation, groups, bias=False).to(weight.device, weight.dtype)
+                     reference.dilation, groups, bias=bias is not None).to(weight.device, weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
     return conv
 
 
@@ -69,6 +78,19 @@ def _slice_norm(norm: nn.BatchNorm2d, channels: torch.Tensor) -> nn.BatchNorm2d:
             getattr(sliced, name).copy_(getattr(norm, name)[channels])
         sliced.num_batches_tracked.copy_(norm.num_batches_tracked)
     return sliced
+
+
+def _affine(norm: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with ``norm(v) = scale * v + shift`` for statistics ``mean``, ``var``."""
+    scale = norm.weight * torch.rsqrt(var + norm.eps)
+    return scale, norm.bias - mean * scale
+
+
+def folded(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a bias-free conv with eval-mode ``norm`` after it folded in: a deployed
+    graph computes each conv + BatchNorm as one conv."""
+    scale, shift = _affine(norm, norm.running_mean, norm.running_var)
+    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), shift
 
 
 def summed_norm_affine(norm: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,8 +110,7 @@ def summed_norm_affine(norm: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Ten
                 norm.running_var.lerp_(var * n / max(n - 1, 1), factor)
     else:
         mean, var = norm.running_mean, norm.running_var
-    scale = norm.weight * torch.rsqrt(var + norm.eps)
-    return scale, norm.bias - mean * scale
+    return _affine(norm, mean, var)
 
 
 class BranchedBottleneck(nn.Module):
@@ -117,7 +138,7 @@ class BranchedBottleneck(nn.Module):
         if not shared_input and block.projection is not None:
             raise ValueError("a module with a projection shortcut must read the shared input")
         self.branches = c = block.conv2.groups
-        self.scale = float(c)  # C: the original branch count, kept when pruning removes branches
+        self.scale = float(c)  # C: each branch's residual factor (the mean of C branches is the original)
         width, self.in_channels, self.out_channels = block.conv2.in_channels, block.conv1.in_channels, block.conv3.out_channels
         w, out = width // c, self.out_channels
         self.shared_input = shared_input
@@ -132,23 +153,41 @@ class BranchedBottleneck(nn.Module):
         self.downsample = nn.Sequential(*block.projection) if block.projection is not None else None
 
     @torch.no_grad()
-    def keep_branches(self, keep: list[int]) -> None:
-        """Shrink to the branches in ``keep`` (in that order): fewer groups in every conv."""
-        c, width = self.branches, self.conv2.in_channels
-        w, out = width // c, self.out_channels
-        rows = torch.cat([torch.arange(j * w, (j + 1) * w) for j in keep]).to(self.conv2.weight.device)
-        rows3 = torch.cat([torch.arange(j * out, (j + 1) * out) for j in keep]).to(self.conv2.weight.device)
-        n = len(keep)
-        if self.shared_input:
-            self.conv1 = _conv(self.conv1, self.in_channels, n * w, 1, self.conv1.weight[rows])
-        else:
-            self.conv1 = _conv(self.conv1, n * self.in_channels, n * w, n, self.conv1.weight[rows])
-        self.bn1 = _slice_norm(self.bn1, rows)
-        self.conv2 = _conv(self.conv2, n * w, n * w, n, self.conv2.weight[rows])
-        self.bn2 = _slice_norm(self.bn2, rows)
-        self.conv3 = _conv(self.conv3, n * w, n * out, n, self.conv3.weight[rows3])
-        self.branches = n
-        self.train(self.training)  # new layers start in train mode; match this module's mode
+    def deployed(self, order: list[int], sets: list[list[int]] | None, readers: list[int], in_scale: float,
+                 out_scale: float, mix: list[tuple[float, list[int]]] | None, rectify: bool) -> "DeployedModule":
+        """This module with fixed wiring, for inference (``DeployedModule`` says what the arguments
+        mean): branches ``order`` kept, BatchNorms folded into the convs; ``in_scale`` and
+        ``out_scale`` are the constants the module's inputs and outputs are multiplied by, folded
+        into the weights in place of Mul nodes."""
+        w, out = self.conv2.in_channels // self.branches, self.out_channels
+        device = self.conv2.weight.device
+
+        def rows(branches: list[int], size: int) -> torch.Tensor:
+            return torch.tensor([t * size + r for t in branches for r in range(size)], device=device)
+
+        w1, b1 = folded(self.conv1.weight, self.bn1)
+        conv1 = []
+        for g in range(max(readers) + 1):
+            r = rows([t for t, reads in zip(order, readers) if reads == g], w)
+            conv1.append(_conv(self.conv1, self.in_channels, len(r), 1, w1[r] / in_scale, b1[r]))
+        w2, b2 = folded(self.conv2.weight, self.bn2)
+        r = rows(order, w)
+        conv2 = _conv(self.conv2, len(r), len(r), len(order), w2[r], b2[r])
+        scale3, shift3 = _affine(self.bn3, self.bn3.running_mean, self.bn3.running_var)
+        w3 = self.conv3.weight.view(self.branches, out, w) * scale3.view(1, out, 1)
+        shortcut = None
+        if self.downsample is not None:
+            weight, bias = folded(self.downsample[0].weight, self.downsample[1])
+            shortcut = _conv(self.downsample[0], self.in_channels, out, 1, weight * out_scale, bias * out_scale)
+        elif self.shared_input and out_scale != 1:
+            raise ValueError("an identity shortcut cannot carry an output scale")
+        if mix is not None:  # a chain's end: the branches' conv3 as one dense conv over h
+            dense = w3[order].permute(1, 0, 2).reshape(out, len(order) * w, 1, 1)
+            conv3 = _conv(self.conv3, len(order) * w, out, 1, dense, shift3)
+            return DeployedModule(sets, conv1, conv2, readers, conv3, None, shortcut, mix, False)
+        branch_weights = [(w3[t] * (self.scale * out_scale)).view(out, w, 1, 1) for t in order]
+        return DeployedModule(sets, conv1, conv2, readers, branch_weights, shift3 * out_scale, shortcut, None,
+                              rectify)
 
     def merged(self) -> "ResNeXtBlock":
         """The original module again, for when every branch reads the same input (all gates on)."""
@@ -207,12 +246,16 @@ class _GatedMean(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
+        # Batched matrix products over (batch, branch, features) views: no permuted copies, and the
+        # routing to the sources runs as one GEMM with the K-hot matrix (CPU index_add_ along the
+        # branch dim was a third of a train step). 1/K is applied to the small matrices, not to g.
         chosen, u = ctx.saved_tensors
-        g = g / chosen.shape[1]
-        grad_mask = torch.einsum("nt...,nk...->tk", g, u)
-        grad_u = torch.zeros_like(u)
-        for k in range(chosen.shape[1]):
-            grad_u.index_add_(1, chosen[:, k], g)
+        k = chosen.shape[1]
+        flat_g, flat_u = g.flatten(2), u.flatten(2)
+        grad_mask = torch.matmul(flat_g, flat_u.transpose(1, 2)).sum(0) / k
+        route = torch.zeros(chosen.shape[0], u.shape[1], dtype=g.dtype, device=g.device)
+        route.scatter_(1, chosen, 1.0 / k)
+        grad_u = torch.matmul(route.t(), flat_g).view_as(u)
         return grad_mask, None, grad_u
 
 
@@ -249,12 +292,95 @@ class BranchGates(KOfNMasks):
         return f"targets={self.mask.shape[0]}, sources={self.mask.shape[1]}, fan_in={self.fan_in}"
 
 
-class BranchSum(nn.Module):
-    """Deployed gates: ``x_t = relu(mean of u_k over the K fixed sources of t)``, by a gather."""
+def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of a list by chained adds (Python's ``sum`` would start with an add of 0)."""
+    return functools.reduce(torch.add, tensors)
 
-    def __init__(self, sources: torch.Tensor) -> None:
+
+class DeployedModule(nn.Module):
+    """One ResNeXt module of a chain with fixed branch wiring, lowered for inference (BatchNorms
+    folded into the convs; eval only).
+
+    Input ``g`` is the chain input (``sets is None``: the first module) or
+    ``relu(sum of the previous module's outputs listed in sets[g])``; at K = 1 that is one output,
+    which the previous module already rectified, so no op at all. The branches reading input ``g``
+    are contiguous and their conv1 is one conv (branch ``t`` reads input ``readers[t]``); conv2 of
+    every branch is one grouped conv. A module inside the chain returns each branch's output
+    ``conv3_t(h_t) + its input`` (its shortcut's, in the first module), rectified at K = 1; the
+    chain's last module returns the mean of its branch outputs,
+    ``relu(conv3(h) + sum_g a_g * input_g)``, with all branches' conv3 as one dense conv and
+    ``mix`` listing ``(a, inputs)`` groups (no Mul where ``a = 1``). The factors of eq. 2's means
+    (1/K, and C on each branch) are folded into the weights, as scales that the next module's
+    weights undo.
+    """
+
+    def __init__(self, sets: list[list[int]] | None, conv1: list[nn.Conv2d], conv2: nn.Conv2d, readers: list[int],
+                 conv3: nn.Conv2d | list[torch.Tensor], conv3_bias: torch.Tensor | None, shortcut: nn.Module | None,
+                 mix: list[tuple[float, list[int]]] | None, rectify: bool) -> None:
         super().__init__()
-        self.register_buffer("sources", sources.long())  # (targets, K)
+        self.sets, self.readers, self.mix, self.rectify = sets, readers, mix, rectify
+        self.conv1, self.conv2, self.shortcut = nn.ModuleList(conv1), conv2, shortcut
+        self.width = conv2.in_channels // conv2.groups
+        if isinstance(conv3, nn.Conv2d):
+            self.conv3 = conv3
+        else:
+            self.conv3_weights = nn.ParameterList(conv3)
+            self.conv3_bias = nn.Parameter(conv3_bias.clone())
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.relu(gathered_mean(u, self.sources))
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        if self.sets is None:
+            inputs = [x]
+            identities = [self.shortcut(x) if self.shortcut is not None else x]
+        else:
+            inputs = [x[s[0]] if len(s) == 1 else torch.relu(_total([x[k] for k in s])) for s in self.sets]
+            identities = inputs
+        parts = [torch.relu(conv(v)) for conv, v in zip(self.conv1, inputs)]
+        h = torch.relu(self.conv2(parts[0] if len(parts) == 1 else torch.cat(parts, 1)))
+        if self.mix is not None:
+            mixed = [_total([inputs[g] for g in members]) for _, members in self.mix]
+            mixed = _total([v if a == 1 else v * a for (a, _), v in zip(self.mix, mixed)])
+            return torch.relu(self.conv3(h) + mixed)
+        outputs = []
+        for piece, weight, g in zip(h.split(self.width, 1), self.conv3_weights, self.readers):
+            u = F.conv2d(piece, weight, self.conv3_bias) + identities[g]
+            outputs.append(torch.relu(u) if self.rectify else u)
+        return outputs
+
+    def extra_repr(self) -> str:
+        return f"branches={len(self.readers)}, inputs={len(self.conv1)}, end={self.mix is not None}"
+
+
+def deploy_chain(blocks: list[BranchedBottleneck], gates: list[torch.Tensor | None],
+                 kept: list[list[int]]) -> nn.Sequential:
+    """A chain of ``BranchedBottleneck`` with fixed gates, lowered to ``DeployedModule``s.
+
+    ``gates[i]`` (binary, targets x sources; None for the first module) says which branches of
+    module i-1 each branch of module i reads; ``kept[i]`` lists the branches of module i that
+    stay (every branch a kept branch reads, and all of the last module's). Module i's outputs
+    carry the scale ``s * K**i`` (the inputs' sums are not divided by K); with a projection
+    shortcut ``s`` is chosen so the end's most frequent mean coefficient is 1 (one Mul fewer).
+    """
+    fan_in = int(gates[1].sum(1).max())
+    last = len(blocks) - 1
+    reads = [{t: () for t in kept[0]}] + [{t: tuple(torch.nonzero(gates[i][t]).flatten().tolist()) for t in kept[i]}
+                                          for i in range(1, last + 1)]
+    counts = Counter(reads[last].values())  # the end's inputs, by how many branches read each
+    common = Counter(counts.values()).most_common(1)[0][0]
+    branches = Fraction(int(blocks[last].scale))
+    scale = common / (branches * fan_in ** last) if blocks[0].downsample is not None else Fraction(1)
+    stages, position = [], {}
+    for i, block in enumerate(blocks):
+        inputs = list(dict.fromkeys(reads[i].values()))
+        order = [t for s in inputs for t in kept[i] if reads[i][t] == s]
+        readers = [inputs.index(reads[i][t]) for t in order]
+        in_scale, out_scale = (Fraction(1) if i == 0 else scale * fan_in ** i), scale * fan_in ** i
+        mix = None
+        if i == last:
+            by_coefficient: dict[Fraction, list[int]] = {}
+            for g, s in enumerate(inputs):
+                by_coefficient.setdefault(counts[s] / (branches * in_scale), []).append(g)
+            mix = [(float(a), members) for a, members in by_coefficient.items()]
+        sets = [[position[k] for k in s] for s in inputs] if i else None
+        stages.append(block.deployed(order, sets, readers, float(in_scale), float(out_scale), mix, fan_in == 1))
+        position = {t: p for p, t in enumerate(order)}
+    return nn.Sequential(*stages)

@@ -1,5 +1,6 @@
 """GateConnect pass: chains of ResNeXt modules get learned branch connectivity; collapse fixes
-the gates and (``"prune"``) removes the branches no gate reads, so the grouped convs shrink.
+the gates, lowers each chain to plain convolutions (``deploy_chain``) and (``"prune"``) removes
+the branches no gate reads.
 
 A ResNeXt module is recognised by the shape of its graph, however its forward is written
 (activation modules or functions, ``+`` or ``+=``, the shortcut on either side, ``nn.Identity``
@@ -21,8 +22,8 @@ from torch import nn
 
 from maskfx.config import GateConnectConfig
 from maskfx.marks import RESNEXT, block_name
-from maskfx.nn import BranchedBottleneck, BranchGates, BranchSum
-from maskfx.nn.gateconnect import BottleneckParts
+from maskfx.nn import BranchedBottleneck, BranchGates
+from maskfx.nn.gateconnect import BottleneckParts, deploy_chain
 from maskfx.passes.graph import add_operands, ancestors, fresh_name, is_relu, module_of, nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
 
@@ -233,30 +234,29 @@ def _gate_chains(gm: fx.GraphModule) -> list[list[tuple[fx.Node | None, fx.Node]
     return chains
 
 
-def _merge_chain(gm: fx.GraphModule, chain: list[tuple[fx.Node | None, fx.Node]]) -> None:
-    """All gates on: every branch reads the same input, so each module is the original one again."""
-    x = chain[0][1].args[0]
-    for _, branched in chain:
-        name = fresh_name(gm, f"{branched.target}_merged")
-        gm.add_submodule(name, gm.get_submodule(branched.target).merged())
-        with gm.graph.inserting_before(branched):
-            x = gm.graph.call_module(name, (x,))
+def _replace_chain(gm: fx.GraphModule, chain: list[tuple[fx.Node | None, fx.Node]], deployed: nn.Module) -> None:
+    """Put ``deployed`` (chain input -> chain output) where the chain's gates, modules, mean and ReLU were."""
+    name = fresh_name(gm, f"{chain[0][1].target}_chain")
+    gm.add_submodule(name, deployed)
+    with gm.graph.inserting_before(chain[0][1]):
+        output = gm.graph.call_module(name, (chain[0][1].args[0],))
     end = next(iter(chain[-1][1].users))  # the chain's mean over branches, then its ReLU
     relu = next(iter(end.users))
-    relu.replace_all_uses_with(x)
+    relu.replace_all_uses_with(output)
     for node in [relu, end] + [n for pair in reversed(chain) for n in reversed(pair) if n is not None]:
         gm.graph.erase_node(node)
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> list[str]:
-    """Gates become fixed gathers (``BranchSum``); ``"prune"`` also drops the branches nobody reads.
-    A chain whose gates are all on (K = C) becomes the original ResNeXt modules again."""
+    """Each chain becomes plain convolutions with its gates fixed (``deploy_chain``); ``"prune"``
+    also drops the branches nobody reads. A chain whose gates are all on (K = C) becomes the
+    original ResNeXt modules again."""
     notes = []
     for chain in _gate_chains(gm):
         gates = [gm.get_submodule(g.target).active() if g is not None else None for g, _ in chain]
         modules = [gm.get_submodule(b.target) for _, b in chain]
         if all(g is None or bool(g.all()) for g in gates):
-            _merge_chain(gm, chain)
+            _replace_chain(gm, chain, nn.Sequential(*(m.merged() for m in modules)))
             notes.append(f"gateconnect collapse ({mode}): every gate on, {len(chain)} original ResNeXt modules")
             continue
         used = [list(range(m.branches)) for m in modules]
@@ -265,18 +265,6 @@ def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> list[s
                 readers = gates[i + 1][used[i + 1]]
                 used[i] = torch.nonzero(readers.sum(0)).flatten().tolist()
         counts = [f"{b.target}: {len(u)}/{m.branches}" for (_, b), m, u in zip(chain, modules, used)]
-        for i, ((gate_node, _), module) in enumerate(zip(chain, modules)):
-            if len(used[i]) < module.branches:
-                module.keep_branches(used[i])
-            if gate_node is None:
-                continue
-            g = gates[i][used[i]][:, used[i - 1]]  # rows: kept branches; columns: kept sources
-            sources = torch.stack([torch.nonzero(row).flatten() for row in g])
-            name = fresh_name(gm, f"{gate_node.target}_sum")
-            gm.add_submodule(name, BranchSum(sources))
-            with gm.graph.inserting_before(gate_node):
-                fixed = gm.graph.call_module(name, gate_node.args)
-            gate_node.replace_all_uses_with(fixed)
-            gm.graph.erase_node(gate_node)
+        _replace_chain(gm, chain, deploy_chain(modules, gates, used))
         notes.append(f"gateconnect collapse ({mode}): active branches {', '.join(counts)}")
     return notes
