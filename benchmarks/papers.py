@@ -12,6 +12,7 @@ reproduces here and what a full-scale run needs.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ DROPOUT = Jumpout(sigma=SIGMA).expected_rate()
 BLOCKOUT_NODES, BLOCKOUT_CLUSTERS, FC_DROPOUT = 512, 6, 0.3  # the paper's CIFAR-100 set-up
 RESNET_BLOCKS_PER_STAGE, MASKCONNECT_K, MASKCONNECT_MASK_LR = 3, 5, 0.3
 GATECONNECT_C, GATECONNECT_MASK_LR = 8, 0.2
+DATA_NEEDED = ("Data: a local CIFAR copy (maskfx's cifar10:PATH / cifar100:PATH loaders read torchvision's "
+               "extracted folders; nothing is downloaded).")
 SCALE = ("Digits: 1,797 8x8 images, 10 classes, vs the papers' CIFAR (50k 32x32 images, 10 or 100 classes) "
          "and epochs in the hundreds.")
 
@@ -90,11 +93,12 @@ def jumpout_table(budget: Budget) -> Table:
         "Jumpout Tables 1-2: no dropout / Dropout / Jumpout and the I/II/III ablation", arms, claims, "no",
         f"Paper: CIFAR10(s), a 4-conv CNN with Dropout after its ReLUs, which Jumpout replaces (maskfx "
         f"placement='dropout'). Here: the same shape (conv 32-32-pool-64-64-pool, FC 128, BatchNorm) with "
-        f"Dropout p = {DROPOUT:.3f} at 3 sites = Jumpout's mean rate at sigma = {SIGMA} (all switches off is "
-        f"exactly that Dropout); {budget.epochs} epochs, SGD lr {LR} cosine, batch 32.",
-        "Full scale: CIFAR-10 (50k images) with the paper's CNN and its WideResNet-28-10/CIFAR-100 columns, "
-        "~200 epochs: minutes per run for the small CNN, about a GPU-day per WRN-28-10 run (estimate), "
-        "so ~10 arms x 3 seeds is in the hundreds of GPU hours; sigma tuned per data set as the paper does.")
+        f"Dropout p = {DROPOUT:.3f} at 3 sites = Jumpout's mean rate at sigma = {SIGMA} (Jumpout with all "
+        f"switches off is that Dropout in distribution); {budget.epochs} epochs, SGD lr {LR} cosine, batch 32.",
+        "Full scale: CIFAR-10 with the paper's CNN, and WideResNet-28-10 on CIFAR-10/100 for the other columns, "
+        "~200 epochs, sigma tuned per data set as the paper does: well under a GPU hour per small-CNN run, "
+        "roughly 5-10 GPU hours per WRN-28-10 run (estimate), so 10 arms x 3 seeds x 2 data sets of WRN is "
+        f"300-600 GPU hours. {DATA_NEEDED}")
 
 
 def _blockout(variant: str):
@@ -126,8 +130,8 @@ def blockout_table(budget: Budget) -> Table:
         f"64 features) with the same head sizes, clusters and rate; {budget.epochs} epochs, SGD lr {LR} cosine, "
         f"cluster logits at lr {LR}; no freeze (the paper has none), so 'pruned' thresholds the probabilities "
         f"and can cost accuracy.",
-        "Full scale: CIFAR-100 with the Inception baseline and standard augmentation, a few hundred epochs: "
-        "several GPU hours per run (estimate), 6 arms x 3 seeds ~ 50-100 GPU hours.")
+        "Full scale: CIFAR-100 with the compact Inception baseline and standard augmentation, a few hundred "
+        f"epochs: a few GPU hours per run (estimate), 6 arms x 3 seeds ~ 50-100 GPU hours. {DATA_NEEDED}")
 
 
 def _maskconnect(random: bool):
@@ -160,8 +164,8 @@ def maskconnect_table(budget: Budget) -> Table:
         f"epochs at "
         f"lr {LR / 10} for every arm. Accuracy and parameters are of collapse('prune'), the same function "
         f"once frozen.",
-        "Full scale: CIFAR-100, ResNet-38/74/110 at K = 10/15/20 and the paper's A.6 recipe (80 epochs "
-        "joint + 50 fine-tuning): a few GPU hours per run (estimate), 9 rows x 3 seeds ~ 100 GPU hours.")
+        "Full scale: CIFAR-100, ResNet-38/74/110 at K = 10/15/20 and the paper's appendix A.6 recipe: 1-3 "
+        f"GPU hours per run (estimate), 9 rows x 3 seeds ~ 25-80 GPU hours. {DATA_NEEDED}")
 
 
 def _gateconnect(k: int, random: bool):
@@ -190,8 +194,9 @@ def gateconnect_table(budget: Budget) -> Table:
         f"chains start at a module with a projection shortcut, so the second module of each stage is gated. "
         f"{budget.gateconnect[0]} epochs at lr {LR} (gates at lr {GATECONNECT_MASK_LR} in the learned arms), then "
         f"freeze and {budget.gateconnect[1]} epochs at lr {LR / 10}; accuracy and parameters of collapse('prune').",
-        "Full scale: CIFAR-100, ResNeXt-29 {29, 8, 8} and {29, 64, 8}, the paper's schedule (~300 epochs): "
-        "about 1 GPU-day per {29, 64, 8} run on a modern GPU (estimate), 4 rows x 4 seeds ~ 400 GPU hours.")
+        "Full scale: CIFAR-100, ResNeXt-29 {29, 8, 8} (a few GPU hours per run) and {29, 64, 8} (1-2 GPU-days "
+        "per run, estimates), the paper's schedule, 4 rows x 4 seeds: ~400-800 GPU hours, nearly all of it the "
+        f"{{29, 64, 8}} rows. {DATA_NEEDED}")
 
 
 def _pruning_note(table: Table, results: Results) -> str | None:
@@ -199,8 +204,8 @@ def _pruning_note(table: Table, results: Results) -> str | None:
     if table.prune != "exact":
         return None
     reference = results.runs[table.arms[0].name][0].pruned_parameters
-    parts = [f"{arm.name} {sum(r.pruned_parameters for r in results.runs[arm.name]) / len(results.runs[arm.name]) / reference:.3f}"
-             for arm in table.arms[1:]]
+    mean = {arm.name: statistics.mean(r.pruned_parameters for r in results.runs[arm.name]) for arm in table.arms}
+    parts = [f"{arm.name} {mean[arm.name] / reference:.3f}" for arm in table.arms[1:]]
     return f"parameters after pruning / {table.arms[0].name}: " + ", ".join(parts)
 
 

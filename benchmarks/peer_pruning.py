@@ -91,7 +91,7 @@ def channel_pruned(model: nn.Module, example: torch.Tensor, target_macs: int, st
         return pruned
 
     low, high = 0.0, 0.95
-    best = model
+    best = copy.deepcopy(model)  # no ratio keeps the target: unpruned, but never the caller's object
     for _ in range(steps):
         middle = (low + high) / 2
         candidate = prune(middle)

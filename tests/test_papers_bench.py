@@ -94,10 +94,12 @@ def test_channel_pruning_reaches_the_macs_target_from_above():
     torch.manual_seed(0)
     model, x = cifar_resnet(1).eval(), torch.randn(2, 3, 8, 8)
     target = count_macs(model, x) // 2
-    pruned = peer_pruning.channel_pruned(model, x, target, steps=8)
+    pruned = peer_pruning.channel_pruned(model, x, target, steps=6)
     macs = count_macs(pruned, x)
     assert target <= macs <= 1.15 * target
     assert pruned(x).shape == (2, 10)
+    unreachable = peer_pruning.channel_pruned(model, x, count_macs(model, x) + 1, steps=2)
+    assert unreachable is not model and count_macs(unreachable, x) == count_macs(model, x)
 
 
 def test_peer_pruning_without_torch_pruning_says_so(monkeypatch):
