@@ -209,6 +209,17 @@ def _pruning_note(table: Table, results: Results) -> str | None:
     return f"parameters after pruning / {table.arms[0].name}: " + ", ".join(parts)
 
 
+def _spread_notes(table: Table, results: Results, points: float = 15.0) -> list[str]:
+    """Rows whose seeds disagree by more than ``points``: training that is unstable at this budget."""
+    notes = []
+    for arm in table.arms:
+        accuracies = results.accuracies(arm.name)
+        if max(accuracies) - min(accuracies) > points:
+            notes.append(f"{arm.name}: seeds range {min(accuracies):.1f}-{max(accuracies):.1f}%, training is "
+                         f"unstable at this budget (a mean over {len(accuracies)} seeds says little here)")
+    return notes
+
+
 def run_table(table: Table, budget: Budget, device: torch.device) -> dict:
     began = time.perf_counter()
     results = compare(table.arms, lambda seed: digits_data(budget.train_images, budget.test_images, seed),
@@ -216,7 +227,7 @@ def run_table(table: Table, budget: Budget, device: torch.device) -> dict:
     columns, rows = accuracy_rows(table.arms, results, table.prune)
     paper = {arm.name: arm.paper for arm in table.arms}
     notes = [table.setup, SCALE] + [claim_note(c, results, paper, not budget.smoke) for c in table.claims]
-    notes += [n for n in (_pruning_note(table, results),) if n]
+    notes += [n for n in (_pruning_note(table, results),) if n] + _spread_notes(table, results)
     notes += [table.full_scale,
               f"{len(budget.seeds)} seed(s) {list(budget.seeds)}, {budget.train_images} training images; "
               f"{time.perf_counter() - began:.0f} s on {device} ({torch.get_num_threads()} torch thread(s)), "

@@ -130,3 +130,9 @@ def test_peer_pruning_quick_run_smoke():
     assert len(rows) in (3, 5)  # 5 when the two compose
     macs_ratio = {row[0]: row[4] for row in rows}
     assert all(0 < ratio <= 1.0 for ratio in macs_ratio.values())
+
+
+def test_unstable_rows_are_named():
+    table = papers.Table("t", [Arm("steady", None, []), Arm("wild", None, [])], [], "no", "", "")
+    notes = papers._spread_notes(table, results_of({"steady": [90.0, 91.0, 92.0], "wild": [40.0, 80.0, 60.0]}))
+    assert len(notes) == 1 and notes[0].startswith("wild: seeds range 40.0-80.0%")
