@@ -152,17 +152,22 @@ def compare(budget: Budget, device: torch.device) -> tuple[list[list], list[str]
     notes = [f"{budget.model_name} on the digits at {budget.image_size}x{budget.image_size}: {len(data.train)} "
              f"training, {len(data.test)} test images."]
     notes += [n for n in maskfx.summary(ours).notes if "collapse" in n]
+    step = "Torch-Pruning on maskfx's collapsed graph"
     try:
-        combined = _fit(channel_pruned(learned, example, target // 2, steps), data, [Phase(budget.finetune, LR / 10)], device)
-        models["maskfx, then Torch-Pruning channels, at half maskfx's MACs"] = combined
+        combined = channel_pruned(learned, example, target // 2, steps)
+        step = "fine-tuning the combined model"
+        models["maskfx, then Torch-Pruning channels, at half maskfx's MACs"] = _fit(
+            combined, data, [Phase(budget.finetune, LR / 10)], device)
         models["Torch-Pruning alone, at half maskfx's MACs"] = _fit(
             channel_pruned(trained, example, target // 2, steps), data, rest, device)
+        step = "measuring (ONNX export included)"
         rows = _measure(models, data, example, budget.latency_runs)
         notes.append("maskfx and Torch-Pruning compose: Torch-Pruning traces and prunes maskfx's collapsed graph "
                      "(MaskConnect's fixed sums included) and the result fine-tunes"
                      + (", exports and verifies in ONNX Runtime." if budget.latency_runs else "."))
     except Exception as error:  # a failed composition is a finding to report, not a crash
-        notes.append(f"maskfx + Torch-Pruning did not compose: {type(error).__name__}: {str(error)[:300]}")
+        notes.append(f"maskfx + Torch-Pruning did not compose ({step} failed): {type(error).__name__}: "
+                     f"{str(error)[:300]}")
         models = dict(list(models.items())[:3])
         rows = _measure(models, data, example, budget.latency_runs)
     return rows, notes
