@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from torch import fx, nn
+from torch.utils.data import Subset
 
 import maskfx
 from maskfx.nn.maskconnect import KOfNMasks
@@ -21,7 +22,6 @@ from maskfx.report import count_parameters
 from maskfx.train import Data, Phase, accuracy, fit, predict
 from maskfx.train.data import digits_split
 from maskfx.train.fit import evaluation_loader
-from torch.utils.data import Subset
 
 BATCH = 32
 DIGITS = 1797
