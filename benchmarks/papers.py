@@ -7,7 +7,7 @@ mean and standard deviation of test accuracy, and parameters after pruning where
 Every paper ordering is checked on the paired seeds, and a note says plainly whether it
 reproduces here and what a full-scale run needs.
 
-    python -m benchmarks.papers [--quick]
+    python -m benchmarks --only papers [--quick]
 """
 from __future__ import annotations
 
@@ -250,8 +250,3 @@ def run(quick: bool) -> dict:
         torch.set_num_threads(threads)
     return {"suite": SUITE, "title": TITLE + (" [quick: smoke budgets]" if quick else ""), "tables": tables}
 
-
-if __name__ == "__main__":
-    from benchmarks.suite_cli import main
-
-    main(run, __doc__)

@@ -15,7 +15,7 @@ Every model is exported with ``maskfx.export_onnx`` (verified in ONNX Runtime) a
 interleaved ONNX Runtime run. ``torch-pruning`` is a benchmark-only extra (``pip install
 maskfx[bench]``); without it the table says so.
 
-    python -m benchmarks.peer_pruning [--quick]
+    python -m benchmarks --only peer_pruning [--quick]
 """
 from __future__ import annotations
 
@@ -195,8 +195,3 @@ def run(quick: bool) -> dict:
     table = {"title": TITLE, "columns": COLUMNS, "rows": rows, "notes": notes}
     return {"suite": SUITE, "title": TITLE + (" [quick: smoke budgets]" if quick else ""), "tables": [table]}
 
-
-if __name__ == "__main__":
-    from benchmarks.suite_cli import main
-
-    main(run, __doc__)
