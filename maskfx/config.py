@@ -83,7 +83,7 @@ class BlockoutConfig:
     ``block_min_macs`` multiply-adds per sample; smaller layers export as one dense ``Linear``,
     which ONNX Runtime runs faster than the blocks' gathers and scatters (measured, k = 6 disjoint
     clusters, blocks / dense: 1.5-2.6x up to 262k MACs, 0.98x at 590k, 0.16-0.77x at 1M, batch
-    1-64; ``benchmarks/bench_blockout.py --prune-forms``).
+    1-64; ``python -m benchmarks.bench_blockout --prune-forms``).
 
     ``init_spread`` is the standard deviation of a seeded (``seed``) perturbation of the initial
     cluster logits around the paper's P = 0.5 (a deviation: from the exact 0.5 all clusters of a

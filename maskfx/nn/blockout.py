@@ -221,7 +221,7 @@ class _MaskedLinear(torch.autograd.Function):
 # Up to this many rows (clusters x batch), ``_ClusterSumLinear`` beats the masked weight: its GEMM
 # of k x batch rows reads the weight once, where the masked weight takes several weight-sized passes
 # and two products with inner or outer size k, which CPU BLAS runs far below memory speed. Measured
-# (benchmarks/bench_blockout.py --kernels, 25088 -> 4096, k = 6, 2 busy cores), forward + backward
+# (python -m benchmarks.bench_blockout --kernels, 25088 -> 4096, k = 6, 2 busy cores), forward + backward
 # over a plain Linear, cluster sum / masked weight: 6 rows 2.15 / 3.54, 12 rows 1.82 / 2.28,
 # 24 rows 1.72 / 2.02, 96 rows 2.06 / 1.85.
 CLUSTER_SUM_MAX_ROWS = 48
