@@ -26,6 +26,7 @@ try:
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     from measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, train_step_fn
 
+SUITE = "gateconnect"
 MODELS = {  # name -> (factory, C)
     "resnext50_32x4d": (lambda classes: torchvision.models.resnext50_32x4d(num_classes=classes), 32),
     "resnext C=8 (2-2-2-2, width 8)": (lambda classes: ResNet(Bottleneck, [2, 2, 2, 2], groups=8, width_per_group=8,
@@ -91,7 +92,7 @@ def run(quick: bool) -> dict:
                   f"{os.getloadavg()[0]:.1f} at the start")
     training = [bench_training(name, s) for name in MODELS]
     deploy = bench_deploy(s)
-    return {"suite": "gateconnect", "title": "GateConnect: training cost and deployed latency", "tables": [
+    return {"suite": SUITE, "title": "GateConnect: training cost and deployed latency", "tables": [
         {"title": f"Train step, learned / original (b{s['batch']}, {s['size']} px, {s['rounds']} interleaved rounds)",
          "columns": ["model", "K", "learned ms", "original ms", "ratio", "goal", "saved MiB learned",
                      "saved MiB original", "saved ratio"],
