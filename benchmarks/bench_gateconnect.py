@@ -18,6 +18,7 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
+from maskfx.report import count_parameters
 from maskfx.nn import BranchGates, DeployedModule
 
 try:
@@ -36,10 +37,6 @@ MODELS = {  # name -> (factory, C)
 
 def _settings(quick: bool) -> dict:
     return {"rounds": 3 if quick else 8, "batch": 8, "size": 64, "fan_in": 4, "ort_batch": 2 if quick else 8}
-
-
-def _parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def bench_training(name: str, s: dict) -> list:
@@ -71,7 +68,7 @@ def bench_deploy(s: dict) -> list[list]:
     torch.manual_seed(0)
     model = torchvision.models.resnext50_32x4d(num_classes=1000).eval()
     x = torch.randn(s["ort_batch"], 3, 224, 224)
-    macs, params = count_macs(model, x[:1]), _parameters(model)
+    macs, params = count_macs(model, x[:1]), count_parameters(model)
     rows = []
     for fan_in, mode, goal in ((32, "expected", "1.00, same nodes"), (1, "prune", "<= 1.0 (stretch 1.15 x MACs)"),
                                (16, "prune", "report")):
@@ -81,7 +78,7 @@ def bench_deploy(s: dict) -> list[list]:
             t, reports = ort_latency_ratio({"deploy": deploy, "original": model}, x, s["rounds"], tmp)
         ratio, mac_ratio = t["deploy"] / t["original"], count_macs(deploy, x[:1]) / macs
         rows.append([f"K={fan_in} {mode}", round(t["deploy"] * 1e3, 1), round(t["original"] * 1e3, 1), round(ratio, 3),
-                     goal, round(mac_ratio, 3), round(_parameters(deploy) / params, 3), round(ratio / mac_ratio, 3),
+                     goal, round(mac_ratio, 3), round(count_parameters(deploy) / params, 3), round(ratio / mac_ratio, 3),
                      reports["deploy"].node_count, reports["original"].node_count, str(branches or "original")])
     return rows
 

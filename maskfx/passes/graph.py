@@ -79,10 +79,10 @@ def is_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
     return type(module_of(gm, node)) is nn.Dropout
 
 
-def model_device(gm: fx.GraphModule) -> torch.device:
-    """Where the model's tensors live: the layers a pass adds go there too."""
-    tensor = next(iter([*gm.parameters(), *gm.buffers()]), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
+def model_device(module: nn.Module) -> torch.device:
+    """Where the module's tensors live (the CPU for a module without any): the layers a pass adds,
+    and the inputs a measurement feeds, go there too."""
+    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
 
 
 def fresh_name(gm: fx.GraphModule, base: str) -> str:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from maskfx.report.measure import count_macs, count_parameters, device_of
+from maskfx.passes.graph import model_device
+from maskfx.report.measure import count_macs, count_parameters
 
 EXACT_TOLERANCE = 1e-5  # the contract's fp32 tolerance, relative to max(1, max |eval output|)
 
@@ -104,7 +105,7 @@ class Probe:
     example inputs MACs and the eval outputs, compared with the previous step and the start."""
 
     def __init__(self, module: nn.Module, example_inputs: Sequence[torch.Tensor] | None) -> None:
-        device = device_of(module)
+        device = model_device(module)
         self.inputs = None if example_inputs is None else tuple(x.to(device) for x in example_inputs)
         self.start = self.last = self._outputs(module)
         self.first = self.cost = self._cost(module)

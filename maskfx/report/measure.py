@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from maskfx.export import open_session
+from maskfx.passes.graph import model_device
 
 
 @dataclass
@@ -31,16 +32,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def device_of(module: nn.Module) -> torch.device:
-    """Where the module's tensors live (the CPU for a module without any): where inputs must go."""
-    return next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
-
-
 @torch.no_grad()
 def count_macs(module: nn.Module, *example: torch.Tensor) -> int:
     """Multiply-accumulates of one eval forward for a single input: the first row of each example
     tensor, on the module's device (``FlopCounterMode`` counts 2 FLOPs per MAC)."""
-    device = device_of(module)
+    device = model_device(module)
     was_training = module.training
     module.eval()
     try:
