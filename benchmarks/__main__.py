@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import harness, render
@@ -33,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     command = "python -m benchmarks" + "".join(" " + shlex.quote(a) for a in argv)
-    failed = []
+    failed, started = [], datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     for name in [] if args.render_only else args.only or SUITES:
         print(f"=== {name}", flush=True)
-        record = harness.run_suite(name, args.quick, command)
+        record = harness.run_suite(name, args.quick, command, started)
         path = harness.write(record, args.out)
         print("\n".join(render.section(record)) + f"(written to {path})\n", flush=True)
         if record["status"] == harness.FAILED:

@@ -46,9 +46,10 @@ def versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
 
 
-def run_suite(name: str, quick: bool, command: str) -> dict[str, Any]:
+def run_suite(name: str, quick: bool, command: str, run_started: str | None = None) -> dict[str, Any]:
     """Run suite ``name`` and return its result with ``status``, ``reason`` and ``meta``. A suite
-    that is missing, skips itself, or raises is recorded as such; it never stops the others."""
+    that is missing, skips itself, or raises is recorded as such; it never stops the others.
+    ``run_started`` names the invocation the suite belongs to, so the page can total a run."""
     load_before, began = os.getloadavg(), time.perf_counter()
     record: dict[str, Any] = {"suite": name, "title": name, "tables": [], "status": OK, "reason": ""}
     seeds = [SEED]
@@ -66,7 +67,7 @@ def run_suite(name: str, quick: bool, command: str) -> dict[str, Any]:
         traceback.print_exc()
         record.update(status=FAILED, reason=f"{type(error).__name__}: {error}")
     record["meta"] = {
-        "command": command, "quick": quick, "seeds": seeds, "machine": machine(), "versions": versions(),
+        "command": command, "run started": run_started, "quick": quick, "seeds": seeds, "machine": machine(), "versions": versions(),
         "wall seconds": round(time.perf_counter() - began, 1),
         "load average before": [round(v, 2) for v in load_before],
         "load average after": [round(v, 2) for v in os.getloadavg()],
@@ -76,7 +77,12 @@ def run_suite(name: str, quick: bool, command: str) -> dict[str, Any]:
 
 
 def write(record: dict[str, Any], out: Path) -> Path:
+    """Write ``out/<suite>.json``; a suite that skipped here (a GPU suite on a CPU machine) keeps
+    the measured result an earlier run on another machine left there."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{record['suite']}.json"
+    if record["status"] == SKIPPED and path.exists() and json.loads(path.read_text())["status"] == OK:
+        print(f"{record['suite']} skipped here ({record['reason']}); kept the measured {path}", flush=True)
+        return path
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

@@ -81,10 +81,28 @@ def ordered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (rank.get(r["suite"], len(rank)), r["suite"]))
 
 
+def runs(records: list[dict[str, Any]]) -> list[str]:
+    """One row per invocation that wrote suites on this page: its command and total wall time,
+    the number the benchmark budget (45 minutes for the full run) is judged by."""
+    by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        meta = record["meta"]
+        if meta.get("run started"):
+            by_run.setdefault((meta["run started"], meta["command"]), []).append(record)
+    if not by_run:
+        return []
+    lines = ["## Runs on this page", "", "| started | command | suites | wall minutes |", "|---|---|---|---|"]
+    for (started, command), members in sorted(by_run.items()):
+        wall = sum(m["meta"]["wall seconds"] for m in members)
+        lines.append(f"| {started} | `{command}` | {', '.join(m['suite'] for m in ordered(members))} | {wall / 60:.1f} |")
+    return lines + ["", "Wall minutes sum the suites' own wall times; a suite rerun later by another command shows "
+                        "under that command instead.", ""]
+
+
 def render(results: Path) -> str:
     """The whole page from ``results/*.json``."""
     records = [json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))]
-    lines = HEADER.splitlines() + [""]
+    lines = HEADER.splitlines() + [""] + runs(records)
     for record in ordered(records):
         lines += section(record)
     return "\n".join(lines).rstrip() + "\n"

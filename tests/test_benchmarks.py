@@ -80,3 +80,22 @@ def test_quick_run_of_the_cpu_suites(tmp_path):
             assert got[EXPECTED]["parameters"] == got[UNTOUCHED]["parameters"]
             assert got[PRUNE]["MAC ratio"] < 1.0 and got[PRUNE]["parameters"] < got[UNTOUCHED]["parameters"]
             assert all(row["p50 ms"] > 0 and row["p90 ms"] >= row["p50 ms"] for row in got.values())
+
+
+def test_a_suite_skipped_here_keeps_the_result_measured_elsewhere(tmp_path):
+    measured = {"suite": "gpu", "status": harness.OK, "tables": [], "meta": {"wall seconds": 100.0}}
+    (tmp_path / "gpu.json").write_text(json.dumps(measured))
+    skipped = {"suite": "gpu", "status": harness.SKIPPED, "reason": "no CUDA device", "meta": {}}
+    harness.write(skipped, tmp_path)
+    assert json.loads((tmp_path / "gpu.json").read_text()) == measured
+    harness.write({**skipped, "suite": "fresh"}, tmp_path)  # nothing measured before: the skip is recorded
+    assert json.loads((tmp_path / "fresh.json").read_text())["status"] == harness.SKIPPED
+
+
+def test_the_page_totals_each_run():
+    def record(suite, started, wall):
+        return {"suite": suite, "meta": {"run started": started, "command": "python -m benchmarks", "wall seconds": wall}}
+    lines = render.runs([record("training", "t1", 60.0), record("papers", "t1", 120.0), record("gpu", "t0", 30.0),
+                         {"suite": "old", "meta": {"command": "x", "wall seconds": 9.0}}])
+    assert "| t1 | `python -m benchmarks` | training, papers | 3.0 |" in lines
+    assert "| t0 | `python -m benchmarks` | gpu | 0.5 |" in lines and not any("old" in line for line in lines)
