@@ -3,28 +3,9 @@ ratios taken in one run are meaningful even on a busy machine."""
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Callable
 
-from maskfx.report.measure import count_macs  # noqa: F401  (re-exported for the scripts)
-
-
-def interleaved_times(candidates: dict[str, Callable[[], object]], rounds: int = 15, warmup: int = 3,
-                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
-    """Seconds of every timed call of each candidate, measured in alternation (``sync`` waits for
-    queued device work, so an asynchronous GPU call is timed whole)."""
-    for _ in range(warmup):
-        for run in candidates.values():
-            run()
-    sync()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
+from maskfx.report.measure import count_macs, interleaved_times, percentiles_ms  # noqa: F401  (re-exported for the scripts)
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 15,
@@ -37,11 +18,8 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int
 def interleaved_percentiles(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 3,
                             sync: Callable[[], None] = lambda: None) -> dict[str, tuple[float, float]]:
     """p50 and p90 milliseconds per call of each candidate, measured in alternation."""
-    import numpy as np
-
     times = interleaved_times(candidates, rounds, warmup, sync)
-    return {name: (float(np.percentile(v, 50)) * 1e3, float(np.percentile(v, 90)) * 1e3)
-            for name, v in times.items()}
+    return {name: percentiles_ms(v) for name, v in times.items()}
 
 
 def print_ratio(label: str, numerator: float, denominator: float, goal: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,18 +48,36 @@ def count_macs(module: nn.Module, *example: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+def interleaved_times(candidates: dict[str, Callable[[], object]], rounds: int = 15, warmup: int = 3,
+                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds of every timed call of each candidate. The candidates take turns call by call, so
+    load from other processes hits them alike and their ratios stay meaningful on a shared
+    machine; ``sync`` waits for queued device work, so an asynchronous GPU call is timed whole."""
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p90 of ``seconds``, in milliseconds."""
+    return float(np.percentile(seconds, 50)) * 1e3, float(np.percentile(seconds, 90)) * 1e3
+
+
 def ort_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, runs: int = 30, warmup: int = 5,
                 threads: int | None = None) -> dict[str, tuple[float, float]]:
     """Median and 90th-percentile latency (ms) of one ONNX Runtime CPU call on ``example``, per
-    model. The models take turns call by call, so load from other processes hits them alike and
-    their ratio stays meaningful on a shared machine."""
+    model, the models taking turns (``interleaved_times``)."""
     sessions = {name: open_session(path, device="cpu", threads=threads) for name, path in paths.items()}
     feed = example.detach().cpu().numpy()
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for step in range(warmup + runs):
-        for name, session in sessions.items():
-            began = time.perf_counter()
-            session.run(feed)
-            if step >= warmup:
-                times[name].append((time.perf_counter() - began) * 1e3)
-    return {name: (float(np.percentile(t, 50)), float(np.percentile(t, 90))) for name, t in times.items()}
+    times = interleaved_times({name: (lambda s=session: s.run(feed)) for name, session in sessions.items()},
+                              rounds=runs, warmup=warmup)
+    return {name: percentiles_ms(t) for name, t in times.items()}
