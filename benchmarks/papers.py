@@ -248,5 +248,6 @@ def run(quick: bool) -> dict:
         tables = [run_table(make(budget), budget, device) for make in TABLES]
     finally:
         torch.set_num_threads(threads)
-    return {"suite": SUITE, "title": TITLE + (" [quick: smoke budgets]" if quick else ""), "tables": tables}
+    return {"suite": SUITE, "title": TITLE + (" [quick: smoke budgets]" if quick else ""), "tables": tables,
+            "seeds": list(budget.seeds)}
 
