@@ -14,7 +14,7 @@ from the same weights, split and batch order, so the differences are paired.
 A setting is a technique with its default config (``jumpout``, ``blockout``, ``maskconnect``,
 ``gateconnect``: ``transform(model, technique=True)``) or with options after colons:
 ``jumpout:PLACEMENT:SIGMA[:I,II,III]`` (the modifications to switch off, for the paper's
-ablation), ``maskconnect:K[:INIT]``, ``gateconnect:K``, ``blockout:VARIANT``. GateConnect runs on
+ablation), ``maskconnect:K[:INIT[:SAMPLING]]``, ``gateconnect:K``, ``blockout:VARIANT``. GateConnect runs on
 the demo's small ResNeXt, everything else on ``--model``; each is compared with its own untouched
 model.
 """
@@ -62,7 +62,7 @@ def parse_setting(text: str, model: str) -> Setting:
     if name == "blockout":
         return Setting(text, model, {"blockout": maskfx.BlockoutConfig(variant=options[0]) if options else True})
     if name == "maskconnect":
-        config = maskfx.MaskConnectConfig(int(options[0]), *options[1:2]) if options else True
+        config = maskfx.MaskConnectConfig(int(options[0]), *options[1:3]) if options else True
         return Setting(text, model, {"maskconnect": config})
     if name == "gateconnect":
         return Setting(text, RESNEXT, {"gateconnect": maskfx.GateConnectConfig(int(options[0])) if options else True})

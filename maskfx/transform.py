@@ -96,11 +96,11 @@ def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) ->
 
 
 def freeze(net: fx.GraphModule) -> fx.GraphModule:
-    """Fix learned connectivity and stop structure learning (layers with a ``freeze`` method)."""
+    """Fix learned connectivity and stop structure learning, technique by technique (each pass's
+    ``freeze``: Blockout also folds its expected mask into the weights it keeps)."""
     get_state(net)
-    for module in net.modules():
-        if module is not net and callable(getattr(module, "freeze", None)):
-            module.freeze()
+    for technique in PIPELINE:
+        technique.freeze(net)
     return net
 
 

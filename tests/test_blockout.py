@@ -371,3 +371,33 @@ def test_prune_works_on_the_device_the_model_lives_on(device):
                 clusters=4, min_clusters=0, block_ratio=0.0)).eval(), "prune")
         assert all(t.device == x.device for t in [*pruned.parameters(), *pruned.buffers()])
     torch.testing.assert_close(maskfx.collapse(net, "prune")(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_freeze_keeps_every_kept_weight_at_its_expected_value():
+    """Freeze folds soft / hard mask into the weights, so only the dropped connections change."""
+    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3))
+    clusters = next(m for m in net.modules() if isinstance(m, BlockoutClusters))
+    random_logits(clusters, 2.0)
+    layers = [m for m in net.modules() if isinstance(m, BlockoutLinear)]
+    p = [q.detach() for q in clusters.probabilities()]
+    expected = [layer.masked_weight(p[j], p[j + 1]).detach() for j, layer in enumerate(layers)]
+    maskfx.freeze(net)
+    c = clusters.probabilities()  # frozen: the hard clusters
+    dropped = 0
+    for j, layer in enumerate(layers):
+        kept = layer.masked_weight(c[j], c[j + 1]).detach()
+        on = (c[j + 1] @ c[j].t()) > 0
+        torch.testing.assert_close(kept[on], expected[j][on])
+        assert (kept[~on] == 0).all()
+        dropped += int((~on).sum())
+    assert dropped > 0  # the random clusters do drop connections, the only change freeze makes
+
+
+def test_freeze_of_unseparated_clusters_keeps_the_eval_function():
+    """hard-fixed stays at P = 0.5: every node lands in one common cluster, so nothing is dropped
+    and the fold makes the frozen head the eval head exactly."""
+    net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(variant="hard-fixed")).eval()
+    x = torch.randn(4, 3, 8, 8)
+    before = net(x)
+    maskfx.freeze(net)
+    torch.testing.assert_close(net(x), before, rtol=1e-6, atol=1e-6)

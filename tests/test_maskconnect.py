@@ -361,3 +361,21 @@ def test_frozen_and_eval_forwards_learn_no_mask():
     layer.freeze()
     frozen = layer.train()(*ys)
     torch.testing.assert_close(frozen, sum(adapt(ys[k], *KERNEL_ADAPTERS[k]) for k in layer._frozen_indices))
+
+
+def test_top_k_sampling_trains_on_the_current_top_k_and_still_learns_every_mask():
+    torch.manual_seed(0)
+    layer = MaskedConnection([(1, ())] * 5, fan_in=2, sampling="top-k").train()
+    with torch.no_grad():
+        layer.mask.copy_(torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3]))
+    assert all(decode(layer, 5) == [0, 2] for _ in range(20))  # no draws: always the top 2
+    ys = [torch.randn(3, 4, requires_grad=True) for _ in range(5)]
+    g = torch.randn(3, 4)
+    (layer(*ys) * g).sum().backward()
+    expected = torch.stack([(g * y).sum() for y in ys])  # BinaryConnect: every entry, drawn or not
+    torch.testing.assert_close(layer.mask.grad, expected)
+    with torch.no_grad():
+        layer.mask[3] = 1.0  # a learned entry overtakes: the wiring follows
+    assert decode(layer, 5) == [0, 3]
+    with pytest.raises(ValueError, match="sampling"):
+        maskfx.MaskConnectConfig(sampling="greedy")

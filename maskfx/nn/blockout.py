@@ -80,6 +80,10 @@ class BlockoutClusters(nn.Module):
 
     optimizer_momentum = True  # the paper trains P with the network's optimizer (``param_groups``)
 
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen
+
     def structure_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.logits if p.requires_grad]
 

@@ -48,7 +48,7 @@ class Jumpout(nn.Module):
             tunes it per task and gives no default. 0.02 (``E[p] ~= 0.026``; ``p' ~= 0.05`` at half
             the units active) is measured: after every ReLU of resnet18 on the digits at the demo's
             budget it kept the untouched model's accuracy, where 0.1 cost 6-10 points
-            (``benchmarks/bench_jumpout_accuracy.py``).
+            (``python -m benchmarks.bench_accuracy``).
         p_min, p_max: truncation of the drawn rate (paper: 0.01 and 0.6).
         max_rate: upper bound on the normalised rate ``p' = p / q+``. When few units are active
             ``p'`` would reach 1 (all dropped, infinite rescale); capping it at 0.9 keeps the

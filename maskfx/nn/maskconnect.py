@@ -20,6 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
 
 INITS = ("uniform", "previous")
+SAMPLINGS = ("multinomial", "top-k")
 ALL_ZERO_FLOOR = 1e-3  # a mask row clipped to all zeros is lifted to this uniform value
 
 # id -> mask; tensors compare elementwise, so membership is by identity, not by a WeakSet's ==.
@@ -51,11 +52,13 @@ def register_clipped_mask(mask: nn.Parameter) -> None:
         _hook_handle = register_optimizer_step_post_hook(_clip_after_step)
 
 
-def check_maskconnect_args(fan_in: int, init: str) -> None:
+def check_maskconnect_args(fan_in: int, init: str, sampling: str = "multinomial") -> None:
     if not (isinstance(fan_in, int) and not isinstance(fan_in, bool) and fan_in >= 1):
         raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
 
 def _strided(y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
@@ -164,15 +167,18 @@ class _MaskedSum(torch.autograd.Function):
 class KOfNMasks(nn.Module):
     """Real masks ``m~`` of shape ``(N,)`` or ``(T, N)``: each row picks K of N candidates.
 
-    Training: K distinct draws per row from the normalised row (a multinomial), returned as a
-    binary tensor whose gradient flows to every entry of ``m~`` (straight-through, as
-    BinaryConnect). Eval: the top K of each row. ``freeze`` fixes the top K for good. The masks
+    Training: K distinct draws per row from the normalised row (a multinomial, the paper's
+    ``sampling``), or the current top K (``"top-k"``: BinaryConnect's deterministic
+    binarisation, which explores nothing: the wiring changes only where a learned entry overtakes),
+    returned as a binary tensor whose gradient flows to every entry of ``m~`` (straight-through,
+    as BinaryConnect). Eval: the top K of each row. ``freeze`` fixes the top K for good. The masks
     stay in ``[0, 1]`` after any ``torch.optim`` step and never become all zero.
     """
 
-    def __init__(self, shape: tuple[int, ...], fan_in: int, init: str = "uniform") -> None:
+    def __init__(self, shape: tuple[int, ...], fan_in: int, init: str = "uniform", sampling: str = "multinomial") -> None:
         super().__init__()
-        check_maskconnect_args(fan_in, init)
+        check_maskconnect_args(fan_in, init, sampling)
+        self.sampling = sampling
         if not shape or shape[-1] < 1:
             raise ValueError("a connection needs at least one candidate input")
         self.fan_in = min(fan_in, shape[-1])
@@ -220,8 +226,10 @@ class KOfNMasks(nn.Module):
         return self.frozen_mask if self.is_frozen else self.top_k()
 
     def sample(self) -> torch.Tensor:
-        """K distinct candidates per row drawn from the normalised masks, as a binary mask."""
+        """K distinct candidates per row drawn from the normalised masks (or the top K), as a binary mask."""
         register_clipped_mask(self.mask)  # again: a deep copy of this layer skipped __init__
+        if self.sampling == "top-k":
+            return self.top_k()
         with torch.no_grad():
             clip_mask_(self.mask)  # a safety net for updates made outside torch.optim
             weights = self.mask.detach() + 1e-12  # zero entries stay drawable when fewer than K are positive
@@ -246,8 +254,9 @@ class MaskedConnection(KOfNMasks):
             original network at K = 1 and always keep it among the top K.
     """
 
-    def __init__(self, adapters: Sequence[tuple[int, tuple[int, ...]]], fan_in: int, init: str = "uniform") -> None:
-        super().__init__((len(adapters),), fan_in, init)
+    def __init__(self, adapters: Sequence[tuple[int, tuple[int, ...]]], fan_in: int, init: str = "uniform",
+                 sampling: str = "multinomial") -> None:
+        super().__init__((len(adapters),), fan_in, init, sampling)
         self.adapters = [(int(c), tuple(int(s) for s in strides)) for c, strides in adapters]
 
     def forward(self, *candidates: torch.Tensor) -> torch.Tensor:
@@ -262,4 +271,4 @@ class MaskedConnection(KOfNMasks):
         return torch.nonzero(self.sample() if self.training else self.top_k()).flatten().tolist()
 
     def extra_repr(self) -> str:
-        return f"candidates={len(self.adapters)}, fan_in={self.fan_in}"
+        return f"candidates={len(self.adapters)}, fan_in={self.fan_in}, sampling={self.sampling}"

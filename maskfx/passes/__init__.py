@@ -25,6 +25,9 @@ class TechniquePass(Protocol):
     def rewrite(self, gm: fx.GraphModule, config: Any, example_inputs: tuple | None) -> Rewrite:
         """Find the sites in ``gm``'s graph and rewrite them in place."""
 
+    def freeze(self, gm: fx.GraphModule) -> None:
+        """Fix this technique's learned structure for fine-tuning (``maskfx.freeze``)."""
+
     def collapse(self, gm: fx.GraphModule, mode: str, config: Any) -> list[str]:
         """Lower this technique's layers to plain ones (``mode``: "expected" or "prune"); notes."""
 

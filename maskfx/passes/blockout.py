@@ -181,6 +181,25 @@ def _count(modules: list[nn.Module]) -> int:
 
 
 @torch.no_grad()
+def freeze(gm: fx.GraphModule) -> None:
+    """Fix every head's clusters at their hard assignment (``BlockoutClusters.freeze``), first
+    folding the expected mask into the weights that stay: a kept weight is scaled by its soft /
+    hard mask ratio, so the eval function changes only by the connections the hard clusters drop
+    (without it, clusters that have not separated from 0.5 would also rescale every kept weight
+    by their random count of shared clusters; measured on a trained resnet18's head on the digits:
+    accuracy right after freeze 75% with the fold, 56% without)."""
+    for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
+        if clusters.is_frozen:
+            continue
+        p, c = [q.detach() for q in clusters.probabilities()], clusters.hard()
+        for j, (_, layer) in enumerate(_head_layers(gm, draws)):
+            ratio = cluster_mask(p[j + 1], p[j], layer.clusters)
+            ratio.div_(cluster_mask(c[j + 1], c[j], layer.clusters)).nan_to_num_(nan=1.0, posinf=1.0)
+            layer.weight.mul_(ratio.to(layer.weight.dtype))  # where nothing is kept: unchanged, masked for good
+        clusters.freeze()
+
+
+@torch.no_grad()
 def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]:
     notes = []
     for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):

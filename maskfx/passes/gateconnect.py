@@ -24,7 +24,7 @@ from maskfx.config import GateConnectConfig
 from maskfx.marks import RESNEXT, block_name
 from maskfx.nn import BranchedBottleneck, BranchGates
 from maskfx.nn.gateconnect import BottleneckParts, deploy_chain
-from maskfx.passes.graph import add_operands, ancestors, fresh_name, is_relu, module_of, nodes_calling
+from maskfx.passes.graph import add_operands, ancestors, freeze_modules, fresh_name, is_relu, module_of, nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "gateconnect"
@@ -245,6 +245,11 @@ def _replace_chain(gm: fx.GraphModule, chain: list[tuple[fx.Node | None, fx.Node
     relu.replace_all_uses_with(output)
     for node in [relu, end] + [n for pair in reversed(chain) for n in reversed(pair) if n is not None]:
         gm.graph.erase_node(node)
+
+
+def freeze(gm: fx.GraphModule) -> None:
+    """Fix every connection at its current top K (``BranchGates.freeze``)."""
+    freeze_modules(gm, LAYERS)
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> list[str]:

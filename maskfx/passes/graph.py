@@ -33,6 +33,13 @@ def nodes_calling(gm: fx.GraphModule, types: type | tuple[type, ...]) -> Iterato
             yield node, module
 
 
+def freeze_modules(gm: fx.GraphModule, types: type | tuple[type, ...]) -> None:
+    """Call ``freeze()`` on every submodule of the given types."""
+    for module in gm.modules():
+        if isinstance(module, types):
+            module.freeze()
+
+
 def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
     """An activation applied value by value (a node that pruning may see through)."""
     if node.op == "call_function":

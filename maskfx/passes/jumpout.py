@@ -83,6 +83,10 @@ def rewrite(gm: fx.GraphModule, config: JumpoutConfig, example_inputs: tuple | N
     return PLACE[config.placement](gm, config)
 
 
+def freeze(gm: fx.GraphModule) -> None:
+    """Jumpout learns no structure: nothing to fix."""
+
+
 def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:
     """Jumpout is the identity at inference: both modes simply remove it."""
     removed = [node for node, _ in nodes_calling(gm, Jumpout)]

@@ -22,7 +22,8 @@ from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.marks import BLOCK, RESNEXT, block_name
 from maskfx.nn.maskconnect import adapt, pad_channels, subsample
-from maskfx.passes.graph import add_operands, fresh_name, is_elementwise, model_device, module_of, nodes_calling
+from maskfx.passes.graph import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
+    nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
@@ -135,7 +136,7 @@ def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple
             target = shape_of(block.input)
             usable = [(k, _adapter(shape_of(outputs[k]), target)) for k in range(j + 1)]
             usable = [(k, a) for k, a in usable if a is not None]
-            layer = MaskedConnection([a for _, a in usable], config.fan_in, config.init).to(model_device(gm))
+            layer = MaskedConnection([a for _, a in usable], config.fan_in, config.init, config.sampling).to(model_device(gm))
             name = fresh_name(gm, f"maskconnect_{block.name.replace('.', '_')}")
             gm.add_submodule(name, layer)
             with gm.graph.inserting_after(block.input):
@@ -188,6 +189,11 @@ def block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
         if BLOCK in node.meta and not isinstance(module_of(gm, node), MaskedConnection):
             members.setdefault(node.meta[BLOCK], []).append(node)
     return {key: block_name(nodes) for key, nodes in members.items()}
+
+
+def freeze(gm: fx.GraphModule) -> None:
+    """Fix every connection at its current top K (``MaskedConnection.freeze``)."""
+    freeze_modules(gm, LAYERS)
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
