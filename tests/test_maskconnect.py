@@ -379,3 +379,17 @@ def test_top_k_sampling_trains_on_the_current_top_k_and_still_learns_every_mask(
     assert decode(layer, 5) == [0, 3]
     with pytest.raises(ValueError, match="sampling"):
         maskfx.MaskConnectConfig(sampling="greedy")
+
+
+def test_top_k_from_the_previous_start_trains_the_original_network():
+    """On a trained network, ``init="previous", sampling="top-k"`` trains on the original chain
+    (every train-mode forward is the original's) while every mask entry still gets its gradient."""
+    torch.manual_seed(0)
+    model, x = HandResidual(), torch.randn(4, 3, 8, 8)
+    config = maskfx.MaskConnectConfig(fan_in=1, init="previous", sampling="top-k")
+    net = maskfx.transform(copy.deepcopy(model), maskconnect=config, example_inputs=(x,)).train()
+    for _ in range(5):  # BatchNorm in train mode: batch statistics, as the original computes them
+        torch.testing.assert_close(net(x), model.train()(x), rtol=0, atol=1e-6)
+    net(x).sum().backward()
+    masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
+    assert masks and all(m.grad is not None and (m.grad != 0).sum() > 1 for m in masks)
