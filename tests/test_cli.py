@@ -1,5 +1,6 @@
 """The ``maskfx`` command: help everywhere, a transform -> train -> export -> summary round trip,
 and every bad input ending in one error line, non-zero, without a traceback."""
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import maskfx
 from maskfx.cli import COMMANDS, main
+from maskfx.cli.options import add_techniques, technique_configs
 
 TESTS = Path(__file__).parent
 TINY = ["tiny_models:resnet", "--image-size", "16", "--limit", "64"]
@@ -151,3 +154,11 @@ def test_default_weights_offline_is_one_line(tmp_path, monkeypatch, capsys):
     status = main(["transform", "torchvision:resnet18", "--weights", "DEFAULT", "--out", str(tmp_path / "o.pt")])
     err = capsys.readouterr().err.strip()
     assert status != 0 and len(err.splitlines()) == 1 and "DEFAULT weights" in err
+
+
+def test_maskconnect_start_and_sampling_from_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_techniques(parser)
+    args = parser.parse_args(["--maskconnect", "--fan-in", "1", "--init", "previous", "--sampling", "top-k"])
+    assert technique_configs(args)["maskconnect"] == maskfx.MaskConnectConfig(1, "previous", "top-k")
+    assert technique_configs(parser.parse_args(["--maskconnect"]))["maskconnect"] == maskfx.MaskConnectConfig()

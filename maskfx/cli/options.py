@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 import maskfx
+from maskfx.nn.maskconnect import INITS, SAMPLINGS
 from maskfx.train.data import DATA_HELP
 from maskfx.train.models import DEFAULT_WEIGHTS, build_model, load_weights
 
@@ -74,6 +75,10 @@ def add_techniques(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gateconnect", action="store_true", help="GateConnect on chains of ResNeXt modules")
     group.add_argument("--clusters", type=positive_int, default=None, help="Blockout clusters k")
     group.add_argument("--fan-in", type=positive_int, default=None, help="MaskConnect/GateConnect inputs K")
+    group.add_argument("--init", choices=INITS, default=None,
+                       help="MaskConnect masks' start ('previous': the original chain, for a trained model)")
+    group.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                       help="how MaskConnect's training forwards pick K inputs ('top-k' for a trained model)")
 
 
 def technique_configs(args: argparse.Namespace) -> dict:
@@ -84,7 +89,8 @@ def technique_configs(args: argparse.Namespace) -> dict:
     if args.blockout:
         configs["blockout"] = maskfx.BlockoutConfig(**_given(clusters=args.clusters))
     if args.maskconnect:
-        configs["maskconnect"] = maskfx.MaskConnectConfig(**_given(fan_in=args.fan_in))
+        configs["maskconnect"] = maskfx.MaskConnectConfig(**_given(fan_in=args.fan_in, init=args.init,
+                                                                   sampling=args.sampling))
     if args.gateconnect:
         configs["gateconnect"] = maskfx.GateConnectConfig(**_given(fan_in=args.fan_in))
     return configs
