@@ -16,8 +16,8 @@ A setting is a technique with its default config (``jumpout``, ``blockout``, ``m
 ``jumpout:PLACEMENT:SIGMA[:I,II,III]`` (the modifications to switch off, for the paper's
 ablation), ``maskconnect:K[:INIT[:SAMPLING]]``, ``gateconnect:K``, ``blockout:VARIANT``. GateConnect runs on
 the demo's small ResNeXt, everything else on ``--model``; each is compared with its own untouched
-model. The README's table is ``benchmarks/accuracy/trained.json`` (and ``trained-structure-lr-0.05.json``),
-written by this script with ``--out``.
+model. The README's tables are ``benchmarks/accuracy/trained.json``,
+``trained-structure-lr-0.05.json`` and ``scratch.json``, written by this script with ``--out``.
 """
 from __future__ import annotations
 
