@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 import maskfx
 from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small_resnext
+from maskfx.nn.jumpout import SWITCHES as JUMPOUT_SWITCHES
 from maskfx.train import Phase, accuracy, fit, load_data, predict
 from maskfx.train.fit import evaluation_loader
+from maskfx.train.models import build_model
 
-SWITCHES = {"I": "sample_rate", "II": "normalize_rate", "III": "damped_rescale"}
+SWITCHES = dict(zip(("I", "II", "III"), JUMPOUT_SWITCHES))  # the paper's names of Jumpout's modifications
 RESNEXT = "resnext"  # the demo's small ResNeXt (C = 8), GateConnect's model
 
 
@@ -73,7 +74,7 @@ def parse_setting(text: str, model: str) -> Setting:
 def build(family: str, num_classes: int) -> nn.Module:
     if family == RESNEXT:
         return small_resnext(num_classes)
-    return torchvision.models.get_model(family, weights=None, num_classes=num_classes)
+    return build_model(f"torchvision:{family}", num_classes)
 
 
 class Run:
@@ -100,7 +101,9 @@ class Run:
 
     def accuracy(self, setting: Setting) -> float:
         model = self.start_of(setting.family)
-        net = maskfx.transform(model, example_inputs=(self.example,), **setting.transform) if setting.transform else model
+        net = model
+        if setting.transform:
+            net = maskfx.transform(model, example_inputs=(self.example,), **setting.transform)
         budget = self.budget
         learn = budget.learn if self.start == "trained" else budget.baseline + budget.learn
         frozen = bool(setting.transform)  # the untouched model has nothing to freeze
@@ -114,7 +117,8 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="the demo's --quick budget (256 images, 2 + 1 + 1 epochs)")
-    parser.add_argument("--structure-lr", type=float, default=MASK_LR, help=f"masks' and clusters' lr (the demo's: {MASK_LR})")
+    parser.add_argument("--structure-lr", type=float, default=MASK_LR,
+                        help=f"masks' and clusters' lr (the demo's: {MASK_LR})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core CPU, run two of these side by side)")
     parser.add_argument("--settings", nargs="+", default=["untouched", "jumpout", "blockout", "maskconnect",

@@ -62,7 +62,8 @@ def resnet_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphM
 
 def resnext_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """GateConnect with its defaults: each branch reads K = 4 of the previous module's 8 branches
-    (K = 2 cost 3.1 points on the digits over 3 seeds, K = 4 0.3: ``benchmarks/bench_accuracy.py``)."""
+    (K = 2 cost 3.1 points on the digits over 3 seeds, K = 4 0.3:
+    ``python -m benchmarks.bench_accuracy``)."""
     return maskfx.transform(model, example_inputs=(example,), gateconnect=True)
 
 
