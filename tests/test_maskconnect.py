@@ -393,3 +393,52 @@ def test_top_k_from_the_previous_start_trains_the_original_network():
     net(x).sum().backward()
     masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
     assert masks and all(m.grad is not None and (m.grad != 0).sum() > 1 for m in masks)
+
+
+def _read_two_back(net, location: str) -> None:
+    """The block at ``location`` reads the block before its previous one (its previous is bypassed)."""
+    layer = net.get_submodule(next(s.module for s in maskfx.summary(net).sites if s.location == location))
+    with torch.no_grad():
+        layer.mask.zero_()
+        layer.mask[-2] = 1.0
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_bypassed_downsampling_block_deploys_without_a_pad(name, tmp_path):
+    """layer2.1 reads layer1's output (subsampled, zero-padded) once layer2.0 is bypassed: the pruned
+    graph feeds layer2.1's first conv the narrow tensor and adds it to the leading channels only,
+    so no Pad is left (ONNX Runtime's CPU layout has none) and the output is the same."""
+    torch.manual_seed(6)
+    model = torchvision.models.get_model(name, num_classes=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous"), example_inputs=(x,))
+    _read_two_back(net, "layer2.1")
+    net = maskfx.freeze(net).eval()
+    deploy = maskfx.collapse(net, "prune")
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
+    assert not any("pad" in str(n.target) for n in deploy.graph.nodes)
+    assert "1 channel pad(s) absorbed" in maskfx.summary(deploy).notes[-1]
+    conv1 = model.layer2[1].conv1
+    narrow = model.layer1[-1].conv1.in_channels if name == "resnet18" else model.layer1[-1].conv3.out_channels
+    removed = sum(p.numel() for p in model.layer2[0].parameters()) + conv1.weight[:, narrow:].numel()
+    assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters()) - removed
+    _, report = maskfx.export_onnx(deploy, tmp_path / "pruned.onnx", example_inputs=(x,))
+    assert report.ok and "Pad" not in report.op_counts and report.op_counts["Concat"] == 1
+
+
+def test_a_pad_summed_with_another_candidate_is_kept_and_exact():
+    """At K = 2 layer2.1 reads layer2.0 plus layer1.1 padded: the add is not a conv's, so the pad stays."""
+    torch.manual_seed(7)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=2, init="previous"), example_inputs=(x,))
+    for site in maskfx.summary(net).sites:
+        with torch.no_grad():
+            mask = net.get_submodule(site.module).mask
+            mask.zero_()
+            mask[-2:] = 1.0
+    deploy = maskfx.collapse(maskfx.freeze(net).eval(), "prune")
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
+    assert sum("pad" in str(n.target) for n in deploy.graph.nodes) == 3  # layer2.1, layer3.1, layer4.1

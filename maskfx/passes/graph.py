@@ -25,6 +25,12 @@ def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
+def shape_of(node) -> torch.Size | None:
+    """The output shape shape propagation recorded for ``node`` (``None`` if it has none)."""
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return getattr(meta, "shape", None)
+
+
 def nodes_calling(gm: fx.GraphModule, types: type | tuple[type, ...]) -> Iterator[tuple[fx.Node, nn.Module]]:
     """``(node, module)`` for every call of a module of the given types, in graph order."""
     for node in list(gm.graph.nodes):

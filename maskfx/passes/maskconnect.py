@@ -22,8 +22,9 @@ from maskfx.config import MaskConnectConfig
 from maskfx.nn import MaskedConnection
 from maskfx.marks import BLOCK, RESNEXT, block_name
 from maskfx.nn.maskconnect import adapt, pad_channels, subsample
+from maskfx.passes.channel_pad import absorb_channel_pads
 from maskfx.passes.graph import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
-    nodes_calling
+    nodes_calling, shape_of
 from maskfx.state import Rejection, Rewrite, Site
 
 TECHNIQUE = "maskconnect"
@@ -48,11 +49,6 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
             ShapeProp(gm).propagate(*example_inputs)
     finally:
         gm.train(was_training)
-
-
-def shape_of(node) -> torch.Size | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return getattr(meta, "shape", None)
 
 
 def find_residual_blocks(gm: fx.GraphModule) -> tuple[list[Block], list[Rejection]]:
@@ -216,9 +212,11 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[s
             if BLOCK in node.meta and not node.users and node.op != "output":
                 gm.graph.erase_node(node)
                 removed = True
+    absorbed = absorb_channel_pads(gm)
     kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
     gone = [name for key, name in names.items() if key not in kept]
     if connections:
         notes.append(f"maskconnect collapse: connections {'; '.join(connections)}; "
-                     f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}")
+                     f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}"
+                     + (f"; {absorbed} channel pad(s) absorbed into the convolutions reading them" if absorbed else ""))
     return notes
