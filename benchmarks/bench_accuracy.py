@@ -37,6 +37,7 @@ from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small
 from maskfx.nn.jumpout import SWITCHES as JUMPOUT_SWITCHES
 from maskfx.train import Phase, accuracy, fit, load_data, predict
 from maskfx.train.fit import evaluation_loader
+from maskfx.report import count_parameters
 from maskfx.train.models import build_model
 
 SWITCHES = dict(zip(("I", "II", "III"), JUMPOUT_SWITCHES))  # the paper's names of Jumpout's modifications
@@ -99,7 +100,8 @@ class Run:
     def train(self, model: nn.Module, phases: list[Phase]) -> None:
         fit(model, self.data, phases, device=torch.device("cpu"), seed=self.seed, evaluate=False, desc="train")
 
-    def accuracy(self, setting: Setting) -> float:
+    def accuracy(self, setting: Setting) -> tuple[float, float]:
+        """Test accuracy after the lifecycle, and the parameters ``collapse("prune")`` keeps / the model's."""
         model = self.start_of(setting.family)
         net = model
         if setting.transform:
@@ -108,7 +110,8 @@ class Run:
         learn = budget.learn if self.start == "trained" else budget.baseline + budget.learn
         frozen = bool(setting.transform)  # the untouched model has nothing to freeze
         self.train(net, [Phase(learn, LR, self.structure_lr), Phase(budget.finetune, FINETUNE_LR, freeze_first=frozen)])
-        return accuracy(*predict(net, self.test, torch.device("cpu")))
+        kept = count_parameters(maskfx.collapse(net, "prune")) / count_parameters(model) if setting.transform else 1.0
+        return accuracy(*predict(net, self.test, torch.device("cpu"))), kept
 
 
 def main() -> None:
@@ -132,12 +135,12 @@ def main() -> None:
     print(f"digits 32x32, start {args.start}, epochs {epochs} (lr {LR}, structure lr {args.structure_lr}, fine-tune lr "
           f"{FINETUNE_LR}), seeds {args.seeds}")
     print(f"{'setting':<22} {'model':<9} " + " ".join(f"{'seed ' + str(s):>7}" for s in args.seeds)
-          + f" {'mean':>6} {'vs untouched':>12} {'min/run':>8}", flush=True)
+          + f" {'mean':>6} {'vs untouched':>12} {'min/run':>8} pruned parameters", flush=True)
     runs = [Run(seed, args.start, budget, args.structure_lr) for seed in args.seeds]
     rows, untouched = [], {}
     for setting in settings:
         began = time.perf_counter()
-        accs = [run.accuracy(setting) for run in runs]
+        accs, kept = zip(*(run.accuracy(setting) for run in runs))
         mean = statistics.mean(accs)
         if not setting.transform:
             untouched[setting.family] = accs
@@ -146,9 +149,10 @@ def main() -> None:
         delta = f"{100 * statistics.mean(deltas):+.1f} pt" if deltas else "-"
         minutes = (time.perf_counter() - began) / 60 / len(runs)
         rows.append({"setting": setting.text, "model": setting.family, "accuracy": accs, "mean": mean,
+                     "pruned parameters": [round(k, 4) for k in kept],
                      "paired delta": statistics.mean(deltas) if deltas else None})
         print(f"{setting.text:<22} {setting.family:<9} " + " ".join(f"{100 * a:7.1f}" for a in accs)
-              + f" {100 * mean:6.1f} {delta:>12} {minutes:8.1f}", flush=True)
+              + f" {100 * mean:6.1f} {delta:>12} {minutes:8.1f} " + "/".join(f"{k:.3f}" for k in kept), flush=True)
     if args.out:
         meta = {"start": args.start, "seeds": args.seeds, "epochs": epochs, "lr": LR, "structure lr": args.structure_lr,
                 "finetune lr": FINETUNE_LR, "training images": budget.limit, "torch": torch.__version__}
