@@ -40,9 +40,9 @@ class DeployModel:
 
 
 def _all_techniques(model: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
-    # init="previous" at K = 1 starts from the original chain, as when fine-tuning a pretrained model
+    # MaskConnect's defaults: K = 1 from the original chain, as when fine-tuning a pretrained model
     return maskfx.transform(model, jumpout=True, blockout=True, example_inputs=(x[:1],),
-                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous"))
+                            maskconnect=True)
 
 
 def _blockout(model: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:

@@ -136,7 +136,7 @@ def blockout_table(budget: Budget) -> Table:
 
 def _maskconnect(random: bool):
     def build(example, seed):
-        config = maskfx.MaskConnectConfig(fan_in=MASKCONNECT_K)
+        config = maskfx.MaskConnectConfig(MASKCONNECT_K, "uniform", "multinomial")
         net = maskfx.transform(cifar_resnet(RESNET_BLOCKS_PER_STAGE), maskconnect=config, example_inputs=(example,))
         return random_fixed_connectivity(net, seed) if random else net
     return build

@@ -69,10 +69,11 @@ def _fit(model: nn.Module, data: Data, phases: list[Phase], device: torch.device
 
 
 def maskfx_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """The demo's pruning set-up: each residual block reads K = 1 earlier block output, starting
-    from the trained chain, so blocks nobody reads are removed; a Blockout head."""
+    """Learned pruning: each residual block reads K = 1 earlier block output, starting from the
+    trained chain and drawing its input from the masks (the paper's sampling, which explores, so
+    blocks end up unread and are removed); a Blockout head."""
     return maskfx.transform(model, blockout=True, example_inputs=(example,),
-                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous"))
+                            maskconnect=maskfx.MaskConnectConfig(1, "previous", "multinomial"))
 
 
 def _classifier(model: nn.Module) -> nn.Module:

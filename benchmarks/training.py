@@ -84,7 +84,7 @@ def _blockout(factory: Factory) -> Builder:
 def _maskconnect(factory: Factory, fan_in: int) -> Builder:
     def build(x: torch.Tensor) -> dict[str, nn.Module]:
         model = factory()
-        config = maskfx.MaskConnectConfig(fan_in=fan_in)
+        config = maskfx.MaskConnectConfig(fan_in, "uniform", "multinomial")
         learned = maskfx.transform(model, maskconnect=config, example_inputs=(x[:1],))
         frozen = maskfx.freeze(maskfx.transform(model, maskconnect=config, example_inputs=(x[:1],)))
         return {"learned": learned, "frozen (fine-tune)": frozen, PLAIN: model}

@@ -1,5 +1,6 @@
 """MaskConnect: K-of-N sampling, BinaryConnect gradients, clipping, freeze, chains, pruning."""
 import copy
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torchvision
 
 import maskfx
 from maskfx.nn import MaskedConnection
-from maskfx.nn.maskconnect import adapt
+from maskfx.nn.maskconnect import SWITCH_MARGIN, adapt
 from maskfx.train import maskconnect_recipe, preset
 from models import HandResidual, TwoInputs
 
@@ -375,8 +376,11 @@ def test_top_k_sampling_trains_on_the_current_top_k_and_still_learns_every_mask(
     expected = torch.stack([(g * y).sum() for y in ys])  # BinaryConnect: every entry, drawn or not
     torch.testing.assert_close(layer.mask.grad, expected)
     with torch.no_grad():
-        layer.mask[3] = 1.0  # a learned entry overtakes: the wiring follows
-    assert decode(layer, 5) == [0, 3]
+        layer.mask[3] = 1.0  # a learned entry passes a selected one, but by less than the margin
+    assert decode(layer, 5) == [0, 2] and layer.eval().active().tolist() == [1, 0, 1, 0, 0]
+    with torch.no_grad():
+        layer.mask[2] = 1.0 - SWITCH_MARGIN - 0.01  # now by more: the wiring follows, eval with it
+    assert decode(layer.train(), 5) == [0, 3] and layer.eval().active().tolist() == [1, 0, 0, 1, 0]
     with pytest.raises(ValueError, match="sampling"):
         maskfx.MaskConnectConfig(sampling="greedy")
 
@@ -393,6 +397,47 @@ def test_top_k_from_the_previous_start_trains_the_original_network():
     net(x).sum().backward()
     masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
     assert masks and all(m.grad is not None and (m.grad != 0).sum() > 1 for m in masks)
+
+
+def _switches(layer: MaskedConnection, candidates, target, steps: int = 60) -> tuple[int, list[int]]:
+    """Train ``layer``'s mask towards ``target``; how often its training wiring changed, and where it ends."""
+    optimizer = torch.optim.SGD([layer.mask], lr=0.1)
+    wirings = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (layer(*candidates) - target).square().mean().backward()
+        optimizer.step()
+        wirings.append(layer.selected.tolist())
+    return sum(a != b for a, b in zip(wirings, wirings[1:])), layer.eval().active().nonzero().flatten().tolist()
+
+
+def test_top_k_switches_stick_instead_of_flipping_back():
+    """K = 1 between two inputs whose mean is the target: whichever is read, the gradient favours the
+    other. Without the margin the wiring flips at almost every step (as it did on a trained
+    resnet18); with it, it switches rarely; and a candidate that really is the answer still takes over."""
+    torch.manual_seed(0)
+    candidates = [torch.randn(16, 8) for _ in range(3)]
+    layer = MaskedConnection([(8, ())] * 3, fan_in=1, init="previous", sampling="top-k").train()
+    flips, _ = _switches(layer, candidates, (candidates[1] + candidates[2]) / 2)
+    assert flips <= 15
+    with mock.patch("maskfx.nn.maskconnect.SWITCH_MARGIN", 0.0):
+        layer = MaskedConnection([(8, ())] * 3, fan_in=1, init="previous", sampling="top-k").train()
+        flips_without, _ = _switches(layer, candidates, (candidates[1] + candidates[2]) / 2)
+    assert flips_without >= 40  # of 59 steps
+    layer = MaskedConnection([(8, ())] * 3, fan_in=1, init="previous", sampling="top-k").train()
+    flips, ends = _switches(layer, candidates, candidates[0])
+    assert flips == 1 and ends == [0]
+    layer.freeze()
+    assert layer.frozen_mask.tolist() == [1, 0, 0]
+
+
+def test_a_state_dict_from_before_the_selection_loads_as_its_top_k():
+    layer = MaskedConnection([(1, ())] * 3, fan_in=1, sampling="top-k")
+    state = {k: v for k, v in layer.state_dict().items() if k != "selected"}
+    state["mask"] = torch.tensor([0.2, 0.9, 0.1])
+    fresh = MaskedConnection([(1, ())] * 3, fan_in=1, sampling="top-k")
+    fresh.load_state_dict(state)
+    assert fresh.eval().active().tolist() == [0, 1, 0]
 
 
 def _read_two_back(net, location: str) -> None:

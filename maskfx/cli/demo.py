@@ -52,12 +52,9 @@ def small_resnext(num_classes: int) -> nn.Module:
 
 
 def resnet_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """Jumpout + Blockout (their configs' defaults) + MaskConnect: each block reads one earlier output,
-    starting from the trained chain and training on the current top choice (``sampling="top-k"``:
-    the paper's sampling would train on random wirings of the trained chain), so blocks that end
-    up unread are pruned."""
-    return maskfx.transform(model, jumpout=True, blockout=True, example_inputs=(example,),
-                            maskconnect=maskfx.MaskConnectConfig(fan_in=1, init="previous", sampling="top-k"))
+    """Jumpout, Blockout and MaskConnect at their configs' defaults (MaskConnect: each block reads
+    one earlier output, starting from the trained chain, so blocks that end up unread are pruned)."""
+    return maskfx.transform(model, jumpout=True, blockout=True, maskconnect=True, example_inputs=(example,))
 
 
 def resnext_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:

@@ -76,9 +76,9 @@ def add_techniques(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clusters", type=positive_int, default=None, help="Blockout clusters k")
     group.add_argument("--fan-in", type=positive_int, default=None, help="MaskConnect/GateConnect inputs K")
     group.add_argument("--init", choices=INITS, default=None,
-                       help="MaskConnect masks' start ('previous': the original chain, for a trained model)")
+                       help="MaskConnect masks' start (default 'previous': the original chain; 'uniform': the paper's)")
     group.add_argument("--sampling", choices=SAMPLINGS, default=None,
-                       help="how MaskConnect's training forwards pick K inputs ('top-k' for a trained model)")
+                       help="how MaskConnect's training forwards pick K inputs (default 'top-k'; 'multinomial': the paper's)")
 
 
 def technique_configs(args: argparse.Namespace) -> dict:
