@@ -70,6 +70,7 @@ def random_fixed_connectivity(net: fx.GraphModule, seed: int) -> fx.GraphModule:
         for module in net.modules():
             if isinstance(module, KOfNMasks):
                 module.mask.copy_(torch.rand(module.mask.shape, generator=generator))
+                module.selected.copy_(module.top_k())  # the draw alone decides: no switch margin
     return maskfx.freeze(net)
 
 

@@ -35,6 +35,7 @@ from torch import nn
 import maskfx
 from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small_resnext
 from maskfx.nn.jumpout import SWITCHES as JUMPOUT_SWITCHES
+from maskfx.nn.maskconnect import SWITCH_MARGIN
 from maskfx.train import Phase, accuracy, fit, load_data, predict
 from maskfx.train.fit import evaluation_loader
 from maskfx.report import count_parameters
@@ -155,7 +156,8 @@ def main() -> None:
               + f" {100 * mean:6.1f} {delta:>12} {minutes:8.1f} " + "/".join(f"{k:.3f}" for k in kept), flush=True)
     if args.out:
         meta = {"start": args.start, "seeds": args.seeds, "epochs": epochs, "lr": LR, "structure lr": args.structure_lr,
-                "finetune lr": FINETUNE_LR, "training images": budget.limit, "torch": torch.__version__}
+                "finetune lr": FINETUNE_LR, "training images": budget.limit, "switch margin": SWITCH_MARGIN,
+                "torch": torch.__version__}
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
 

@@ -20,7 +20,7 @@ def data():
 def transformed(data) -> tuple[torch.fx.GraphModule, Recipe]:
     x = torch.zeros(2, *data.input_shape)
     net = maskfx.transform(build_model(MODEL, 10), jumpout=True, blockout=maskfx.BlockoutConfig(clusters=3),
-                           maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(x,))
+                           maskconnect=maskfx.MaskConnectConfig(2, "uniform", "multinomial"), example_inputs=(x,))
     return net, Recipe.of(net, MODEL, 10, data.input_shape)
 
 

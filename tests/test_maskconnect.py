@@ -1,5 +1,6 @@
 """MaskConnect: K-of-N sampling, BinaryConnect gradients, clipping, freeze, chains, pruning."""
 import copy
+import operator
 from unittest import mock
 
 import numpy as np
@@ -7,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch.fx.passes.shape_prop import ShapeProp
 
 import maskfx
 from maskfx.nn import MaskedConnection
-from maskfx.nn.maskconnect import SWITCH_MARGIN, adapt
+from maskfx.nn.maskconnect import SWITCH_MARGIN, adapt, pad_channels
+from maskfx.passes.channel_pad import absorb_channel_pads
+from maskfx.passes.graph import finish
 from maskfx.train import maskconnect_recipe, preset
 from models import HandResidual, TwoInputs
 
@@ -136,7 +140,8 @@ def test_train_freeze_collapse_and_export(name, tmp_path):
     torch.manual_seed(4)
     model = HandResidual() if name == "hand" else torchvision.models.get_model(name, num_classes=4)
     x = torch.randn(4, 3, 32, 32)
-    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(x,))
+    net = maskfx.transform(model, maskconnect=maskfx.MaskConnectConfig(2, "uniform", "multinomial"),
+                           example_inputs=(x,))
     masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
     before = [m.detach().clone() for m in masks]
     opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=0.3, weight_decay=1e-4), momentum=0.9)
@@ -487,3 +492,24 @@ def test_a_pad_summed_with_another_candidate_is_kept_and_exact():
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
     assert sum("pad" in str(n.target) for n in deploy.graph.nodes) == 3  # layer2.1, layer3.1, layer4.1
+
+
+def test_channel_pad_lowering_leaves_a_shared_convolution_alone():
+    """A convolution called twice (weights tied) is not copied: the pad stays, nothing is added."""
+    root = torch.nn.Module()
+    root.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    graph = torch.fx.Graph()
+    t = graph.placeholder("t")
+    padded = graph.call_function(pad_channels, (t, 8))
+    twice = graph.call_module("conv", (graph.call_module("conv", (padded,)),))
+    graph.output(graph.call_function(operator.add, (twice, padded)))
+    gm = torch.fx.GraphModule(root, graph)
+    x = torch.randn(2, 4, 5, 5)
+    ShapeProp(gm).propagate(x)
+    with torch.no_grad():
+        before = gm(x)
+    assert absorb_channel_pads(gm) == 0
+    finish(gm)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), before, rtol=0, atol=0)
+    assert sum(p.numel() for p in gm.parameters()) == sum(p.numel() for p in root.conv.parameters())

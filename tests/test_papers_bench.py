@@ -68,7 +68,8 @@ def test_random_fixed_connectivity_is_frozen_seeded_and_k_of_n():
     x = torch.randn(2, 3, 8, 8)
 
     def fixed(seed):
-        net = maskfx.transform(cifar_resnet(2), maskconnect=maskfx.MaskConnectConfig(fan_in=2), example_inputs=(x,))
+        net = maskfx.transform(cifar_resnet(2), maskconnect=maskfx.MaskConnectConfig(2, "uniform", "multinomial"),
+                               example_inputs=(x,))
         random_fixed_connectivity(net, seed)
         layers = [m for m in net.modules() if isinstance(m, KOfNMasks)]
         assert layers and all(m.is_frozen and (m.active().sum(-1) == m.fan_in).all() for m in layers)

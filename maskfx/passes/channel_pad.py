@@ -52,17 +52,31 @@ def absorb_channel_pads(gm: fx.GraphModule) -> int:
 
 def _channels(node: fx.Node) -> int | None:
     """Channels of ``node``: recorded by shape propagation, or read through the subsampling and
-    adds that ``collapse`` inserts (which keep them)."""
-    while node.op == "call_function" and (node.target is subsample or node.target is operator.add):
+    same-width adds that ``collapse`` inserts (which keep them)."""
+    while shape_of(node) is None and node.op == "call_function" and \
+            (node.target is subsample or node.target is operator.add) and isinstance(node.args[0], fx.Node):
         node = node.args[0]
     shape = shape_of(node)
     return int(shape[1]) if shape is not None and len(shape) >= 2 else None
 
 
+def _called_once(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """No other node calls ``node``'s module: rewriting a copy of a shared one would add parameters."""
+    return sum(n.op == "call_module" and n.target == node.target for n in gm.graph.nodes) == 1
+
+
+def _parameter_like(value: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """``value`` as ``original`` was held: a Parameter keeping its ``requires_grad``, or a buffer."""
+    if isinstance(original, nn.Parameter):
+        return nn.Parameter(value, requires_grad=original.requires_grad)
+    return value
+
+
 def _is_plain_conv_of(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
     """``node`` is a dense (groups = 1) convolution whose only input is ``source``."""
     conv = module_of(gm, node)
-    return isinstance(conv, CONVOLUTIONS) and conv.groups == 1 and node.args == (source,) and not node.kwargs
+    return isinstance(conv, CONVOLUTIONS) and conv.groups == 1 and node.args == (source,) and not node.kwargs \
+        and _called_once(gm, node)
 
 
 def _add_module(gm: fx.GraphModule, like: str, module: nn.Module) -> str:
@@ -74,7 +88,7 @@ def _add_module(gm: fx.GraphModule, like: str, module: nn.Module) -> str:
 def _read_narrow(gm: fx.GraphModule, node: fx.Node, narrow: fx.Node, channels: int) -> None:
     """Point the convolution ``node`` at ``narrow``, keeping the weight columns of its first ``channels``."""
     conv = copy.deepcopy(module_of(gm, node))
-    conv.weight = nn.Parameter(conv.weight.detach()[:, :channels].clone())
+    conv.weight = _parameter_like(conv.weight.detach()[:, :channels].clone(), conv.weight)
     conv.in_channels = channels
     node.target = _add_module(gm, f"{node.target}_narrow", conv)
     node.args = (narrow,)
@@ -86,8 +100,7 @@ def _sliced(module: nn.Module, part: slice) -> nn.Module:
     for name in ("weight", "bias", "running_mean", "running_var"):
         tensor = getattr(module, name, None)
         if tensor is not None:
-            value = tensor.detach()[part].clone()
-            setattr(module, name, nn.Parameter(value) if isinstance(tensor, nn.Parameter) else value)
+            setattr(module, name, _parameter_like(tensor.detach()[part].clone(), tensor))
     if isinstance(module, CONVOLUTIONS):
         module.out_channels = module.weight.shape[0]
     else:
@@ -107,7 +120,7 @@ def _producer_chain(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node] | None:
     if not (isinstance(first, fx.Node) and isinstance(module_of(gm, first), CONVOLUTIONS)
             and module_of(gm, first).groups == 1 and len(first.args) == 1 and not first.kwargs):
         return None
-    if any(len(n.users) != 1 for n in chain):
+    if any(len(n.users) != 1 or not _called_once(gm, n) for n in chain):
         return None
     return chain
 

@@ -188,7 +188,8 @@ def block_names(gm: fx.GraphModule) -> dict[tuple[int, int], str]:
 
 
 def freeze(gm: fx.GraphModule) -> None:
-    """Fix every connection at its current top K (``MaskedConnection.freeze``)."""
+    """Fix every connection at what eval reads now (``MaskedConnection.freeze``: the top K, or
+    with ``"top-k"`` sampling the selected K after the switch margin)."""
     freeze_modules(gm, LAYERS)
 
 
