@@ -279,6 +279,10 @@ class MaskedConnection(KOfNMasks):
         init: ``"uniform"`` (all ``m~ = 1``) or ``"previous"``: the last candidate (the previous
             module, the original chain) at 1, the others at 0.1, so eval and freeze start from the
             original network at K = 1 and always keep it among the top K.
+        sampling: ``"multinomial"`` or ``"top-k"`` (``KOfNMasks``).
+
+    The layer's own defaults are the paper's (``"uniform"``, ``"multinomial"``);
+    ``MaskConnectConfig``, what ``transform`` uses, defaults to ``"previous"``/``"top-k"``.
     """
 
     def __init__(self, adapters: Sequence[tuple[int, tuple[int, ...]]], fan_in: int, init: str = "uniform",
