@@ -16,8 +16,9 @@ A setting is a technique with its default config (``jumpout``, ``blockout``, ``m
 ``jumpout:PLACEMENT:SIGMA[:I,II,III]`` (the modifications to switch off, for the paper's
 ablation), ``maskconnect:K[:INIT[:SAMPLING]]``, ``gateconnect:K``, ``blockout:VARIANT``. GateConnect runs on
 the demo's small ResNeXt, everything else on ``--model``; each is compared with its own untouched
-model. The README's tables are ``benchmarks/accuracy/trained.json``,
-``trained-structure-lr-0.05.json`` and ``scratch.json``, written by this script with ``--out``.
+model. The README's tables are ``benchmarks/accuracy/*.json`` (``trained``, ``trained-maskconnect``,
+``trained-structure-lr-0.05``, ``scratch``, ``scratch-maskconnect``, ``scratch-gateconnect``), written by
+this script with ``--out``.
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ import maskfx
 from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small_resnext
 from maskfx.nn.jumpout import SWITCHES as JUMPOUT_SWITCHES
 from maskfx.nn.maskconnect import SWITCH_MARGIN
+from maskfx.report import count_parameters
 from maskfx.train import Phase, accuracy, fit, load_data, predict
 from maskfx.train.fit import evaluation_loader
-from maskfx.report import count_parameters
 from maskfx.train.models import build_model
 
 SWITCHES = dict(zip(("I", "II", "III"), JUMPOUT_SWITCHES))  # the paper's names of Jumpout's modifications

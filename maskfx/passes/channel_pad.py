@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx.nn.maskconnect import pad_channels, subsample
-from maskfx.passes.graph import add_operands, fresh_name, module_of, shape_of
+from maskfx.passes.graph import add_operands, fresh_name, module_of, replace_with_module, shape_of
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -40,7 +40,7 @@ def absorb_channel_pads(gm: fx.GraphModule) -> int:
         if channels is None:
             continue
         for user in list(pad.users):
-            if _is_plain_conv_of(gm, user, pad):
+            if _is_dense_conv_call(gm, user) and user.args[0] is pad:
                 _read_narrow(gm, user, narrow, channels)
             else:
                 _split_residual_add(gm, user, pad, narrow, channels)
@@ -72,17 +72,11 @@ def _parameter_like(value: torch.Tensor, original: torch.Tensor) -> torch.Tensor
     return value
 
 
-def _is_plain_conv_of(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
-    """``node`` is a dense (groups = 1) convolution whose only input is ``source``."""
+def _is_dense_conv_call(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """``node`` calls a dense (groups = 1) convolution on one input, and nothing else calls it."""
     conv = module_of(gm, node)
-    return isinstance(conv, CONVOLUTIONS) and conv.groups == 1 and node.args == (source,) and not node.kwargs \
+    return isinstance(conv, CONVOLUTIONS) and conv.groups == 1 and len(node.args) == 1 and not node.kwargs \
         and _called_once(gm, node)
-
-
-def _add_module(gm: fx.GraphModule, like: str, module: nn.Module) -> str:
-    name = fresh_name(gm, like.replace(".", "_"))
-    gm.add_submodule(name, module)
-    return name
 
 
 def _read_narrow(gm: fx.GraphModule, node: fx.Node, narrow: fx.Node, channels: int) -> None:
@@ -90,8 +84,7 @@ def _read_narrow(gm: fx.GraphModule, node: fx.Node, narrow: fx.Node, channels: i
     conv = copy.deepcopy(module_of(gm, node))
     conv.weight = _parameter_like(conv.weight.detach()[:, :channels].clone(), conv.weight)
     conv.in_channels = channels
-    node.target = _add_module(gm, f"{node.target}_narrow", conv)
-    node.args = (narrow,)
+    replace_with_module(gm, node, fresh_name(gm, f"{node.target}_narrow".replace(".", "_")), conv, (narrow,))
 
 
 def _sliced(module: nn.Module, part: slice) -> nn.Module:
@@ -116,9 +109,7 @@ def _producer_chain(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node] | None:
         if not norm.affine and norm.running_mean is None:
             return None  # nothing tells its width: leave it
         chain.insert(0, node.args[0])
-    first = chain[0]
-    if not (isinstance(first, fx.Node) and isinstance(module_of(gm, first), CONVOLUTIONS)
-            and module_of(gm, first).groups == 1 and len(first.args) == 1 and not first.kwargs):
+    if not (isinstance(chain[0], fx.Node) and _is_dense_conv_call(gm, chain[0])):
         return None
     if any(len(n.users) != 1 or not _called_once(gm, n) for n in chain):
         return None
@@ -145,8 +136,8 @@ def _split_residual_add(gm: fx.GraphModule, add: fx.Node, pad: fx.Node, narrow: 
         for part in (slice(0, channels), slice(channels, None)):
             value = chain[0].args[0]
             for node in chain:
-                name = _add_module(gm, f"{node.target}_{'low' if part.start == 0 else 'high'}",
-                                   _sliced(module_of(gm, node), part))
+                name = fresh_name(gm, f"{node.target}_{'low' if part.start == 0 else 'high'}".replace(".", "_"))
+                gm.add_submodule(name, _sliced(module_of(gm, node), part))
                 value = _inheriting(graph.call_module(name, (value,)), node)
             parts.append(value)
         low = _inheriting(graph.call_function(operator.add, (parts[0], narrow)), add)
