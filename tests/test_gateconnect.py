@@ -10,6 +10,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 import maskfx
 from maskfx.export.onnx import op_histogram
 from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
+from maskfx.nn.gateconnect import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise
 from models import StyledResNeXt, calibrated
 
 
@@ -66,6 +67,25 @@ def test_gate_gradient_is_the_inner_product_with_each_branch_output():
     torch.testing.assert_close(gates.mask.grad, torch.einsum("nt...,nk...->tk", upstream, y.detach()),
                                rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y.grad, torch.einsum("tk,nt...->nk...", g, upstream), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [2, 5])  # 4 and 25 pixels: the conv and the GEMM path
+@pytest.mark.parametrize("residual_groups", [None, 1, 3])
+def test_grouped_pointwise_is_the_grouped_1x1_convolution(size, residual_groups):
+    assert 2 * 2 < POINTWISE_GEMM_MIN_PIXELS <= 5 * 5  # so the two sizes take the two paths
+    torch.manual_seed(4)
+    weight = torch.randn(3 * 7, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 4, size, size, dtype=torch.float64, requires_grad=True)
+    residual = None if residual_groups is None else \
+        torch.randn(2, residual_groups, 7, size, size, dtype=torch.float64, requires_grad=True)
+    out = grouped_pointwise(weight, x, residual)
+    expected = F.conv2d(x.flatten(1, 2), weight, groups=3).unflatten(1, (3, 7))
+    if residual is not None:
+        expected = expected + residual
+    torch.testing.assert_close(out, expected)
+    inputs = [t for t in (weight, x, residual) if t is not None]
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, inputs, g), torch.autograd.grad(expected, inputs, g))
 
 
 @pytest.mark.parametrize("name", ["small", "resnext50_32x4d"])

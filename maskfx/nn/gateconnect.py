@@ -93,23 +93,25 @@ def folded(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, to
     return weight * scale.view(-1, *([1] * (weight.dim() - 1))), shift
 
 
-def summed_norm_affine(norm: nn.BatchNorm2d, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` of ``norm`` applied to ``s = z.sum(1)`` (branches on dim 1), as the
-    original module applies bn3 to the sum of its branches: in training, batch statistics of
-    ``s`` (and the running statistics updated from them, as ``nn.BatchNorm2d`` does)."""
-    if norm.training or not norm.track_running_stats:
-        s = z.sum(1)
-        dims = [0, *range(2, s.dim())]
-        mean, var = s.mean(dims), s.var(dims, unbiased=False)
-        if norm.training and norm.track_running_stats:
-            with torch.no_grad():
-                norm.num_batches_tracked.add_(1)
-                factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-                n = s.numel() / s.shape[1]
-                norm.running_mean.lerp_(mean, factor)
-                norm.running_var.lerp_(var * n / max(n - 1, 1), factor)
-    else:
-        mean, var = norm.running_mean, norm.running_var
+def uses_batch_statistics(norm: nn.BatchNorm2d) -> bool:
+    return norm.training or not norm.track_running_stats
+
+
+def norm_affine(norm: nn.BatchNorm2d, s: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with which ``norm`` maps ``s``, as ``nn.BatchNorm2d`` does: in training,
+    batch statistics of ``s`` (and the running statistics updated from them), else the running ones
+    (``s`` may then be None: it is not read)."""
+    if not uses_batch_statistics(norm):
+        return _affine(norm, norm.running_mean, norm.running_var)
+    dims = [0, *range(2, s.dim())]
+    mean, var = s.mean(dims), s.var(dims, unbiased=False)
+    if norm.training and norm.track_running_stats:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+            n = s.numel() / s.shape[1]
+            norm.running_mean.lerp_(mean, factor)
+            norm.running_var.lerp_(var * n / max(n - 1, 1), factor)
     return _affine(norm, mean, var)
 
 
@@ -194,24 +196,33 @@ class BranchedBottleneck(nn.Module):
         c, out = self.branches, self.out_channels
         w = self.conv2.in_channels // c
         conv1 = self.conv1 if self.shared_input else _conv(self.conv1, self.in_channels, c * w, 1, self.conv1.weight)
-        w3 = self.conv3.weight.view(c, out, w).permute(1, 0, 2).reshape(out, c * w, 1, 1)
-        conv3 = _conv(self.conv3, c * w, out, 1, w3)
+        conv3 = _conv(self.conv3, c * w, out, 1, self._dense_conv3_weight())
         projection = tuple(self.downsample) if self.downsample is not None else None
         return ResNeXtBlock(BottleneckParts(conv1, self.bn1, self.conv2, self.bn2, conv3, self.bn3, projection))
+
+    def _dense_conv3_weight(self) -> torch.Tensor:
+        """conv3 as the original's dense ``(out, C * width, 1, 1)`` weight: the sum of all branches."""
+        c, out = self.branches, self.out_channels
+        return self.conv3.weight.view(c, out, -1).permute(1, 0, 2).reshape(out, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared_input:
             h = self.conv1(x)
             shortcut = (self.downsample(x) if self.downsample is not None else x).unsqueeze(1)
         else:
-            h = self.conv1(x.flatten(1, 2))
+            h = grouped_pointwise(self.conv1.weight, x).flatten(1, 2)
             shortcut = x
         h = self.relu(self.bn1(h))
         h = self.relu(self.bn2(self.conv2(h)))
-        z = self.conv3(h).unflatten(1, (self.branches, self.out_channels))
-        scale, shift = summed_norm_affine(self.bn3, z)
-        view = (-1,) + (1,) * (z.dim() - 3)  # per channel of each branch output
-        return torch.addcmul(shortcut + shift.view(view), z, (self.scale * scale).view(view))
+        # bn3 normalises the sum of the branches, as in the original: in training its statistics come
+        # from that sum, computed as the original's dense conv3 (a C-th of the branch outputs' size).
+        summed = F.conv2d(h, self._dense_conv3_weight()) if uses_batch_statistics(self.bn3) else None
+        scale, shift = norm_affine(self.bn3, summed)
+        # bn3's scale (times C) folded into the branch weights, so the C-fold branch outputs take no
+        # multiply and no per-channel reduction in the backward.
+        weight = self.conv3.weight.view(self.branches, self.out_channels, -1) * (self.scale * scale).view(1, -1, 1)
+        view = (-1,) + (1,) * (shortcut.dim() - 3)  # per channel of each branch output
+        return grouped_pointwise(weight, h.unflatten(1, (self.branches, -1)), shortcut + shift.view(view))
 
     def extra_repr(self) -> str:
         return f"branches={self.branches}, shared_input={self.shared_input}"
@@ -234,44 +245,76 @@ class ResNeXtBlock(nn.Module):
         return self.relu(self.bn3(self.conv3(h)) + shortcut)
 
 
-class _GatedMean(torch.autograd.Function):
-    """``x_t = mean of u_k over the K sources chosen[t]``, summing only those; the backward gives
-    every gate entry its BinaryConnect gradient ``<dL/dx_t, u_k> / K`` (all C of them, as the
-    paper's update needs) and routes ``dL/dx_t / K`` to the K sources."""
+class _RectifiedGatedMean(torch.autograd.Function):
+    """``x_t = relu(mean of u_k over the K sources chosen[t])`` (``gathered_mean``), the ReLU in place;
+    the backward gives every gate entry its BinaryConnect gradient ``<dL/dmean_t, u_k> / K`` (all C
+    of them, as the paper's update needs) and routes ``dL/dmean_t / K`` to the K sources."""
 
     @staticmethod
     def forward(ctx, mask: torch.Tensor, chosen: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(chosen, u)
-        return gathered_mean(u, chosen)
+        x = gathered_mean(u, chosen).clamp_min_(0)
+        ctx.save_for_backward(chosen, u, x)
+        return x
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         # Batched matrix products over (batch, branch, features) views: no permuted copies, and the
         # routing to the sources runs as one GEMM with the K-hot matrix (CPU index_add_ along the
         # branch dim was a third of a train step). 1/K is applied to the small matrices, not to g.
-        chosen, u = ctx.saved_tensors
-        k = chosen.shape[1]
-        flat_g, flat_u = g.flatten(2), u.flatten(2)
-        grad_mask = torch.matmul(flat_g, flat_u.transpose(1, 2)).sum(0) / k
-        route = torch.zeros(chosen.shape[0], u.shape[1], dtype=g.dtype, device=g.device)
-        route.scatter_(1, chosen, 1.0 / k)
-        grad_u = torch.matmul(route.t(), flat_g).view_as(u)
+        chosen, u, x = ctx.saved_tensors
+        flat_g, flat_u = torch.ops.aten.threshold_backward(g, x, 0).flatten(2), u.flatten(2)  # ReLU backward
+        grad_mask = torch.matmul(flat_g, flat_u.transpose(1, 2)).sum(0) / chosen.shape[1]
+        grad_u = torch.matmul(routing(chosen, u.shape[1], g).t(), flat_g).view_as(u)
         return grad_mask, None, grad_u
 
 
+def routing(chosen: torch.Tensor, sources: int, like: torch.Tensor) -> torch.Tensor:
+    """``(targets, sources)`` matrix with ``1/K`` at each target's K ``chosen`` sources."""
+    route = torch.zeros(chosen.shape[0], sources, dtype=like.dtype, device=like.device)
+    return route.scatter_(1, chosen, 1.0 / chosen.shape[1])
+
+
 def gathered_mean(u: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """``out[:, t] = mean of u[:, k] for k in chosen[t]``: a gather of the K inputs per target."""
-    targets, k = chosen.shape
-    picked = u.index_select(1, chosen.flatten())
-    return picked.unflatten(1, (targets, k)).mean(2)
+    """``out[:, t] = mean of u[:, k] for k in chosen[t]``, as one GEMM with the K-hot routing matrix.
+
+    Measured on CPU at resnext50 shapes (C = 32, K = 4, b8 64 px): 5-15x faster than gathering the
+    K inputs (``index_select`` along the branch dim, then a mean), which was a fifth of a train step.
+    """
+    return torch.matmul(routing(chosen, u.shape[1], u), u.flatten(2)).view(u.shape[0], chosen.shape[0], *u.shape[2:])
+
+
+# Below this many pixels per map a grouped 1x1 conv runs as the conv (many tiny GEMMs lose to it).
+POINTWISE_GEMM_MIN_PIXELS = 16
+
+
+def grouped_pointwise(weight: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """A grouped 1x1 convolution (stride 1, no bias) with ``weight`` ``(G * out, in, 1, 1)`` or
+    ``(G, out, in)`` of per-group inputs ``x`` ``(N, G, in, H, W)``, returned per group
+    ``(N, G, out, H, W)``, plus ``residual`` (broadcast to that shape) if given.
+
+    As one batched GEMM of the weight against every sample's groups: forward and backward measured
+    1.6-3.5x faster than the CPU grouped convolution at resnext50's branch shapes (4 -> 256 .. 2048
+    channels per group, 16x16 to 4x4 maps); on 2x2 maps the convolution wins and runs instead. The
+    residual is added in place into the GEMM's result before it is viewed as maps (in place on the
+    view would cost autograd a copy of the gradient).
+    """
+    n, groups, _, height, width = x.shape
+    weight = weight.reshape(groups, -1, x.shape[2])
+    if height * width < POINTWISE_GEMM_MIN_PIXELS:
+        z = F.conv2d(x.flatten(1, 2), weight.flatten(0, 1)[..., None, None], groups=groups).unflatten(1, (groups, -1))
+        return z if residual is None else z + residual
+    z = torch.matmul(weight, x.flatten(3))
+    if residual is not None:
+        z.add_(residual.flatten(3))
+    return z.view(n, groups, -1, height, width)
 
 
 class BranchGates(KOfNMasks):
     """Inputs of the next module's branches: ``x_t = relu(mean of u_k over K gated k)`` (eq. 2,
     normalised by K so every branch's identity path keeps the original's scale).
 
-    ``g`` is ``(targets, sources)``. Training sums only the K drawn sources of each target; the
-    gradient reaches every gate entry (``_GatedMean``).
+    ``g`` is ``(targets, sources)``. Training reads the K drawn sources of each target; the
+    gradient reaches every gate entry (``_RectifiedGatedMean``).
     """
 
     def __init__(self, targets: int, sources: int, fan_in: int) -> None:
@@ -285,7 +328,7 @@ class BranchGates(KOfNMasks):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         chosen = self.chosen()
         if self.training and not self.is_frozen:
-            return torch.relu(_GatedMean.apply(self.mask, chosen, u))
+            return _RectifiedGatedMean.apply(self.mask, chosen, u)
         return torch.relu(gathered_mean(u, chosen))
 
     def extra_repr(self) -> str:
