@@ -106,6 +106,23 @@ def test_all_gates_on_reproduce_the_original_in_train_mode_too(name):
         torch.testing.assert_close(net.eval()(x), model.eval()(x), rtol=0, atol=1e-9)
 
 
+def test_trains_under_bf16_autocast():
+    """CUDA training runs under bf16 autocast (maskfx.train.loop); CPU autocast takes the same dtype
+    paths: bf16 branch outputs, gates and their backward in the branches' dtype, bn3 statistics in
+    fp32 (with bf16 statistics the running-statistics update raised a dtype error)."""
+    torch.manual_seed(5)
+    net = maskfx.transform(small_resnext(), gateconnect=maskfx.GateConnectConfig(fan_in=2)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.randn(8, 3, 32, 32))
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(g.mask.grad is not None and torch.isfinite(g.mask.grad).all() and g.mask.grad.abs().sum() > 0
+               for g in gates_of(net))
+    blocks = [m for m in net.modules() if isinstance(m, BranchedBottleneck)]
+    assert all(m.bn3.running_var.dtype == torch.float32 and torch.isfinite(m.bn3.running_var).all() for m in blocks)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for m in blocks for p in m.conv3.parameters())
+
+
 def test_with_residual_functions_zeroed_every_k_keeps_the_identity_path():
     torch.manual_seed(6)
     model = small_resnext()

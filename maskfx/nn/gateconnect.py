@@ -103,6 +103,7 @@ def norm_affine(norm: nn.BatchNorm2d, s: torch.Tensor | None) -> tuple[torch.Ten
     (``s`` may then be None: it is not read)."""
     if not uses_batch_statistics(norm):
         return _affine(norm, norm.running_mean, norm.running_var)
+    s = s.to(norm.running_mean.dtype)  # statistics in the norm's precision, as BatchNorm keeps them under autocast
     dims = [0, *range(2, s.dim())]
     mean, var = s.mean(dims), s.var(dims, unbiased=False)
     if norm.training and norm.track_running_stats:
@@ -252,7 +253,8 @@ class _RectifiedGatedMean(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mask: torch.Tensor, chosen: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        x = gathered_mean(u, chosen).clamp_min_(0)
+        with torch.autocast(u.device.type, enabled=False):  # in u's dtype, which the backward's products share
+            x = gathered_mean(u, chosen).clamp_min_(0)
         ctx.save_for_backward(chosen, u, x)
         return x
 
