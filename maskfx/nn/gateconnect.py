@@ -94,6 +94,7 @@ def folded(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, to
 
 
 def uses_batch_statistics(norm: nn.BatchNorm2d) -> bool:
+    """Whether ``norm`` normalises by the batch's own statistics (in training, or without running ones)."""
     return norm.training or not norm.track_running_stats
 
 
@@ -130,7 +131,7 @@ class BranchedBottleneck(nn.Module):
     ``forward(x)`` takes the shared input ``(N, in, H, W)`` (``shared_input=True``: the first
     module of a chain, the only kind allowed a projection shortcut) or per-branch inputs
     ``(N, C, in, H, W)``, and returns per-branch outputs ``(N, C, out, H', W')``. The branches run
-    as grouped convolutions.
+    as grouped convolutions, their 1x1 ones as batched GEMMs (``grouped_pointwise``).
     """
 
     def __init__(self, block: BottleneckParts, shared_input: bool) -> None:
