@@ -19,6 +19,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
 from maskfx.report import count_parameters
+from maskfx.train import reuse_freed_memory
 from maskfx.nn import BranchGates, DeployedModule
 
 try:
@@ -39,7 +40,7 @@ def _settings(quick: bool) -> dict:
     return {"rounds": 3 if quick else 8, "batch": 8, "size": 64, "fan_in": 4, "ort_batch": 2 if quick else 8}
 
 
-def bench_training(name: str, s: dict) -> list:
+def bench_training(name: str, s: dict, label: str = "") -> list:
     """One row: train step time and saved activations, learned K / original."""
     factory, c = MODELS[name]
     torch.manual_seed(0)
@@ -49,7 +50,7 @@ def bench_training(name: str, s: dict) -> list:
     t = interleaved_medians({"learned": train_step_fn(learned, x, y), "original": train_step_fn(original, x, y)},
                             rounds=s["rounds"])
     saved = {v: saved_activation_mib(m, x, y) for v, m in (("learned", learned), ("original", original))}
-    return [name, s["fan_in"], round(t["learned"] * 1e3, 1), round(t["original"] * 1e3, 1),
+    return [name + label, s["fan_in"], round(t["learned"] * 1e3, 1), round(t["original"] * 1e3, 1),
             round(t["learned"] / t["original"], 3), "<= 4" if c == 32 else "<= 1.4",
             round(saved["learned"]), round(saved["original"]), round(saved["learned"] / saved["original"], 2)]
 
@@ -89,11 +90,19 @@ def run(quick: bool) -> dict:
                   f"{os.getloadavg()[0]:.1f} at the start")
     training = [bench_training(name, s) for name in MODELS]
     deploy = bench_deploy(s)
+    # As the maskfx command line trains; measured last, since the setting stays for the process.
+    reused = reuse_freed_memory()
+    if reused:
+        training += [bench_training(name, s, ", freed memory reused") for name in MODELS]
     return {"suite": SUITE, "title": "GateConnect: training cost and deployed latency", "tables": [
         {"title": f"Train step, learned / original (b{s['batch']}, {s['size']} px, {s['rounds']} interleaved rounds)",
          "columns": ["model", "K", "learned ms", "original ms", "ratio", "goal", "saved MiB learned",
                      "saved MiB original", "saved ratio"],
-         "rows": training, "notes": [conditions, "saved = tensors autograd keeps for backward (each storage once)"]},
+         "rows": training, "notes": [conditions, "saved = tensors autograd keeps for backward (each storage once)",
+                                     "freed memory reused: after maskfx.train.reuse_freed_memory(), as the maskfx "
+                                     "command line trains (glibc keeps freed blocks for the next step instead of "
+                                     "faulting them in afresh); measured after the other rows and the ORT table"
+                                     if reused else "reuse_freed_memory() is not available here (needs glibc)"]},
         {"title": f"ONNX Runtime latency, resnext50_32x4d collapsed / original (b{s['ort_batch']}, 224 px, "
                   f"{s['rounds']} interleaved rounds)",
          "columns": ["collapse", "deploy ms", "original ms", "ratio", "goal", "MAC ratio", "parameter ratio",
