@@ -1,9 +1,10 @@
 """reuse_freed_memory: a freed large tensor's pages serve the next one without new page faults."""
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from maskfx.train.memory import GLIBC
 
 FAULTS = """
 import resource, torch
@@ -25,7 +26,7 @@ print(default, applied, median_faults())
 """
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt")
 def test_freed_large_blocks_are_reused_without_page_faults():
     # In a fresh interpreter: the setting is process-wide and stays. Medians of five: now and then
     # one block is faulted in again (glibc's own choice), which does not change the step's cost.

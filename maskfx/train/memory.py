@@ -18,13 +18,15 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _MAX_INT = 2**31 - 1
 
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # where mallopt exists
+
 
 def reuse_freed_memory() -> bool:
     """Make glibc serve large blocks from the heap and keep freed ones there for reuse, as the CUDA
     caching allocator does on GPUs: no mmap per block, no trimming below 2 GiB of free heap. The
     process's peak memory is unchanged; it is just not returned until exit. Returns whether the
     setting took effect (False off glibc)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not GLIBC:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _MAX_INT))
