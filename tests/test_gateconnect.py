@@ -70,20 +70,24 @@ def test_gate_gradient_is_the_inner_product_with_each_branch_output():
 
 
 @pytest.mark.parametrize("size", [2, 5])  # 4 and 25 pixels: the conv and the GEMM path
-@pytest.mark.parametrize("residual_groups", [None, 1, 3])
-def test_grouped_pointwise_is_the_grouped_1x1_convolution(size, residual_groups):
+@pytest.mark.parametrize("residual_groups", [None, 1, 3])  # 3: the output's full shape, the GEMM's accumulator
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_grouped_pointwise_is_the_grouped_1x1_convolution(size, residual_groups, with_bias):
     assert 2 * 2 < POINTWISE_GEMM_MIN_PIXELS <= 5 * 5  # so the two sizes take the two paths
     torch.manual_seed(4)
     weight = torch.randn(3 * 7, 4, 1, 1, dtype=torch.float64, requires_grad=True)
     x = torch.randn(2, 3, 4, size, size, dtype=torch.float64, requires_grad=True)
     residual = None if residual_groups is None else \
         torch.randn(2, residual_groups, 7, size, size, dtype=torch.float64, requires_grad=True)
-    out = grouped_pointwise(weight, x, residual)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True) if with_bias else None
+    out = grouped_pointwise(weight, x, residual, bias)
     expected = F.conv2d(x.flatten(1, 2), weight, groups=3).unflatten(1, (3, 7))
     if residual is not None:
         expected = expected + residual
+    if bias is not None:
+        expected = expected + bias.view(-1, 1, 1)
     torch.testing.assert_close(out, expected)
-    inputs = [t for t in (weight, x, residual) if t is not None]
+    inputs = [t for t in (weight, x, residual, bias) if t is not None]
     g = torch.randn_like(out)
     torch.testing.assert_close(torch.autograd.grad(out, inputs, g), torch.autograd.grad(expected, inputs, g))
 
