@@ -6,7 +6,7 @@ from torch import nn
 
 import maskfx
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
-from maskfx.nn.blockout import CLUSTER_SUM_MAX_ROWS, contract_clusters
+from maskfx.nn.blockout import CLUSTER_SUM_MAX_ROWS, assignment_groups, contract_clusters
 from models import MLPHead
 from structure import hard_block_logits, random_logits
 
@@ -258,6 +258,16 @@ def test_cluster_contraction_matches_the_product(dim, hard):
         torch.rand(shape, generator=g, dtype=torch.double)
     expected = product @ c if dim == 1 else product.t() @ c
     torch.testing.assert_close(contract_clusters(product, c, dim), expected)
+
+
+def test_assignment_groups_are_the_distinct_rows_of_hard_clusters_only():
+    g = torch.Generator().manual_seed(0)
+    hard = torch.bernoulli(torch.full((500, 6), 0.5), generator=g)
+    distinct, index = assignment_groups(hard)
+    assert torch.equal(distinct[index], hard)
+    assert distinct.shape == torch.unique(hard, dim=0).shape  # each distinct row once
+    assert assignment_groups(torch.rand(500, 6, generator=g)) is None  # soft: the kernels take the products
+    assert assignment_groups(hard[:40]) is None  # most of 40 rows distinct: grouping saves nothing
 
 
 def test_masked_weight_kernel_rebuilds_its_workspace_when_another_call_overwrote_it():
