@@ -10,7 +10,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 import maskfx
 from maskfx.export.onnx import op_histogram
 from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
-from maskfx.nn.gateconnect import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise
+from maskfx.nn.gateconnect import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise, pointwise_and_identity
 from models import StyledResNeXt, calibrated
 
 
@@ -90,6 +90,23 @@ def test_grouped_pointwise_is_the_grouped_1x1_convolution(size, residual_groups,
     inputs = [t for t in (weight, x, residual, bias) if t is not None]
     g = torch.randn_like(out)
     torch.testing.assert_close(torch.autograd.grad(out, inputs, g), torch.autograd.grad(expected, inputs, g))
+
+
+@pytest.mark.parametrize("size", [2, 5])  # the conv path (autograd's sum) and the fused backward GEMM
+@pytest.mark.parametrize("uses", ["both", "conv1 only", "identity only"])
+def test_pointwise_and_identity_gradients(size, uses):
+    torch.manual_seed(5)
+    weight = torch.randn(3 * 7, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 4, size, size, dtype=torch.float64, requires_grad=True)
+
+    def f(weight, x):
+        h, identity = pointwise_and_identity(weight, x)
+        torch.testing.assert_close(h, grouped_pointwise(weight, x))
+        assert torch.equal(identity, x)
+        terms = {"both": [h.sum(2, keepdim=True), identity.square()], "conv1 only": [h],
+                 "identity only": [identity.square()]}[uses]
+        return sum(t.sum() for t in terms)
+    assert torch.autograd.gradcheck(f, (weight, x))
 
 
 @pytest.mark.parametrize("name", ["small", "resnext50_32x4d"])

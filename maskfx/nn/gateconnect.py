@@ -345,21 +345,25 @@ class _PointwiseWithIdentity(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             h = grouped_pointwise(weight.to(x.dtype), x)
         ctx.save_for_backward(weight, x)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not a C-fold zero tensor
         return h, x.view_as(x)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: torch.Tensor | None, grad_x: torch.Tensor | None):
+        if grad_h is None:
+            return None, grad_x
         weight, x = ctx.saved_tensors
         n, groups, width = x.shape[:3]
         w = weight.to(x.dtype).reshape(groups, -1, width)
-        if grad_h is None:
-            return None, grad_x
-        g = grad_h.reshape(n * groups, w.shape[1], -1)
+        g = grad_h.to(x.dtype).reshape(n * groups, w.shape[1], -1)  # the forward's dtype (autocast may differ)
         w_t = w.transpose(1, 2).expand(n, -1, -1, -1).reshape(n * groups, width, -1)
-        dx = torch.bmm(w_t, g) if grad_x is None else torch.baddbmm(grad_x.reshape(n * groups, width, -1), w_t, g)
-        dw = torch.bmm(g, x.reshape(n * groups, width, -1).transpose(1, 2)).view(n, groups, -1, width).sum(0)
-        return dw.reshape(weight.shape), dx.view_as(x)
+        if grad_x is None:
+            dx = torch.bmm(w_t, g)
+        else:
+            dx = torch.baddbmm(grad_x.to(x.dtype).reshape(n * groups, width, -1), w_t, g)
+        dw = torch.bmm(g, x.reshape(n * groups, width, -1).transpose(1, 2)).view(n, groups, -1, width)
+        return dw.sum(0, dtype=weight.dtype).reshape(weight.shape), dx.view_as(x)
 
 
 class BranchGates(KOfNMasks):
