@@ -96,11 +96,12 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
     baseline = part.build(data.num_classes)
     history = {"baseline": fit(baseline, phases=[Phase(budget.baseline, LR)], desc="baseline", **train)}
 
-    _step(part, 2, f"transform the trained model; learn structure {budget.learn} epochs")
+    _step(part, 2, "transform the trained model")
     net = part.transform(baseline, example)
     print("      " + str(maskfx.summary(net)).replace("\n", "\n      "))
     extra = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
-    _step(part, 3, f"freeze, fine-tune {budget.finetune} epochs; the baseline trains on as long")
+    _step(part, 3, f"learn structure {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "
+                   "the baseline trains on as long")
     history["transformed"] = fit(net, phases=extra, desc="transformed", **train)
     continued = copy.deepcopy(baseline)
     history["baseline, trained on"] = fit(continued, phases=[Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
