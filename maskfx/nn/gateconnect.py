@@ -300,10 +300,10 @@ def grouped_pointwise(weight: torch.Tensor, x: torch.Tensor, residual: torch.Ten
     1.6-3.5x faster than the CPU grouped convolution at resnext50's branch shapes (4 -> 256 .. 2048
     channels per group, 16x16 to 4x4 maps); on 2x2 maps the convolution wins and runs instead.
     The bias and a residual of the output's full shape enter the GEMM itself (a row of ones, and
-    ``baddbmm``'s accumulator), so the C-fold output takes no further pass, forward or backward
-    (5-8% faster per call than adding them afterwards). Any other residual is added in place into
-    the GEMM's result before it is viewed as maps (in place on the view would cost autograd a copy
-    of the gradient).
+    ``baddbmm``'s accumulator, which CPU BLAS fills by copying the residual in), so the C-fold
+    output takes no separate add, forward or backward (5-8% faster per call than adding them
+    afterwards). Any other residual is added in place into the GEMM's result before it is viewed as
+    maps (in place on the view would cost autograd a copy of the gradient).
     """
     n, groups, _, height, width = x.shape
     weight = weight.reshape(groups, -1, x.shape[2])
