@@ -8,7 +8,11 @@ Linear + Dropout; learned and frozen (fine-tuning) MaskConnect blocks against th
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,6 +23,7 @@ import maskfx
 from benchmarks.measure import interleaved_medians, saved_activation_mib, train_step_fn
 from benchmarks.suite import Cell, ms, ratio, result, table
 from maskfx.nn import Jumpout
+from maskfx.train.memory import GLIBC
 
 SUITE = "training"
 PLAIN = "plain"  # the key of the baseline among a comparison's models
@@ -139,16 +144,38 @@ def measure(comparison: Comparison, device: torch.device, rounds: int, warmup: i
             for name, goal in comparison.goals.items()]
 
 
-def training_table(quick: bool, device: torch.device) -> dict:
+def training_table(quick: bool, device: torch.device, reused: bool = False) -> dict:
+    """The comparisons' rows; ``reused`` labels a run after ``maskfx.train.reuse_freed_memory()``."""
     rounds, warmup = (3, 1) if quick else (15, 3)
     rows = [row for c in comparisons(quick) for row in measure(c, device, rounds, warmup)]
-    return table(f"Training step on {device.type.upper()}: technique / plain equivalent", COLUMNS, rows, [
+    notes = [
         f"SGD step of cross-entropy on a fixed random batch, {CLASSES} classes; medians of {rounds} "
         f"interleaved steps (warm-up rounds: {warmup}), {torch.get_num_threads()} torch threads.",
         "saved MiB: tensors autograd keeps for backward in one training forward (each storage once).",
         "frozen (fine-tune): MaskConnect after maskfx.freeze, the connectivity fixed at its top K.",
-    ])
+    ]
+    if reused:
+        notes.append("freed memory reused: measured in a fresh process after maskfx.train.reuse_freed_memory(), as "
+                     "the maskfx command line trains (glibc keeps freed blocks, such as each step's new weight "
+                     "gradients, instead of faulting their pages in afresh).")
+    title = f"Training step on {device.type.upper()}: technique / plain equivalent"
+    return table(title + (", freed memory reused" if reused else ""), COLUMNS, rows, notes)
+
+
+def reused_table(quick: bool) -> dict:
+    """``training_table`` with freed memory reused, in a subprocess: the setting is process-wide and
+    cannot be undone, and the suites after this one measure without it."""
+    code = ("import json, torch; from maskfx.train import reuse_freed_memory; "
+            "from benchmarks.training import training_table; reuse_freed_memory(); "
+            f"print(json.dumps(training_table({quick}, torch.device('cpu'), reused=True)))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True, cwd=root).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def run(quick: bool) -> dict:
-    return result(SUITE, "Training-step cost", [training_table(quick, torch.device("cpu"))])
+    """The training table, and on glibc (full runs) the same measured as the command line trains."""
+    tables = [training_table(quick, torch.device("cpu"))]
+    if GLIBC and not quick:
+        tables.append(reused_table(quick))
+    return result(SUITE, "Training-step cost", tables)
