@@ -19,14 +19,15 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
 from maskfx.report import count_parameters
-from maskfx.train import reuse_freed_memory
+from maskfx.train.memory import GLIBC
 from maskfx.nn import BranchGates, DeployedModule
 
 try:
     from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, \
-        train_step_fn
+        train_step_fn, with_freed_memory_reused
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, train_step_fn
+    from measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, train_step_fn, \
+        with_freed_memory_reused
 
 SUITE = "gateconnect"
 MODELS = {  # name -> (factory, C)
@@ -90,19 +91,19 @@ def run(quick: bool) -> dict:
                   f"{os.getloadavg()[0]:.1f} at the start")
     training = [bench_training(name, s) for name in MODELS]
     deploy = bench_deploy(s)
-    # As the maskfx command line trains; measured last, since the setting stays for the process.
-    reused = reuse_freed_memory()
-    if reused:
-        training += [bench_training(name, s, ", freed memory reused") for name in MODELS]
+    if GLIBC:  # as the maskfx command line trains
+        training += [with_freed_memory_reused("benchmarks.bench_gateconnect",
+                                              f"bench_training({name!r}, {s!r}, ', freed memory reused')")
+                     for name in MODELS]
     return {"suite": SUITE, "title": "GateConnect: training cost and deployed latency", "tables": [
         {"title": f"Train step, learned / original (b{s['batch']}, {s['size']} px, {s['rounds']} interleaved rounds)",
          "columns": ["model", "K", "learned ms", "original ms", "ratio", "goal", "saved MiB learned",
                      "saved MiB original", "saved ratio"],
          "rows": training, "notes": [conditions, "saved = tensors autograd keeps for backward (each storage once)",
-                                     "freed memory reused: after maskfx.train.reuse_freed_memory(), as the maskfx "
-                                     "command line trains (glibc keeps freed blocks for the next step instead of "
-                                     "faulting them in afresh); measured after the other rows and the ORT table"
-                                     if reused else "reuse_freed_memory() is not available here (needs glibc)"]},
+                                     "freed memory reused: measured in a fresh process after "
+                                     "maskfx.train.reuse_freed_memory(), as the maskfx command line trains (glibc "
+                                     "keeps freed blocks for the next step instead of faulting them in afresh)"
+                                     if GLIBC else "reuse_freed_memory() is not available here (needs glibc)"]},
         {"title": f"ONNX Runtime latency, resnext50_32x4d collapsed / original (b{s['ort_batch']}, 224 px, "
                   f"{s['rounds']} interleaved rounds)",
          "columns": ["collapse", "deploy ms", "original ms", "ratio", "goal", "MAC ratio", "parameter ratio",

@@ -58,6 +58,23 @@ def train_step_fn(model, x, y):
     return step
 
 
+def with_freed_memory_reused(module: str, expression: str):
+    """``module.expression`` (a call returning JSON-able data) evaluated in a fresh interpreter after
+    ``maskfx.train.reuse_freed_memory()``, as the maskfx command line trains. A fresh process,
+    because the setting is process-wide and cannot be undone: whatever this process measures
+    afterwards keeps glibc's defaults."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (f"import json, torch; from maskfx.train import reuse_freed_memory; import {module} as m; "
+            f"reuse_freed_memory(); print(json.dumps(m.{expression}))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True, cwd=root).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 def report_pruned_latency(label: str, pruned, original, x, rounds: int, detail: str = "",
                           goal: str = "within 10% of the MAC ratio") -> None:
     """ONNX Runtime latency of ``pruned`` / ``original`` next to their MAC and parameter ratios."""

@@ -8,11 +8,7 @@ Linear + Dropout; learned and frozen (fine-tuning) MaskConnect blocks against th
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -20,7 +16,7 @@ import torchvision
 from torch import nn
 
 import maskfx
-from benchmarks.measure import interleaved_medians, saved_activation_mib, train_step_fn
+from benchmarks.measure import interleaved_medians, saved_activation_mib, train_step_fn, with_freed_memory_reused
 from benchmarks.suite import Cell, ms, ratio, result, table
 from maskfx.nn import Jumpout
 from maskfx.train.memory import GLIBC
@@ -162,20 +158,10 @@ def training_table(quick: bool, device: torch.device, reused: bool = False) -> d
     return table(title + (", freed memory reused" if reused else ""), COLUMNS, rows, notes)
 
 
-def reused_table(quick: bool) -> dict:
-    """``training_table`` with freed memory reused, in a subprocess: the setting is process-wide and
-    cannot be undone, and the suites after this one measure without it."""
-    code = ("import json, torch; from maskfx.train import reuse_freed_memory; "
-            "from benchmarks.training import training_table; reuse_freed_memory(); "
-            f"print(json.dumps(training_table({quick}, torch.device('cpu'), reused=True)))")
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True, cwd=root).stdout
-    return json.loads(out.splitlines()[-1])
-
-
 def run(quick: bool) -> dict:
     """The training table, and on glibc (full runs) the same measured as the command line trains."""
     tables = [training_table(quick, torch.device("cpu"))]
     if GLIBC and not quick:
-        tables.append(reused_table(quick))
+        tables.append(with_freed_memory_reused("benchmarks.training",
+                                               f"training_table({quick}, torch.device('cpu'), reused=True)"))
     return result(SUITE, "Training-step cost", tables)
