@@ -38,7 +38,7 @@ run_phases(net, train_loader, [joint, frozen, Phase(args.epochs, lr=0.002)], cpu
 logits, labels = predict(net, test_loader, cpu)
 print(f"trained: test accuracy {accuracy(logits, labels):.4f}")
 
-deploy = maskfx.collapse(net, mode="prune")  # exact after freezing; smaller: unread branches are gone
+deploy = maskfx.collapse(net, mode="prune", example_inputs=(x,))  # exact after freezing; unread branches go
 print(maskfx.summary(deploy))
 pruned_logits, _ = predict(deploy, test_loader, cpu)
 print(f"pruned: test accuracy {accuracy(pruned_logits, labels):.4f}, "

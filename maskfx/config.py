@@ -2,6 +2,7 @@
 ``ValueError`` naming the field before ``transform`` touches anything."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -13,8 +14,8 @@ from maskfx.nn.maskconnect import check_maskconnect_args
 def _check_patterns(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
-    if not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{name} must be a sequence of glob patterns (str), got {value!r}")
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"{name} must be a glob pattern or a list or tuple of them (str), got {value!r}")
     return tuple(value)
 
 
@@ -122,8 +123,8 @@ class BlockoutConfig:
 
     def __post_init__(self) -> None:
         check_blockout_args(self.clusters, self.variant, self.estimator)
-        if not (isinstance(self.init_spread, (int, float)) and self.init_spread >= 0.0):
-            raise ValueError(f"init_spread must be a number >= 0, got {self.init_spread!r}")
+        if not (isinstance(self.init_spread, (int, float)) and 0.0 <= self.init_spread < math.inf):
+            raise ValueError(f"init_spread must be a finite number >= 0, got {self.init_spread!r}")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)

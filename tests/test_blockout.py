@@ -155,9 +155,9 @@ def test_freeze_fixes_hard_clusters_so_prune_is_the_trained_function():
     F.cross_entropy(first, y).backward()
     opt.step()
     net.eval()
-    pruned = maskfx.collapse(net, "prune")
+    pruned = maskfx.collapse(net, "prune", example_inputs=(x,))
     torch.testing.assert_close(pruned(x), net(x), rtol=0, atol=1e-5)
-    assert "exact" in maskfx.summary(pruned).notes[-1]
+    assert maskfx.summary(pruned).collapse.technique("blockout").shift.exact
 
 
 def test_min_clusters_keeps_every_node_in_a_cluster_so_the_head_never_empties():

@@ -2,6 +2,9 @@
 training-only outputs) and its eval-mode behaviour, for every way a model can branch on
 ``self.training``. MaskConnect at K = 1 from the original chain, frozen, is deterministic and
 function-preserving in training, so the transformed net must compute exactly the original."""
+import contextlib
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -95,9 +98,10 @@ def test_torchvision_training_only_paths_survive_transform(name, size):
     assert_same_in_both_modes(model, net, x, atol=1e-4)
 
 
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+@contextlib.contextmanager
+def _no_warning():
+    """Fails if maskfx warns inside (``pytest.warns``'s opposite)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]

@@ -13,3 +13,8 @@ def resnet(num_classes: int = 10, width: int = 8) -> nn.Module:
 
 def not_a_model() -> int:
     return 3
+
+
+def broken() -> nn.Module:
+    """A factory whose own code fails, as a user's may."""
+    raise RuntimeError("the factory's own bug")

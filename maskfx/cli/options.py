@@ -81,8 +81,30 @@ def add_techniques(parser: argparse.ArgumentParser) -> None:
                        help="how MaskConnect's training forwards pick K inputs (default 'top-k'; 'multinomial': the paper's)")
 
 
+TECHNIQUES = ("jumpout", "blockout", "maskconnect", "gateconnect")
+# Each technique option and the technique flags it configures: given without any of them, it is a mistake.
+OPTION_TECHNIQUES = {"clusters": ("blockout",), "fan_in": ("maskconnect", "gateconnect"),
+                     "init": ("maskconnect",), "sampling": ("maskconnect",)}
+
+
+class FlagError(ValueError):
+    """A technique option given without the flag it configures, or technique flags beside a checkpoint
+    (whose recipe fixes them): silently ignored, they would train something else than asked."""
+
+
+def technique_flags(args: argparse.Namespace) -> list[str]:
+    """The technique flags and options given on the command line."""
+    names = [t for t in TECHNIQUES if getattr(args, t)] + [o for o in OPTION_TECHNIQUES if getattr(args, o) is not None]
+    return [f"--{name.replace('_', '-')}" for name in names]
+
+
 def technique_configs(args: argparse.Namespace) -> dict:
     """``maskfx.transform`` keyword arguments for the technique flags."""
+    for option, techniques in OPTION_TECHNIQUES.items():
+        if getattr(args, option) is not None and not any(getattr(args, t) for t in techniques):
+            flags = " or ".join(f"--{t}" for t in techniques)
+            raise FlagError(f"--{option.replace('_', '-')} configures {flags}, which is not given: "
+                            f"add {flags} or drop --{option.replace('_', '-')}")
     configs: dict = {}
     if args.jumpout:
         configs["jumpout"] = maskfx.JumpoutConfig()
@@ -102,4 +124,8 @@ def _given(**values) -> dict:
 
 def model_from(args: argparse.Namespace, num_classes: int):
     model = build_model(args.model, num_classes)
-    return load_weights(model, args.model, args.weights, num_classes) if args.weights else model
+    if not args.weights:
+        return model
+    model, loaded = load_weights(model, args.model, args.weights, num_classes)
+    print(f"weights: {loaded}")
+    return model

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import maskfx
-from maskfx.cli.options import (Command, add_data, add_model, add_techniques, count, model_from, positive_int, rate,
-                                technique_configs)
+from maskfx.cli.options import (Command, FlagError, add_data, add_model, add_techniques, count, model_from,
+                                positive_int, rate, technique_configs, technique_flags)
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
 from maskfx.train.phases import PRESETS, preset
 
@@ -84,6 +84,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
     if args.resume and args.checkpoint is None:
         raise ValueError("--resume needs --checkpoint FILE")
+    if args.checkpoint and technique_flags(args):
+        raise FlagError(f"{' '.join(technique_flags(args))}: a --checkpoint's recipe fixes its techniques; "
+                        f"technique flags go with a model (maskfx train MODEL ...)")
     if args.epochs + args.finetune_epochs == 0:
         raise ValueError("nothing to train: --epochs and --finetune-epochs are both 0")
     device = resolve_device(args.device)

@@ -11,23 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from maskfx.structure import LearnedSite  # noqa: E402
+from maskfx.structure import LearnedSite
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def _subplots(columns: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure drawn straight to files: ``Figure`` without pyplot picks no display backend and
+    changes no process-wide setting, so importing maskfx leaves the user's matplotlib alone."""
+    figure = Figure(figsize=figsize, layout="constrained")
+    return figure, figure.subplots(1, columns, **kwargs)
+
+
+def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 
 def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Loss and test accuracy against the epoch, for every run in ``histories``."""
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    figure, (loss_axis, accuracy_axis) = _subplots(2, (10, 3.6))
     for label, history in histories.items():
         epochs = [r["epoch"] for r in history]
         loss_axis.plot(epochs, [r["loss"] for r in history], marker=".", label=label)
@@ -44,7 +47,7 @@ def blockout_clusters(sites: list[LearnedSite], path: Path) -> Path | None:
     sites = [s for s in sites if s.technique == "blockout"]
     if not sites:
         return None
-    figure, axes = plt.subplots(1, len(sites), figsize=(2.6 * len(sites) + 1, 4), squeeze=False, layout="constrained")
+    figure, axes = _subplots(len(sites), (2.6 * len(sites) + 1, 4), squeeze=False)
     for axis, site in zip(axes[0], sites):
         order = site.values.argmax(1).argsort(stable=True)
         image = axis.imshow(site.values[order].numpy(), aspect="auto", vmin=0, vmax=1, cmap="viridis",
@@ -74,8 +77,7 @@ def maskconnect_connectivity(sites: list[LearnedSite], path: Path) -> Path | Non
     chains = _chains([s for s in sites if s.technique == "maskconnect"])
     if not chains:
         return None
-    figure, axes = plt.subplots(1, len(chains), figsize=(3.6 * len(chains) + 1.5, 3.8), squeeze=False,
-                                layout="constrained")
+    figure, axes = _subplots(len(chains), (3.6 * len(chains) + 1.5, 3.8), squeeze=False)
     for axis, chain in zip(axes[0], chains):
         width = max(len(site.values) for site in chain)
         grid = [site.values.tolist() + [float("nan")] * (width - len(site.values)) for site in chain]
@@ -97,7 +99,7 @@ def gateconnect_gates(sites: list[LearnedSite], path: Path) -> Path | None:
     sites = [s for s in sites if s.technique == "gateconnect"]
     if not sites:
         return None
-    figure, axes = plt.subplots(1, len(sites) + 1, figsize=(2.8 * (len(sites) + 1) + 1, 3.4), squeeze=False, layout="constrained")
+    figure, axes = _subplots(len(sites) + 1, (2.8 * (len(sites) + 1) + 1, 3.4), squeeze=False)
     for axis, site in zip(axes[0], sites):
         axis.imshow(site.values.numpy(), vmin=0, vmax=1, cmap="Oranges", interpolation="nearest")
         rows, columns = site.keep.nonzero(as_tuple=True)

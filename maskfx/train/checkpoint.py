@@ -1,5 +1,6 @@
 """Checkpoints as data: how to rebuild the network (a recipe of names and configs) plus its
-``state_dict``, loaded with ``torch.load(weights_only=True)`` and written atomically.
+``state_dict``, loaded with ``torch.load(weights_only=True)``, written atomically and checked
+against a SHA-256 digest of its contents at load.
 
 A checkpoint never pickles code or modules. The recipe names the model (``torchvision:resnet18``
 or ``module:fn``), the class count, the input shape and each technique's config as plain values;
@@ -10,6 +11,7 @@ because ``collapse`` is a deterministic function of it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from maskfx.transform import collapse, transform
 from maskfx.train.models import build_model, first_line
 
 FORMAT = "maskfx-checkpoint/1"
+DIGEST_KEY = "sha256"  # of every value in the payload, tensors by their bytes: torch.load checks no CRC
 CONFIG_TYPES = {p.TECHNIQUE: p.CONFIG for p in PIPELINE}
 
 
@@ -79,7 +82,8 @@ class Checkpoint:
     def to_dict(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)  # tensors are kept as they are (deep-copied)
         payload["recipe"]["input_shape"] = list(self.recipe.input_shape)
-        return {"format": FORMAT, **payload}
+        payload = {"format": FORMAT, **payload}
+        return {**payload, DIGEST_KEY: payload_digest(payload)}
 
     def network(self) -> nn.Module:
         """Rebuild the network and load the state; collapsed again if it was saved collapsed."""
@@ -92,11 +96,43 @@ class Checkpoint:
         return collapse(net, self.collapse) if self.collapse else net
 
 
+def payload_digest(value: Any) -> str:
+    """SHA-256 over a checkpoint payload: keys, plain values, and each tensor's dtype, shape and
+    bytes. A flipped byte inside tensor data, which ``torch.load`` reads without complaint, changes it."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"tensor{data.dtype}{tuple(value.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"dict{len(value)}".encode())
+        for key, item in value.items():
+            digest.update(repr(key).encode())
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())
+
+
+def _temporaries(path: Path) -> list[Path]:
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, flushed
-    to disk, then renamed over ``path``; an interrupted save leaves the old file untouched."""
+    to disk, then renamed over ``path``; an interrupted save leaves the old file untouched. A
+    temporary left by a save that was killed outright (nothing could remove it) goes at the next."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stale = _temporaries(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -107,6 +143,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
     return path
 
 
@@ -122,6 +160,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a maskfx checkpoint ({FORMAT}); "
                               f"for a plain state_dict use --weights")
+    recorded = payload.pop(DIGEST_KEY, None)
+    if recorded != payload_digest(payload):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its contents do not match the SHA-256 "
+                              f"digest written with them" if recorded else
+                              f"checkpoint {str(path)!r} has no SHA-256 digest of its contents, so it cannot be "
+                              f"checked: it was not written by save_checkpoint")
     try:
         recipe = payload["recipe"]
         return Checkpoint(
