@@ -11,12 +11,16 @@ import onnx
 import torch
 from torch import nn
 
-from maskfx.export.runtime import open_session
+from maskfx.export.runtime import RuntimeSession, open_session
+from maskfx.state import get_state
+from maskfx.structure import structure
 
 # No random op may survive into a deployed graph.
 RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal",
                         "RandomNormalLike", "Multinomial", "Dropout"})
 SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GiB limit, with room for the graph itself
+SHOWN_LAYERS = 3  # maskfx layers a refusal names before "and N more"
+SIDES = ("PyTorch", "ONNX Runtime")  # what a parity check compares, reference first
 
 
 class ExportVerificationError(RuntimeError):
@@ -29,13 +33,23 @@ class ExportVerificationError(RuntimeError):
 
 @dataclass
 class BatchCheck:
+    """ONNX Runtime against PyTorch at one batch size. ``non_finite`` names each side whose outputs
+    hold a NaN or an infinity: that fails the check whatever the difference says, as a NaN
+    difference compares False and an infinite output makes the tolerance infinite."""
+
     batch: int
     max_abs_diff: float
     tolerance: float
+    non_finite: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return not self.non_finite and self.max_abs_diff <= self.tolerance
+
+    def __str__(self) -> str:
+        if self.non_finite:
+            return f"batch {self.batch}: non-finite output from {' and '.join(self.non_finite)}"
+        return f"batch {self.batch}: max|diff| {self.max_abs_diff:.2e} (tol {self.tolerance:.1e})"
 
 
 @dataclass
@@ -64,8 +78,7 @@ class ExportReport:
         return data
 
     def __str__(self) -> str:
-        parity = ", ".join(f"batch {c.batch}: max|diff| {c.max_abs_diff:.2e} (tol {c.tolerance:.1e})"
-                           for c in self.checks)
+        parity = ", ".join(map(str, self.checks))
         return (f"{self.path} ({self.file_bytes / 2**20:.1f} MiB, {self.node_count} nodes) on "
                 f"{self.provider}; random ops: {self.random_ops or 'none'}; {parity}; "
                 f"{'verified' if self.ok else 'FAILED'}")
@@ -92,6 +105,48 @@ def _batched(inputs: Sequence[torch.Tensor], size: int) -> tuple[torch.Tensor, .
     return tuple(x.repeat(-(-size // x.shape[0]), *([1] * (x.dim() - 1)))[:size] for x in inputs)
 
 
+def _check_batch(model: nn.Module, session: RuntimeSession, inputs: tuple[torch.Tensor, ...],
+                 atol: float, rtol: float) -> BatchCheck:
+    """Run ``inputs`` through both sides and compare every output. The worst difference is a
+    tensor maximum, which keeps a NaN (Python's ``max`` would drop it)."""
+    with torch.no_grad():
+        expected = model(*inputs)
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    refs = [ref.detach().float().cpu() for ref in expected]
+    outs = [torch.from_numpy(out).float() for out in session.run(*inputs)]
+    non_finite = [side for side, tensors in zip(SIDES, (refs, outs))
+                  if not all(t.isfinite().all() for t in tensors)]
+    worst = torch.stack([(ref - out).abs().max() for ref, out in zip(refs, outs)]).max().item()
+    scale = torch.stack([ref.abs().max() for ref in refs]).max().item()
+    return BatchCheck(inputs[0].shape[0], worst, atol + rtol * scale, non_finite)
+
+
+def _maskfx_layers(model: nn.Module) -> list[str]:
+    """The layers of a ``maskfx.transform`` result that hold learned structure (Blockout,
+    MaskConnect, GateConnect), as "Type at 'location'". Their eval forward reads that structure
+    from trainable values (a top K, cluster probabilities) that only ``collapse`` turns into plain
+    layers, choosing "expected" or "prune". Jumpout learns none and is the identity in eval mode,
+    so a net holding only Jumpout exports as its collapse would."""
+    try:
+        state = get_state(model)
+    except ValueError:  # not a maskfx graph module: nothing of maskfx's to collapse
+        return []
+    learning = {site.technique for site in structure(model)}  # empty once collapsed
+    return [f"{type(model.get_submodule(site.module)).__name__} at {site.location!r}"
+            for site in state.sites if site.technique in learning and site.module and not site.train_only]
+
+
+def _check_collapsed(model: nn.Module) -> None:
+    """Refuse a transformed net that was not collapsed: the exporter would fail on its top-K
+    choices, or write the training layers into the deployed graph."""
+    layers = _maskfx_layers(model)
+    if not layers:
+        return
+    more = f" and {len(layers) - SHOWN_LAYERS} more" if len(layers) > SHOWN_LAYERS else ""
+    raise ValueError(f"this network still holds maskfx layers ({', '.join(layers[:SHOWN_LAYERS])}{more}): "
+                     f"collapse it first: deploy = maskfx.collapse(net, mode='expected' or 'prune')")
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -106,13 +161,18 @@ def export_onnx(
     """Export ``model`` (in eval mode) to ONNX with torch's dynamo exporter and verify it.
 
     The result passes ``onnx.checker``, holds no random op, and (``verify=True``) its ONNX
-    Runtime outputs match PyTorch's at two batch sizes, to ``atol + rtol * max|output|``.
-    A failed check raises ``ExportVerificationError`` carrying the report. Returns the path and
-    the report; the file is a single ``.onnx`` unless the weights exceed protobuf's 2 GiB.
+    Runtime outputs match PyTorch's at two batch sizes, to ``atol + rtol * max|output|``; a NaN
+    or an infinity in either side's outputs fails that check, as no tolerance can vouch for it.
+    A failed check raises ``ExportVerificationError`` carrying the report. A ``maskfx.transform``
+    result that still holds learned structure raises ``ValueError`` before anything is exported:
+    ``collapse`` it first (a net with only Jumpout, the identity in eval mode, exports as it is).
+    Returns the path and the report; the file is a single ``.onnx`` unless the weights exceed
+    protobuf's 2 GiB.
     """
     example_inputs = tuple(example_inputs)
     if not example_inputs or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 for x in example_inputs):
         raise ValueError("example_inputs must be a non-empty sequence of tensors with a batch dimension")
+    _check_collapsed(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -134,18 +194,8 @@ def export_onnx(
                               sorted(op for op in ops if op in RANDOM_OPS))
         if verify:
             sizes = (1, example_inputs[0].shape[0] + 2) if dynamic_batch else (example_inputs[0].shape[0],)
-            for size in sizes:
-                inputs = _batched(example_inputs, size)
-                with torch.no_grad():
-                    expected = model(*inputs)
-                expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-                got = session.run(*inputs)
-                worst, tolerance = 0.0, atol
-                for ref, out in zip(expected, got):
-                    ref = ref.detach().float().cpu()
-                    worst = max(worst, (ref - torch.from_numpy(out).float()).abs().max().item())
-                    tolerance = max(tolerance, atol + rtol * ref.abs().max().item())
-                report.checks.append(BatchCheck(size, worst, tolerance))
+            report.checks += [_check_batch(model, session, _batched(example_inputs, size), atol, rtol)
+                              for size in sizes]
     finally:
         model.train(was_training)
     if report.random_ops or (verify and not report.ok):

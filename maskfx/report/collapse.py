@@ -4,6 +4,7 @@ moved. ``collapse`` stores it on the module it returns; ``maskfx.summary(deploy)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -38,8 +39,8 @@ class Shift:
 
     @property
     def exact(self) -> bool:
-        """Within fp32 rounding: ``max_abs_diff <= 1e-5 * max(1, output_scale)``."""
-        return self.max_abs_diff <= EXACT_TOLERANCE * max(1.0, self.output_scale)
+        """Within fp32 rounding: ``max_abs_diff <= 1e-5 * max(1, output_scale)``; never for NaN or inf."""
+        return self.max_abs_diff <= EXACT_TOLERANCE * max(1.0, self.output_scale) < math.inf
 
     def __str__(self) -> str:
         verdict = "exact" if self.exact else "NOT the eval function"
@@ -135,6 +136,8 @@ def _shift(reference: list[torch.Tensor] | None, outputs: list[torch.Tensor] | N
         return None
     if len(reference) != len(outputs) or any(r.shape != o.shape for r, o in zip(reference, outputs)):
         raise RuntimeError("collapse changed the model's output structure or shapes")
+    if not all(t.isfinite().all() for t in (*reference, *outputs)):
+        return Shift(math.nan, math.nan)  # a NaN or inf output is never the eval function, however it compares
     diff = max(((r - o).abs().max().item() for r, o in zip(reference, outputs) if r.numel()), default=0.0)
     scale = max((r.abs().max().item() for r in reference if r.numel()), default=0.0)
     return Shift(diff, scale)
