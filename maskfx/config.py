@@ -23,11 +23,12 @@ def _check_patterns(name: str, value: Any) -> tuple[str, ...]:
 class JumpoutConfig:
     """Where and how Jumpout goes.
 
-    ``placement="relu"`` puts a Jumpout after every ReLU call site (a Dropout right after one is
-    replaced, unless ``replace_dropout=False``); ``"dropout"`` only replaces the Dropouts the model
-    already has right after a ReLU, as in the paper's experiments, and leaves every other Dropout
-    as it is (Jumpout's rate is normalised by the share of active ReLU units, which means nothing
-    for an input that can be negative; a note names each one kept).
+    ``placement="relu"`` puts a Jumpout after every rectifier call site, ReLU or ReLU6 (a Dropout
+    right after one is replaced, unless ``replace_dropout=False``; other activations, SiLU, GELU
+    and the like, are listed as rejected); ``"dropout"`` only replaces the Dropouts the model
+    already has right after a rectifier, as in the paper's experiments, and leaves every other
+    Dropout as it is (Jumpout's rate is normalised by the share of active rectifier units, which
+    means nothing for an input that can be negative; a note names each one kept).
 
     ``include``/``exclude`` are ``fnmatch`` globs on a site's qualified name: the ReLU module's
     path (``"layer1.0.relu"``) or, for functional ReLUs, the enclosing module's path plus the

@@ -96,7 +96,7 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["transform", *TINY, "--data", "imagefolder:" + str(tmp / "empty"), *out], "train/ and val/"),
         (["transform", *TINY, "--data", "imagefolder:" + str(tmp / "no_images"), *out], "not readable as an ImageFolder"),
         (["transform", *TINY, "--data", "cifar10:" + str(tmp / "empty"), *out], "cifar10"),
-        (["transform", *TINY, "--data", "mnist", *out], "expected digits"),
+        (["transform", *TINY, "--data", "svhn", *out], "expected digits"),
         (["transform", *TINY, "--blockout", "--clusters", "0", *out], "--clusters"),
         (["transform", *TINY, "--maskconnect", "--fan-in", "0", *out], "--fan-in"),
         (["transform", *TINY, "--image-size", "0", *out], "--image-size"),

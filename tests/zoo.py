@@ -41,19 +41,21 @@ def build(name: str) -> torch.nn.Module:
 
 class _CountRelu(TorchDispatchMode):
     RELU = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+    HARDTANH = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}  # ReLU6 is hardtanh(0, 6)
 
     def __init__(self):
         super().__init__()
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += func in self.RELU
+        self.count += func in self.RELU or (func in self.HARDTANH and args[1] == 0 < args[2])
         return func(*args, **(kwargs or {}))
 
 
 @torch.no_grad()
 def count_relu_calls(model: torch.nn.Module, x: torch.Tensor, training: bool = False) -> int:
-    """ReLU kernels one forward runs (eval by default): in a loop-free model, one per call site."""
+    """Rectifier kernels (ReLU, ReLU6) one forward runs (eval by default): in a loop-free model,
+    one per call site."""
     with _CountRelu() as counter:
         model.train(training)(x)
     return counter.count

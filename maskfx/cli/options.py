@@ -69,7 +69,7 @@ def add_data(parser: argparse.ArgumentParser) -> None:
 
 def add_techniques(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("techniques (each with its config's defaults unless set)")
-    group.add_argument("--jumpout", action="store_true", help="Jumpout after every ReLU")
+    group.add_argument("--jumpout", action="store_true", help="Jumpout after every ReLU and ReLU6")
     group.add_argument("--blockout", action="store_true", help="Blockout on the classifier head")
     group.add_argument("--maskconnect", action="store_true", help="MaskConnect on chains of residual blocks")
     group.add_argument("--gateconnect", action="store_true", help="GateConnect on chains of ResNeXt modules")

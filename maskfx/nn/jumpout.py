@@ -41,7 +41,7 @@ def check_jumpout_args(sigma: float, p_min: float, p_max: float, max_rate: float
 
 
 class Jumpout(nn.Module):
-    """Jumpout after a ReLU. Identity in eval mode.
+    """Jumpout after a rectifier (ReLU, ReLU6). Identity in eval mode.
 
     Args:
         sigma: standard deviation of the half-normal the drop rate is drawn from. The paper
