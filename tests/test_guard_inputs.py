@@ -103,3 +103,10 @@ def test_technique_flags_beside_a_checkpoint_are_refused(tmp_path, capsys):
     line = one_error_line(["train", "--checkpoint", str(tmp_path / "t.pt"), "--blockout", "--image-size", "16",
                            "--out", str(tmp_path / "run")], capsys)
     assert "--blockout: a --checkpoint's recipe fixes its techniques" in line
+
+
+def test_training_that_diverges_stops_with_one_line(tmp_path, capsys):
+    line = one_error_line(["train", *TINY, "--maskconnect", "--lr", "1e6", "--batch-size", "8", "--epochs", "3",
+                           "--finetune-epochs", "0", "--out", str(tmp_path / "run")], capsys)
+    assert "training diverged; lower the learning rate" in line or "stopped before the optimizer step" in line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no epoch ended well: nothing saved

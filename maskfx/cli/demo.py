@@ -155,6 +155,9 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
             "notes": notes, "plots": [p.name for p in drawn if p is not None], "histories": history}
 
 
+DATA_NAMES = {"digits": "scikit-learn digits", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
+
 def run_demo(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     budget = QUICK if args.quick else FULL
@@ -162,13 +165,13 @@ def run_demo(args: argparse.Namespace) -> int:
                     args.finetune_epochs if args.finetune_epochs is not None else budget.finetune, budget.latency_runs)
     device, out = resolve_device(args.device), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data("digits", seed=args.seed, limit=budget.limit)
-    print(f"maskfx demo{' --quick' if args.quick else ''}: digits {len(data.train)} train / {len(data.test)} test "
+    data = load_data(args.data, seed=args.seed, limit=budget.limit)
+    print(f"maskfx demo{' --quick' if args.quick else ''}: {args.data} {len(data.train)} train / {len(data.test)} test "
           f"images, 32x32, on {device}; report in {out}", flush=True)
     report = {"command": args.invocation,
               "quick": args.quick, "budget": asdict(budget), "seed": args.seed,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-              "data": f"scikit-learn digits upsampled to 32x32, {len(data.train)} train / {len(data.test)} test images",
+              "data": f"{DATA_NAMES.get(args.data, args.data)} at 32x32, {len(data.train)} train / {len(data.test)} test images",
               "parts": [run_part(part, data, budget, out, device, args.seed) for part in parts(args.model)]}
     report["wall_seconds"] = time.perf_counter() - began
     json_path, md_path = write_report(out, report)
@@ -188,6 +191,9 @@ def resnet_name(text: str) -> str:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI, ~2 min)")
     parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first part")
+    parser.add_argument("--data", default="digits",
+                        help="digits (embedded, the fast default), or the same story at full size: fashion-mnist or "
+                             "mnist (60,000 / 10,000 images; `make data` fetches them)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="structure-learning epochs (overrides the budget)")
     parser.add_argument("--finetune-epochs", type=positive_int, default=None, help="epochs after freeze (overrides)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device")

@@ -57,6 +57,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--preset", choices=sorted(PRESETS), default=None,
                           help="a paper's four-phase recipe (epochs, learning rates, batch size, momentum, weight "
                                "decay) instead of the options above")
+    schedule.add_argument("--skip-nonfinite", action="store_true",
+                          help="skip a batch whose loss is NaN or infinite instead of stopping (each epoch's record "
+                               "counts them); training still stops once the weights themselves are not finite")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json (rank 0 writes)")
@@ -105,11 +108,13 @@ def run_train(args: argparse.Namespace) -> int:
 
         def report(record: dict) -> None:
             print(f"epoch {record['epoch']} (phase {record['phase'] + 1}): loss {record['loss']:.4f}, "
-                  f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.1f} s", flush=True)
+                  f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.1f} s"
+                  + (f", {record['skipped']} batch(es) skipped" if record.get("skipped") else ""), flush=True)
 
         history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
                       **sgd_settings(args), seed=args.seed, checkpoint=out / "checkpoint.pt",
-                      resume=saved if args.resume else None, job=job, on_epoch=report)
+                      resume=saved if args.resume else None, job=job, on_epoch=report,
+                      skip_nonfinite=args.skip_nonfinite)
         digest = ddp.check_replicas(net, job)
         ddp.on_main(job, lambda: (out / "history.json").write_text(json.dumps(history, indent=2) + "\n"))
         if job.main:

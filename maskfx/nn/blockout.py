@@ -253,6 +253,12 @@ class _MaskedLinear(torch.autograd.Function):
 CLUSTER_SUM_MAX_ROWS = 48
 
 
+def _per_cluster(x2: torch.Tensor, c_in: torch.Tensor) -> torch.Tensor:
+    """``x (.) C_in[:, c]`` for each cluster c, stacked as ``k * batch`` rows (sizes spelled out,
+    never inferred: an empty batch leaves nothing to infer them from)."""
+    return (x2.unsqueeze(0) * c_in.t().unsqueeze(1)).flatten(0, 1)
+
+
 class _ClusterSumLinear(torch.autograd.Function):
     """The same layer without any weight-sized mask, for small batches: with ``W = scale W~ (.) C_out C_in^T``,
     ``y = b + scale sum_c C_out[:, c] (.) ((x (.) C_in[:, c]) W~^T)``, i.e. one GEMM of ``k * batch`` rows.
@@ -263,12 +269,11 @@ class _ClusterSumLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, c_in, c_out, scale):
         x2 = x.reshape(-1, x.shape[-1])
         k, batch = c_in.shape[1], x2.shape[0]
-        per_cluster = (x2.unsqueeze(0) * c_in.t().unsqueeze(1)).reshape(k * batch, -1)  # (x (.) C_in[:, c]) for each c
-        z = (per_cluster @ weight.t()).view(k, batch, -1)
+        z = (_per_cluster(x2, c_in) @ weight.t()).unflatten(0, (k, batch))
         # Summed straight into x's leading shape: a view (einsum's result is one) could not be modified
         # in place, and an in-place activation often follows.
         per_output = c_out.t().reshape(k, *[1] * (x.dim() - 1), -1)
-        y = (z.view(k, *x.shape[:-1], -1) * per_output).sum(0).mul_(scale)
+        y = (z.view(k, *x.shape[:-1], z.shape[-1]) * per_output).sum(0).mul_(scale)
         if bias is not None:
             y += bias
         ctx.save_for_backward(x2, weight, c_in, c_out, z)
@@ -283,15 +288,14 @@ class _ClusterSumLinear(torch.autograd.Function):
         need_x, need_w, need_b, need_in, need_out, _ = ctx.needs_input_grad
         g = grad_y.reshape(-1, grad_y.shape[-1])
         k, batch = c_in.shape[1], x2.shape[0]
-        scaled = (g.unsqueeze(0) * (c_out.t() * ctx.scale).unsqueeze(1)).reshape(k * batch, -1)
+        scaled = (g.unsqueeze(0) * (c_out.t() * ctx.scale).unsqueeze(1)).flatten(0, 1)
         grad_x = grad_w = grad_b = grad_in = grad_out = None
         if need_x or need_in:
-            u = (scaled @ weight).view(k, batch, -1)  # dL/d(x (.) C_in[:, c])
+            u = (scaled @ weight).unflatten(0, (k, batch))  # dL/d(x (.) C_in[:, c])
             grad_x = torch.einsum("cbi,ic->bi", u, c_in).view(ctx.shape) if need_x else None
             grad_in = torch.einsum("cbi,bi->ic", u, x2) if need_in else None
         if need_w:
-            per_cluster = (x2.unsqueeze(0) * c_in.t().unsqueeze(1)).reshape(k * batch, -1)
-            grad_w = scaled.t() @ per_cluster
+            grad_w = scaled.t() @ _per_cluster(x2, c_in)
         if need_b:
             grad_b = g.sum(0)
         if need_out:

@@ -106,11 +106,15 @@ def norm_affine(norm: nn.BatchNorm2d, s: torch.Tensor | None) -> tuple[torch.Ten
     if not uses_batch_statistics(norm):
         return _affine(norm, norm.running_mean, norm.running_var)
     s = s.to(norm.running_mean.dtype)  # statistics in the norm's precision, as BatchNorm keeps them under autocast
+    tracking = norm.training and norm.track_running_stats
+    if tracking:
+        norm.num_batches_tracked.add_(1)
+    if s.numel() == 0:  # no statistics in an empty batch (their NaN would reach the gradients):
+        return _affine(norm, norm.running_mean, norm.running_var)  # BatchNorm2d keeps the running ones
     dims = [0, *range(2, s.dim())]
     mean, var = s.mean(dims), s.var(dims, unbiased=False)
-    if norm.training and norm.track_running_stats:
+    if tracking:
         with torch.no_grad():
-            norm.num_batches_tracked.add_(1)
             factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
             n = s.numel() / s.shape[1]
             norm.running_mean.lerp_(mean, factor)
@@ -290,6 +294,12 @@ def gathered_mean(u: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
 POINTWISE_GEMM_MIN_PIXELS = 16
 
 
+def _group_rows(t: torch.Tensor) -> torch.Tensor:
+    """Per-group maps ``(N, G, channels, H, W)`` as ``(N * G, channels, H * W)`` matrices for batched
+    GEMMs (no size inferred, which an empty batch would leave ambiguous)."""
+    return t.flatten(3).flatten(0, 1)
+
+
 def grouped_pointwise(weight: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None = None,
                       bias: torch.Tensor | None = None) -> torch.Tensor:
     """A grouped 1x1 convolution (stride 1) with ``weight`` ``(G * out, in, 1, 1)`` or ``(G, out, in)``
@@ -317,9 +327,7 @@ def grouped_pointwise(weight: torch.Tensor, x: torch.Tensor, residual: torch.Ten
         x = torch.cat([x, x.new_ones(n, groups, 1, height, width)], dim=2)
         weight = torch.cat([weight, bias.view(1, -1, 1).expand(groups, -1, 1)], dim=2)
     if residual is not None and residual.shape == out_shape:
-        z = torch.baddbmm(residual.reshape(n * groups, weight.shape[1], -1),
-                          weight.expand(n, *weight.shape).reshape(n * groups, *weight.shape[1:]),
-                          x.reshape(n * groups, x.shape[2], -1))
+        z = torch.baddbmm(_group_rows(residual), weight.expand(n, *weight.shape).flatten(0, 1), _group_rows(x))
         return z.view(out_shape)
     z = torch.matmul(weight, x.flatten(3))
     if residual is not None:
@@ -356,13 +364,13 @@ class _PointwiseWithIdentity(torch.autograd.Function):
         weight, x = ctx.saved_tensors
         n, groups, width = x.shape[:3]
         w = weight.to(x.dtype).reshape(groups, -1, width)
-        g = grad_h.to(x.dtype).reshape(n * groups, w.shape[1], -1)  # the forward's dtype (autocast may differ)
-        w_t = w.transpose(1, 2).expand(n, -1, -1, -1).reshape(n * groups, width, -1)
+        g = _group_rows(grad_h.to(x.dtype))  # the forward's dtype (autocast may differ)
+        w_t = w.transpose(1, 2).expand(n, -1, -1, -1).flatten(0, 1)
         if grad_x is None:
             dx = torch.bmm(w_t, g)
         else:
-            dx = torch.baddbmm(grad_x.to(x.dtype).reshape(n * groups, width, -1), w_t, g)
-        dw = torch.bmm(g, x.reshape(n * groups, width, -1).transpose(1, 2)).view(n, groups, -1, width)
+            dx = torch.baddbmm(_group_rows(grad_x.to(x.dtype)), w_t, g)
+        dw = torch.bmm(g, _group_rows(x).transpose(1, 2)).unflatten(0, (n, groups))
         return dw.sum(0, dtype=weight.dtype).reshape(weight.shape), dx.view_as(x)
 
 

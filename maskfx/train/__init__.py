@@ -2,12 +2,12 @@
 from maskfx.train.checkpoint import Checkpoint, CheckpointError, Recipe, load_checkpoint, save_checkpoint
 from maskfx.train.data import Data, DataError, digits_loaders, digits_tensors, load_data
 from maskfx.train.fit import fit
-from maskfx.train.loop import accuracy, predict, resolve_device, train_epochs, train_one_epoch
+from maskfx.train.loop import NonFiniteLossError, accuracy, predict, resolve_device, train_epochs, train_one_epoch
 from maskfx.train.memory import reuse_freed_memory
 from maskfx.train.params import param_groups, structure_parameters
 from maskfx.train.phases import PRESETS, Phase, Preset, maskconnect_recipe, preset, run_phases
 
-__all__ = ["Checkpoint", "CheckpointError", "Data", "DataError", "PRESETS", "Phase", "Preset", "Recipe", "accuracy", "digits_loaders",
-           "digits_tensors", "fit", "load_checkpoint", "load_data", "maskconnect_recipe", "param_groups", "predict", "preset",
-           "resolve_device", "reuse_freed_memory", "run_phases", "save_checkpoint", "structure_parameters", "train_epochs",
-           "train_one_epoch"]
+__all__ = ["Checkpoint", "CheckpointError", "Data", "DataError", "NonFiniteLossError", "PRESETS", "Phase", "Preset",
+           "Recipe", "accuracy", "digits_loaders", "digits_tensors", "fit", "load_checkpoint", "load_data",
+           "maskconnect_recipe", "param_groups", "predict", "preset", "resolve_device", "reuse_freed_memory",
+           "run_phases", "save_checkpoint", "structure_parameters", "train_epochs", "train_one_epoch"]

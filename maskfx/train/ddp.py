@@ -52,13 +52,14 @@ class Distributed:
 
 
 def setup(device: torch.device) -> Distributed:
-    """Join the process group ``torchrun`` describes in the environment (gloo on CPU, nccl on
-    GPU); a plain single process otherwise."""
+    """Join the process group ``torchrun`` describes in the environment (gloo on CPU; on GPU nccl
+    for CUDA tensors and gloo for the CPU scalars the ranks agree on, which nccl cannot carry);
+    a plain single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Distributed(dist.get_rank(), dist.get_world_size())

@@ -18,7 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from maskfx.train import ddp
 from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
 from maskfx.train.data import Data
-from maskfx.train.loop import accuracy, predict, train_one_epoch
+from maskfx.train.loop import accuracy, predict, run_epoch
 from maskfx.train.params import param_groups
 from maskfx.train.phases import Phase
 from maskfx.transform import freeze
@@ -32,12 +32,17 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
         batch_size: int = 64, seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4,
         checkpoint: str | os.PathLike | None = None, resume: Checkpoint | None = None,
         job: ddp.Distributed = ddp.Distributed(), desc: str = "train", evaluate: bool = True,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True) -> list[dict[str, Any]]:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True,
+        skip_nonfinite: bool = False) -> list[dict[str, Any]]:
     """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase).
 
     After every epoch rank 0 records ``{"phase", "epoch", "loss", "test_accuracy", "seconds"}``
-    and, given ``checkpoint`` and ``recipe``, saves one; ``resume`` (a loaded checkpoint whose
-    state ``net`` already holds) continues after its last finished epoch. Returns the history.
+    (and ``"skipped"``, the batches ``skip_nonfinite`` skipped) and, given ``checkpoint`` and
+    ``recipe``, saves one; ``resume`` (a loaded checkpoint whose state ``net`` already holds)
+    continues after its last finished epoch. Returns the history.
+
+    A non-finite loss raises ``NonFiniteLossError`` before its optimizer step, so the checkpoint
+    keeps the last good epoch; ``skip_nonfinite`` skips such a batch instead (``run_epoch``).
     """
     history = list(resume.history) if resume else []
     start_phase, start_epoch = (resume.progress.get("phase", 0), resume.progress.get("epoch", 0)) if resume else (0, 0)
@@ -62,13 +67,16 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                 sampler.set_epoch(done)
                 torch.manual_seed(ddp.mix(seed, done, job.rank))
                 began = time.perf_counter()
-                loss = train_one_epoch(model, loader, optimizer, device, amp, show=job.main,
-                                       desc=f"{desc} phase {index + 1}/{len(phases)} epoch {epoch + 1}/{phase.epochs}")
+                stats = run_epoch(model, loader, optimizer, device, amp, show=job.main, job=job,
+                                  skip_nonfinite=skip_nonfinite,
+                                  desc=f"{desc} phase {index + 1}/{len(phases)} epoch {epoch + 1}/{phase.epochs}")
                 scheduler.step()
                 ddp.sync_buffers(net, job)
                 done += 1
-                record = {"phase": index, "epoch": done, "loss": ddp.mean_over_ranks(loss, job),
+                record = {"phase": index, "epoch": done, "loss": ddp.mean_over_ranks(stats.loss, job),
                           "seconds": time.perf_counter() - began}
+                if skip_nonfinite:
+                    record["skipped"] = stats.skipped  # the same on every rank: they skip together
                 if evaluation is not None:
                     record["test_accuracy"] = accuracy(*predict(net, evaluation, device))
                 history.append(record)

@@ -1,14 +1,34 @@
-"""A reference training loop: plain PyTorch, AMP on CUDA, a progress bar."""
+"""A reference training loop: plain PyTorch, AMP on CUDA, a progress bar.
+
+It stops at a NaN or infinite loss before the optimizer step, where one bad batch (or a learning
+rate that diverges) would turn every weight, mask and cluster logit into NaN for good.
+"""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from maskfx.train import ddp
+
+
+class NonFiniteLossError(ArithmeticError):
+    """Training met a NaN or infinite loss, or weights holding one, and stopped before an optimizer
+    step could spread it (and before ``fit`` saved it: its last checkpoint stays the last good one)."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float  # mean over the samples whose step was taken
+    skipped: int  # batches skipped for a non-finite loss (``skip_nonfinite``)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -26,31 +46,95 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else contextlib.nullcontext()
 
 
-def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
-                    amp: bool = True, desc: str = "train", show: bool = True) -> float:
-    """One pass of cross-entropy training; returns the mean loss over the samples seen."""
+def _on_any_rank(flag: bool, job: ddp.Distributed) -> bool:
+    """``flag`` or-ed over the ranks. Every rank must take the same decision: one that skipped its
+    backward or stopped would leave the others waiting in DDP's gradient all-reduce."""
+    return ddp.mean_over_ranks(float(flag), job) > 0
+
+
+def _first_nonfinite(net: nn.Module, buffers: bool) -> str | None:
+    """The name of the first parameter (or floating-point buffer) holding a NaN or an infinity."""
+    module = net.module if isinstance(net, DistributedDataParallel) else net
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers() if buffers else ()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def _check_state(net: nn.Module, where: str, job: ddp.Distributed, buffers: bool = True) -> None:
+    """Raise ``NonFiniteLossError`` if any rank's weights (or buffers) are not finite: a step with a
+    finite loss can still overflow them, and every later loss would then be NaN."""
+    name = _first_nonfinite(net, buffers)
+    if _on_any_rank(name is not None, job):
+        raise NonFiniteLossError(f"{where}: {name or 'another rank'} holds NaN or infinite values, so training "
+                                 f"diverged; lower the learning rate")
+
+
+def _restore_buffers(net: nn.Module, saved: list[torch.Tensor]) -> None:
+    """Undo what a skipped batch's forward wrote into buffers (BatchNorm statistics, a NaN now)."""
+    with torch.no_grad():
+        for buffer, value in zip(net.buffers(), saved, strict=True):
+            buffer.copy_(value)
+
+
+def run_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
+              amp: bool = True, desc: str = "train", show: bool = True, *, skip_nonfinite: bool = False,
+              job: ddp.Distributed = ddp.Distributed()) -> EpochStats:
+    """One pass of cross-entropy training; returns the mean loss and how many batches were skipped.
+
+    A batch whose loss is NaN or infinite on any rank raises ``NonFiniteLossError`` before its
+    backward and optimizer step. With ``skip_nonfinite`` the batch is skipped instead and what its
+    forward wrote into buffers undone (a copy of the buffers per step), unless the weights are the
+    cause: non-finite, or no batch of the epoch gave a finite loss. Weights and buffers are checked
+    at the end of the epoch too, before anything can save them: a step with a finite loss can
+    overflow them, and only the next loss shows it. ``job`` makes all ranks decide alike.
+    """
     net.to(device).train()
-    total, seen = 0.0, 0
+    total, seen, skipped = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if show else True)
-    for images, labels in bar:
+    for step, (images, labels) in enumerate(bar, 1):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        saved = [buffer.detach().clone() for buffer in net.buffers()] if skip_nonfinite else []
         with _autocast(device, amp):
             loss = F.cross_entropy(net(images), labels)
+        value = loss.item()
+        if _on_any_rank(not math.isfinite(value), job):
+            where = f"{desc}, step {step}"
+            _check_state(net, where, job, buffers=False)  # the weights, not the batch (buffers: its forward's)
+            if not skip_nonfinite:
+                loss_is = f"the loss is {value}" if not math.isfinite(value) else "another rank's loss is not finite"
+                raise NonFiniteLossError(f"{where}: {loss_is}; stopped before the optimizer step. Lower the "
+                                         f"learning rate, or skip such batches (skip_nonfinite=True)")
+            _restore_buffers(net, saved)
+            skipped += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total, seen = total + loss.item() * len(labels), seen + len(labels)
-        bar.set_postfix(loss=f"{total / seen:.3f}")
-    return total / max(seen, 1)
+        total, seen = total + value * len(labels), seen + len(labels)
+        bar.set_postfix(loss=f"{total / seen:.3f}", **({"skipped": skipped} if skipped else {}))
+    if skipped and not seen:
+        raise NonFiniteLossError(f"{desc}: every batch had a non-finite loss, so no step was taken; lower the "
+                                 f"learning rate, or check the data")
+    _check_state(net, desc, job)
+    return EpochStats(total / max(seen, 1), skipped)
+
+
+def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
+                    amp: bool = True, desc: str = "train", show: bool = True, skip_nonfinite: bool = False) -> float:
+    """One pass of cross-entropy training; returns the mean loss over the samples seen
+    (``run_epoch``, which also counts skipped batches, says what stops it)."""
+    return run_epoch(net, loader, optimizer, device, amp, desc, show, skip_nonfinite=skip_nonfinite).loss
 
 
 def train_epochs(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, epochs: int,
                  device: torch.device, amp: bool = True, desc: str = "train",
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, skip_nonfinite: bool = False) -> float:
     """Train ``epochs`` epochs with cross-entropy; returns the last epoch's mean loss."""
     mean_loss = float("nan")
     for epoch in range(epochs):
-        mean_loss = train_one_epoch(net, loader, optimizer, device, amp, desc=f"{desc} {epoch + 1}/{epochs}")
+        mean_loss = train_one_epoch(net, loader, optimizer, device, amp, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                                    skip_nonfinite=skip_nonfinite)
         if scheduler is not None:
             scheduler.step()
     return mean_loss

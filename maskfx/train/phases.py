@@ -81,8 +81,11 @@ def preset(name: str) -> Preset:
 
 
 def run_phases(net: nn.Module, loader: Iterable, phases: Iterable[Phase], device: torch.device,
-               momentum: float = 0.9, weight_decay: float = 1e-4, amp: bool = True) -> list[float]:
-    """Train ``net`` through ``phases`` with SGD; returns each phase's last-epoch mean loss."""
+               momentum: float = 0.9, weight_decay: float = 1e-4, amp: bool = True,
+               skip_nonfinite: bool = False) -> list[float]:
+    """Train ``net`` through ``phases`` with SGD; returns each phase's last-epoch mean loss. A
+    non-finite loss raises ``NonFiniteLossError`` before its step, or skips the batch with
+    ``skip_nonfinite`` (``run_epoch``)."""
     phases, losses = list(phases), []
     for i, phase in enumerate(phases):
         if phase.freeze_first:
@@ -91,5 +94,5 @@ def run_phases(net: nn.Module, loader: Iterable, phases: Iterable[Phase], device
         optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=momentum)
         if phase.epochs:
             losses.append(train_epochs(net, loader, optimizer, phase.epochs, device, amp=amp,
-                                       desc=f"phase {i + 1}/{len(phases)}"))
+                                       desc=f"phase {i + 1}/{len(phases)}", skip_nonfinite=skip_nonfinite))
     return losses
