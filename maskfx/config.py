@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from maskfx.errors import UserError
 from maskfx.nn.blockout import check_blockout_args
 from maskfx.nn.jumpout import check_jumpout_args
 from maskfx.nn.maskconnect import check_maskconnect_args
@@ -15,7 +16,7 @@ def _check_patterns(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
     if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
-        raise ValueError(f"{name} must be a glob pattern or a list or tuple of them (str), got {value!r}")
+        raise UserError(f"{name} must be a glob pattern or a list or tuple of them (str), got {value!r}")
     return tuple(value)
 
 
@@ -58,9 +59,9 @@ class JumpoutConfig:
                            sample_rate=self.sample_rate, normalize_rate=self.normalize_rate,
                            damped_rescale=self.damped_rescale, replace_dropout=self.replace_dropout)
         if self.placement not in self.PLACEMENTS:
-            raise ValueError(f"placement must be one of {self.PLACEMENTS}, got {self.placement!r}")
+            raise UserError(f"placement must be one of {self.PLACEMENTS}, got {self.placement!r}")
         if self.placement == "dropout" and not self.replace_dropout:
-            raise ValueError("replace_dropout=False contradicts placement='dropout' (which only replaces Dropouts)")
+            raise UserError("replace_dropout=False contradicts placement='dropout' (which only replaces Dropouts)")
         object.__setattr__(self, "include", _check_patterns("include", self.include))
         object.__setattr__(self, "exclude", _check_patterns("exclude", self.exclude))
 
@@ -110,6 +111,11 @@ class BlockoutConfig:
     rate (``mask_lr`` of ``param_groups`` defaults to that).
     """
 
+    # Fields only ``freeze`` and ``collapse`` read: how a learned state is made discrete and shipped,
+    # not what it is. A saved state loads under other values (to collapse it with another threshold).
+    LOWERING_FIELDS: ClassVar[frozenset[str]] = frozenset({"prune_threshold", "min_clusters", "block_ratio",
+                                                           "block_min_macs"})
+
     clusters: int = 6
     hidden: tuple[int, ...] = ()
     variant: str = "soft-learned"
@@ -125,21 +131,21 @@ class BlockoutConfig:
     def __post_init__(self) -> None:
         check_blockout_args(self.clusters, self.variant, self.estimator)
         if not (isinstance(self.init_spread, (int, float)) and 0.0 <= self.init_spread < math.inf):
-            raise ValueError(f"init_spread must be a finite number >= 0, got {self.init_spread!r}")
+            raise UserError(f"init_spread must be a finite number >= 0, got {self.init_spread!r}")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+            raise UserError(f"seed must be an int, got {self.seed!r}")
         hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
         if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise ValueError(f"hidden sizes must be ints >= 1, got {self.hidden!r}")
+            raise UserError(f"hidden sizes must be ints >= 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", hidden)
         if not (isinstance(self.prune_threshold, (int, float)) and 0.0 < self.prune_threshold < 1.0):
-            raise ValueError(f"prune_threshold must be in (0, 1), got {self.prune_threshold!r}")
+            raise UserError(f"prune_threshold must be in (0, 1), got {self.prune_threshold!r}")
         if not (isinstance(self.min_clusters, int) and 0 <= self.min_clusters <= self.clusters):
-            raise ValueError(f"min_clusters must be an int in [0, clusters], got {self.min_clusters!r}")
+            raise UserError(f"min_clusters must be an int in [0, clusters], got {self.min_clusters!r}")
         if not (isinstance(self.block_ratio, (int, float)) and self.block_ratio >= 0.0):
-            raise ValueError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
+            raise UserError(f"block_ratio must be a number >= 0, got {self.block_ratio!r}")
         if not (isinstance(self.block_min_macs, int) and self.block_min_macs >= 0):
-            raise ValueError(f"block_min_macs must be an int >= 0, got {self.block_min_macs!r}")
+            raise UserError(f"block_min_macs must be an int >= 0, got {self.block_min_macs!r}")
 
 
 @dataclass(frozen=True)
@@ -202,4 +208,4 @@ def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | No
         return config_type()
     if isinstance(value, config_type):
         return value
-    raise ValueError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")
+    raise UserError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")

@@ -18,6 +18,8 @@ import torch
 import torch.fx as fx
 from torch.fx.graph_module import _assign_attr
 
+from maskfx.graph_module import MaskfxGraphModule
+
 
 def attribute_targets(graph: fx.Graph) -> list[str]:
     """Qualified names of the modules and tensors a graph reads, in graph order, once each."""
@@ -30,10 +32,11 @@ def _same_kind(a: Any, b: Any) -> bool:
     return type(a) is type(b)
 
 
-class DualGraphModule(fx.GraphModule):
+class DualGraphModule(MaskfxGraphModule):
     """A GraphModule with a train graph and an eval graph; ``train(mode)`` selects one.
 
-    ``attributes`` maps every qualified name either graph reads to its module or tensor.
+    ``attributes`` maps every qualified name either graph reads to its module or tensor. It
+    pickles with both graphs and comes back in the mode it was saved in.
     """
 
     def __init__(self, attributes: dict[str, Any], train_graph: fx.Graph, eval_graph: fx.Graph,
@@ -44,6 +47,13 @@ class DualGraphModule(fx.GraphModule):
             _assign_attr(attributes[target], self, target)
         self.train_graph, self.eval_graph = train_graph, eval_graph
         self.train(self.training)
+
+    def _saved_graphs(self) -> dict[str, fx.Graph]:
+        return {"train_graph": self.train_graph, "eval_graph": self.eval_graph}
+
+    def _adopt_graphs(self, graphs: dict[str, fx.Graph]) -> None:
+        self.train_graph, self.eval_graph = graphs["train_graph"], graphs["eval_graph"]
+        self.graph = self.train_graph if self.training else self.eval_graph
 
     def train(self, mode: bool = True) -> "DualGraphModule":
         graph = self.train_graph if mode else self.eval_graph
@@ -56,10 +66,13 @@ class DualGraphModule(fx.GraphModule):
         targets = attribute_targets(self.eval_graph) + attribute_targets(self.train_graph)
         return {t: operator.attrgetter(t)(self) for t in dict.fromkeys(targets)}
 
-    def eval_module(self) -> fx.GraphModule:
-        """A plain GraphModule of the eval graph over the same modules (what ``collapse`` lowers)."""
-        return fx.GraphModule({t: operator.attrgetter(t)(self) for t in attribute_targets(self.eval_graph)},
-                              copy.deepcopy(self.eval_graph), type(self).__name__)
+    def eval_module(self) -> MaskfxGraphModule:
+        """A one-graph module of the eval graph over the same modules and state (what ``collapse``
+        lowers)."""
+        module = MaskfxGraphModule({t: operator.attrgetter(t)(self) for t in attribute_targets(self.eval_graph)},
+                                   copy.deepcopy(self.eval_graph), type(self).__name__)
+        module.meta = dict(self.meta)
+        return module
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "DualGraphModule":
         attributes, train_graph, eval_graph, meta = copy.deepcopy(

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch.fx as fx
 
+from maskfx.errors import UserError
+
 if TYPE_CHECKING:
     from maskfx.report.collapse import CollapseReport
 
@@ -55,5 +57,5 @@ class MaskfxState:
 def get_state(gm: fx.GraphModule) -> MaskfxState:
     state = getattr(gm, "meta", {}).get(META_KEY)
     if not isinstance(state, MaskfxState):
-        raise ValueError("not a maskfx graph module: pass the result of maskfx.transform()")
+        raise UserError("not a maskfx graph module: pass the result of maskfx.transform()")
     return state

@@ -11,6 +11,7 @@ import torch.fx as fx
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from maskfx.errors import UserError
 from maskfx.nn import Jumpout
 
 # Modules kept whole: they read ``self.training`` in ``forward``, which tracing would freeze.
@@ -61,19 +62,19 @@ def _split_leaves(model: nn.Module, leaf_modules: Iterable[LeafSpec]) -> tuple[f
     for leaf in leaf_modules:
         if isinstance(leaf, str):
             if leaf not in known:
-                raise ValueError(f"leaf_modules: {leaf!r} is not a submodule of {type(model).__name__}")
+                raise UserError(f"leaf_modules: {leaf!r} is not a submodule of {type(model).__name__}")
             names.add(leaf)
         elif isinstance(leaf, type) and issubclass(leaf, nn.Module):
             types.append(leaf)
         else:
-            raise ValueError(f"leaf_modules entries must be qualified names or nn.Module subclasses, got {leaf!r}")
+            raise UserError(f"leaf_modules entries must be qualified names or nn.Module subclasses, got {leaf!r}")
     return frozenset(names), tuple(types)
 
 
 def _graph_in_mode(tracer: fx.Tracer, model: nn.Module, training: bool) -> fx.Graph:
     model.train(training)
     try:
-        return tracer.trace(model)
+        graph = tracer.trace(model)
     except Exception as error:
         path, kind = getattr(error, "_maskfx_failed_module", ("", type(model).__name__))
         where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind} itself"
@@ -84,6 +85,18 @@ def _graph_in_mode(tracer: fx.Tracer, model: nn.Module, training: bool) -> fx.Gr
         mode = "train" if training else "eval"
         raise TraceError(f"torch.fx could not trace {where} in {mode} mode: {type(error).__name__}: {error}. "
                          f"Remedy: {remedy}.", module=path or None) from None
+    # fx rebuilds a graph from its code (GraphModule pickling, torch.package) with a tracer of the
+    # recorded class made without arguments, which maskfx's cannot be; that tracer keeps every
+    # module whole, so it needs no leaf rules: record none, and fx uses its own.
+    graph._tracer_cls = None
+    return graph
+
+
+def _traced_or_error(tracer: fx.Tracer, model: nn.Module, training: bool) -> fx.Graph | TraceError:
+    try:
+        return _graph_in_mode(tracer, model, training)
+    except TraceError as error:
+        return error
 
 
 def _code(graph: fx.Graph) -> str:
@@ -94,11 +107,16 @@ def _code(graph: fx.Graph) -> str:
 @dataclass
 class Traced:
     """The eval-mode graph module (over the given model), the train-mode one (over a copy of it)
-    where the two differ, and the modules kept whole because only their mode made them differ."""
+    where the two differ, and the modules kept whole because only their mode made their traces
+    differ (or fail)."""
 
     eval: fx.GraphModule
     train: fx.GraphModule | None
     kept_whole: list[str]
+
+
+def _parameter_free(model: nn.Module, path: str | None) -> bool:
+    return bool(path) and next(iter(model.get_submodule(path).parameters()), None) is None
 
 
 def _mode_dependent_leaves(model: nn.Module, eval_tracer: _LeafAwareTracer, train_tracer: _LeafAwareTracer) -> list[str]:
@@ -109,8 +127,18 @@ def _mode_dependent_leaves(model: nn.Module, eval_tracer: _LeafAwareTracer, trai
     """
     differing = [path for path, calls in eval_tracer.signatures.items()
                  if path and path in train_tracer.signatures and calls != train_tracer.signatures[path]]
-    return [path for path in differing
-            if next(iter(model.get_submodule(path).parameters()), None) is None]
+    return [path for path in differing if _parameter_free(model, path)]
+
+
+def _mode_dependent_failure(model: nn.Module, outcomes: list[fx.Graph | TraceError]) -> list[str]:
+    """The module to keep whole when the trace failed in one mode only, inside a parameter-free
+    module: its forward depends on the mode (a drop-path with data-dependent control flow in
+    training), and kept whole it runs as itself, as one whose trace differs does. Otherwise the
+    error stands."""
+    errors = [o for o in outcomes if isinstance(o, TraceError)]
+    if len(errors) == 1 and _parameter_free(model, errors[0].module):
+        return [errors[0].module]
+    raise errors[0]
 
 
 def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
@@ -118,8 +146,10 @@ def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
 
     Returns the eval-mode GraphModule, which shares ``model``'s submodules, and, only when the
     forward depends on ``self.training`` (the two traces differ), a train-mode GraphModule over a
-    copy of ``model``, so each can be rewritten on its own before ``maskfx.dual.join``. The caller
-    passes a copy when the original must stay untouched; its train/eval mode is restored.
+    copy of ``model``, so each can be rewritten on its own before ``maskfx.dual.join``. A
+    parameter-free submodule whose trace differs between the modes, or fails in one of them, is
+    kept whole and the model traced again. The caller passes a copy when the original must stay
+    untouched; its train/eval mode is restored.
     """
     names, types = _split_leaves(model, leaf_modules)
     was_training = model.training
@@ -127,11 +157,15 @@ def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
     try:
         while True:
             tracers = [_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types) for _ in range(2)]
-            eval_graph, train_graph = (_graph_in_mode(t, model, training) for t, training in zip(tracers, (False, True)))
-            same = _code(train_graph) == _code(eval_graph)
-            more = [] if same else _mode_dependent_leaves(model, *tracers)
-            if not more:
-                break
+            outcomes = [_traced_or_error(t, model, training) for t, training in zip(tracers, (False, True))]
+            if any(isinstance(o, TraceError) for o in outcomes):
+                more = _mode_dependent_failure(model, outcomes)
+            else:
+                eval_graph, train_graph = outcomes
+                same = _code(train_graph) == _code(eval_graph)
+                more = [] if same else _mode_dependent_leaves(model, *tracers)
+                if not more:
+                    break
             kept_whole += more
             names = names | frozenset(more)
     finally:

@@ -12,14 +12,17 @@ from torch import nn
 
 from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig, resolve
 from maskfx.dual import attribute_targets, eval_module, join
+from maskfx.errors import UserError, first_line
+from maskfx.graph_module import MaskfxGraphModule
 from maskfx.passes import PIPELINE
-from maskfx.passes.graph import finish
+from maskfx.passes.graph import finish, model_device
 from maskfx.report.collapse import CollapseReport, Probe
 from maskfx.report.measure import count_parameters
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
 from maskfx.tracing import LeafSpec, trace
 
 COLLAPSE_MODES = ("expected", "prune")
+Inputs = tuple[torch.Tensor, ...]
 
 
 def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
@@ -32,27 +35,31 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
 
     Each technique argument takes ``None``/``False`` (off), ``True`` (the config's defaults) or its
     config dataclass. ``example_inputs`` (a tuple of tensors, as for ``torch.ao``'s ``prepare_fx``)
-    give the tensor shapes that MaskConnect needs. GateConnect takes ResNeXt modules before
+    give the tensor shapes that MaskConnect needs; given, the model must run on them (in eval
+    mode, moved to its device), or a ``ValueError`` says why. GateConnect takes ResNeXt modules before
     MaskConnect looks for residual blocks, so both can be on. ``leaf_modules`` (qualified names or module
     types) are kept whole when tracing; use it for submodules torch.fx cannot trace. ``model``
     itself is never modified.
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect, "gateconnect": gateconnect}
     configs = {p.TECHNIQUE: resolve(p.TECHNIQUE, requested[p.TECHNIQUE], p.CONFIG) for p in PIPELINE}
     example_inputs = _checked_inputs(example_inputs)
     if configs["maskconnect"] is not None and example_inputs is None:
-        raise ValueError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
+        raise UserError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
                          "to see the shapes of block outputs")
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
-        raise ValueError("model is already a maskfx graph module; transform the original model instead")
-    traced = trace(copy.deepcopy(model), leaf_modules)
+        raise UserError("model is already a maskfx graph module; transform the original model instead")
+    copied = copy.deepcopy(model)
+    example_inputs = _runnable_inputs(copied, example_inputs)
+    traced = trace(copied, leaf_modules)
     eval_gm, train_gm = traced.eval, traced.train
     original_targets = set(attribute_targets(eval_gm.graph))
     done = _rewrite(eval_gm, configs, example_inputs)
-    gm = eval_gm
-    if train_gm is not None:  # the forward depends on self.training: rewrite the train graph too
+    if train_gm is None:
+        gm = MaskfxGraphModule(eval_gm, eval_gm.graph, type(eval_gm).__name__)
+    else:  # the forward depends on self.training: rewrite the train graph too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what does not apply was said for the eval graph
             in_train = _rewrite(train_gm, configs, example_inputs)
@@ -73,13 +80,38 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
     return gm
 
 
-def _checked_inputs(example_inputs: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...] | None:
+def _checked_inputs(example_inputs: Sequence[torch.Tensor] | None) -> Inputs | None:
+    """``example_inputs`` as a tuple, or a ``TypeError`` naming the form (a bare tensor is one input
+    too many levels down: iterating it would give its rows)."""
     if example_inputs is None:
         return None
-    example_inputs = tuple(example_inputs)
-    if not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
-        raise ValueError("example_inputs must be a non-empty tuple of tensors")
-    return example_inputs
+    expected = "example_inputs must be a tuple of tensors, e.g. (x,)"
+    if not isinstance(example_inputs, (tuple, list)):
+        raise TypeError(f"{expected}, got {type(example_inputs).__name__}")
+    others = sorted({type(x).__name__ for x in example_inputs if not isinstance(x, torch.Tensor)})
+    if others:
+        raise TypeError(f"{expected}, got one holding {', '.join(others)}")
+    if not example_inputs:
+        raise UserError("example_inputs must be a non-empty tuple of tensors, e.g. (x,)")
+    return tuple(example_inputs)
+
+
+def _runnable_inputs(model: nn.Module, example_inputs: Inputs | None) -> Inputs | None:
+    """``example_inputs`` on ``model``'s device, once ``model`` ran on them in eval mode: a wrong
+    shape or dtype is reported here, in the caller's terms, not by whichever step runs it first."""
+    if example_inputs is None:
+        return None
+    inputs = tuple(x.to(model_device(model)) for x in example_inputs)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(*inputs)
+    except Exception as error:  # any failure means these inputs do not fit the model
+        described = "; ".join(f"shape {tuple(x.shape)}, {str(x.dtype).removeprefix('torch.')}" for x in inputs)
+        raise UserError(f"the model could not run on example_inputs ({described}): {first_line(error)}") from None
+    finally:
+        model.train(was_training)
+    return inputs
 
 
 def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> Rewrite:
@@ -116,12 +148,13 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     eval outputs on them, so it says whether the result is exactly the eval function.
     """
     if mode not in COLLAPSE_MODES:
-        raise ValueError(f"mode must be one of {COLLAPSE_MODES}, got {mode!r}")
+        raise UserError(f"mode must be one of {COLLAPSE_MODES}, got {mode!r}")
     example_inputs = _checked_inputs(example_inputs)
     state = get_state(net)
     if state.collapsed is not None:
-        raise ValueError(f"net was already collapsed (mode={state.collapsed!r})")
+        raise UserError(f"net was already collapsed (mode={state.collapsed!r})")
     deploy = copy.deepcopy(eval_module(net)).eval()  # eval semantics: the eval graph
+    example_inputs = _runnable_inputs(deploy, example_inputs)
     probe = Probe(deploy, example_inputs)
     notes, steps = [], []
     for technique in reversed(PIPELINE):

@@ -79,11 +79,15 @@ def _tiny_resnext(**techniques):
 
 
 UNCOLLAPSED = {  # techniques -> their net, with Jumpout too, and the layers the refusal names
-    "maskconnect": (lambda: _tiny_resnet(maskconnect=True), "MaskedConnection at '4', MaskedConnection at '5'"),
-    "gateconnect": (lambda: _tiny_resnext(gateconnect=True), "BranchGates at 'layer1.1'"),
-    "blockout": (lambda: _tiny_resnet(blockout=True), "BlockoutLinear at '8', BlockoutLinear at '10'"),
+    "maskconnect": (lambda: _tiny_resnet(maskconnect=True),
+                    "MaskedConnection at 'maskconnect_4', MaskedConnection at 'maskconnect_5'"),
+    "gateconnect": (lambda: _tiny_resnext(gateconnect=True),
+                    "BranchedBottleneck at 'gateconnect_layer1_0', BranchGates at 'gateconnect_gates_layer1_1', "
+                    "BranchedBottleneck at 'gateconnect_layer1_1'"),
+    "blockout": (lambda: _tiny_resnet(blockout=True), "BlockoutLinear at 'blockout__8', BlockoutLinear at 'blockout__10'"),
     "maskconnect+blockout": (lambda: _tiny_resnet(maskconnect=True, blockout=True),
-                             "MaskedConnection at '4', MaskedConnection at '5', BlockoutLinear at '8' and 1 more"),
+                             "MaskedConnection at 'maskconnect_4', MaskedConnection at 'maskconnect_5', "
+                             "BlockoutLinear at 'blockout__8' and 1 more"),
 }
 
 

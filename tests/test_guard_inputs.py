@@ -110,3 +110,14 @@ def test_training_that_diverges_stops_with_one_line(tmp_path, capsys):
                            "--finetune-epochs", "0", "--out", str(tmp_path / "run")], capsys)
     assert "training diverged; lower the learning rate" in line or "stopped before the optimizer step" in line
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no epoch ended well: nothing saved
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only documented user errors become one line; a bug in maskfx (here any plain ValueError
+    from inside a command) propagates, so its traceback can be reported."""
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr("maskfx.cli.train.load_data", buggy)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        main(["transform", *TINY, "--out", str(tmp_path / "o.pt")])

@@ -10,15 +10,16 @@ import sys
 
 from maskfx.cli import bench, demo, export, train
 from maskfx.cli.options import OneLineParser
+from maskfx.errors import UserError, first_line
 from maskfx.export import ExportVerificationError, ProviderError
 from maskfx.tracing import TraceError
 from maskfx.train import NonFiniteLossError
 from maskfx.train.ddp import ReplicaMismatchError
 from maskfx.train.memory import reuse_freed_memory
-from maskfx.train.models import first_line
 
 COMMANDS = (train.TRANSFORM, train.TRAIN, export.EXPORT, export.SUMMARY, bench.BENCH, demo.DEMO)
-USER_ERRORS = (ValueError, OSError, TraceError, ExportVerificationError, ProviderError, ReplicaMismatchError,
+# Documented user errors print one line; anything else is a bug in maskfx and keeps its traceback.
+USER_ERRORS = (UserError, OSError, TraceError, ExportVerificationError, ProviderError, ReplicaMismatchError,
                NonFiniteLossError)
 
 

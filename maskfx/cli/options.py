@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 import maskfx
+from maskfx.errors import UserError
 from maskfx.nn.maskconnect import INITS, SAMPLINGS
 from maskfx.train.data import DATA_HELP
 from maskfx.train.models import DEFAULT_WEIGHTS, build_model, load_weights
@@ -87,7 +88,7 @@ OPTION_TECHNIQUES = {"clusters": ("blockout",), "fan_in": ("maskconnect", "gatec
                      "init": ("maskconnect",), "sampling": ("maskconnect",)}
 
 
-class FlagError(ValueError):
+class FlagError(UserError):
     """A technique option given without the flag it configures, or technique flags beside a checkpoint
     (whose recipe fixes them): silently ignored, they would train something else than asked."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import maskfx
 from maskfx.cli.options import (Command, FlagError, add_data, add_model, add_techniques, count, model_from,
                                 positive_int, rate, technique_configs, technique_flags)
+from maskfx.errors import UserError
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
 from maskfx.train.phases import PRESETS, preset
 
@@ -84,14 +85,14 @@ def sgd_settings(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.checkpoint is None):
-        raise ValueError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
+        raise UserError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
     if args.resume and args.checkpoint is None:
-        raise ValueError("--resume needs --checkpoint FILE")
+        raise UserError("--resume needs --checkpoint FILE")
     if args.checkpoint and technique_flags(args):
         raise FlagError(f"{' '.join(technique_flags(args))}: a --checkpoint's recipe fixes its techniques; "
                         f"technique flags go with a model (maskfx train MODEL ...)")
     if args.epochs + args.finetune_epochs == 0:
-        raise ValueError("nothing to train: --epochs and --finetune-epochs are both 0")
+        raise UserError("nothing to train: --epochs and --finetune-epochs are both 0")
     device = resolve_device(args.device)
     job = ddp.setup(device)
     try:
@@ -99,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.checkpoint:
             saved = load_checkpoint(args.checkpoint)
             if (saved.recipe.num_classes, saved.recipe.input_shape) != (data.num_classes, data.input_shape):
-                raise ValueError(f"checkpoint {args.checkpoint!r} was made for {saved.recipe.num_classes} classes of "
+                raise UserError(f"checkpoint {args.checkpoint!r} was made for {saved.recipe.num_classes} classes of "
                                  f"{saved.recipe.input_shape}, the data has {data.num_classes} of {data.input_shape}")
             net, recipe = saved.network(), saved.recipe
         else:

@@ -11,9 +11,9 @@ import onnx
 import torch
 from torch import nn
 
+from maskfx.errors import UserError
 from maskfx.export.runtime import RuntimeSession, open_session
-from maskfx.state import get_state
-from maskfx.structure import structure
+from maskfx.nn import LEARNED_STRUCTURE
 
 # No random op may survive into a deployed graph.
 RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal",
@@ -122,18 +122,11 @@ def _check_batch(model: nn.Module, session: RuntimeSession, inputs: tuple[torch.
 
 
 def _maskfx_layers(model: nn.Module) -> list[str]:
-    """The layers of a ``maskfx.transform`` result that hold learned structure (Blockout,
-    MaskConnect, GateConnect), as "Type at 'location'". Their eval forward reads that structure
-    from trainable values (a top K, cluster probabilities) that only ``collapse`` turns into plain
-    layers, choosing "expected" or "prune". Jumpout learns none and is the identity in eval mode,
-    so a net holding only Jumpout exports as its collapse would."""
-    try:
-        state = get_state(model)
-    except ValueError:  # not a maskfx graph module: nothing of maskfx's to collapse
-        return []
-    learning = {site.technique for site in structure(model)}  # empty once collapsed
-    return [f"{type(model.get_submodule(site.module)).__name__} at {site.location!r}"
-            for site in state.sites if site.technique in learning and site.module and not site.train_only]
+    """The layers that still hold learned structure (Blockout, MaskConnect, GateConnect), as
+    "Type at 'name'". Their eval forward reads it from trainable values that only ``collapse``
+    turns into plain layers, choosing "expected" or "prune". Jumpout learns none and is the
+    identity in eval mode, so a net holding only Jumpout exports as its collapse would."""
+    return [f"{type(m).__name__} at {name!r}" for name, m in model.named_modules() if isinstance(m, LEARNED_STRUCTURE)]
 
 
 def _check_collapsed(model: nn.Module) -> None:
@@ -143,7 +136,7 @@ def _check_collapsed(model: nn.Module) -> None:
     if not layers:
         return
     more = f" and {len(layers) - SHOWN_LAYERS} more" if len(layers) > SHOWN_LAYERS else ""
-    raise ValueError(f"this network still holds maskfx layers ({', '.join(layers[:SHOWN_LAYERS])}{more}): "
+    raise UserError(f"this network still holds maskfx layers ({', '.join(layers[:SHOWN_LAYERS])}{more}): "
                      f"collapse it first: deploy = maskfx.collapse(net, mode='expected' or 'prune')")
 
 
@@ -171,7 +164,7 @@ def export_onnx(
     """
     example_inputs = tuple(example_inputs)
     if not example_inputs or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 for x in example_inputs):
-        raise ValueError("example_inputs must be a non-empty sequence of tensors with a batch dimension")
+        raise UserError("example_inputs must be a non-empty sequence of tensors with a batch dimension")
     _check_collapsed(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ import numpy as np
 import torch  # imported before onnxruntime so its CUDA libraries are the ones found
 import onnxruntime as ort
 
+from maskfx.errors import UserError
+
 DEVICES = ("auto", "cuda", "cpu")
 
 
@@ -42,7 +44,7 @@ class RuntimeSession:
     def feeds(self, inputs: Sequence[torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
         if len(arrays) != len(self.input_names):
-            raise ValueError(f"the model takes {len(self.input_names)} inputs, got {len(arrays)}")
+            raise UserError(f"the model takes {len(self.input_names)} inputs, got {len(arrays)}")
         return dict(zip(self.input_names, arrays))
 
     def run(self, *inputs: torch.Tensor | np.ndarray) -> list[np.ndarray]:
@@ -56,7 +58,7 @@ def open_session(path: str | os.PathLike, device: str = "auto", threads: int | N
     ``"cuda"`` raises if the CUDA provider does not load; ``"cpu"`` never tries it.
     """
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise UserError(f"device must be one of {DEVICES}, got {device!r}")
     providers = ["CPUExecutionProvider"]
     if device != "cpu" and _cuda_provider_offered():
         providers.insert(0, "CUDAExecutionProvider")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from maskfx.errors import UserError
 from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
 
 VARIANTS = ("hard-learned", "hard-fixed", "soft-learned")
@@ -26,11 +27,11 @@ ESTIMATORS = ("straight-through", "paper")
 def check_blockout_args(clusters: int, variant: str, estimator: str = "straight-through") -> None:
     """Raise ``ValueError`` naming the bad argument (shared by the layers and the config)."""
     if not (isinstance(clusters, int) and not isinstance(clusters, bool) and clusters >= 1):
-        raise ValueError(f"clusters must be an int >= 1, got {clusters!r}")
+        raise UserError(f"clusters must be an int >= 1, got {clusters!r}")
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise UserError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        raise UserError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 class BlockoutClusters(nn.Module):

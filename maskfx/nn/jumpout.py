@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from maskfx.errors import UserError
+
 SWITCHES = ("sample_rate", "normalize_rate", "damped_rescale")
 DAMPED_EXPONENT = 0.75  # modification III; inverted dropout's exponent is 1
 
@@ -28,16 +30,16 @@ DAMPED_EXPONENT = 0.75  # modification III; inverted dropout's exponent is 1
 def check_jumpout_args(sigma: float, p_min: float, p_max: float, max_rate: float, **switches: bool) -> None:
     """Raise ``ValueError`` naming the first bad argument (shared by the layer and its config)."""
     if not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        raise UserError(f"sigma must be a finite number > 0, got {sigma!r}")
     if not (isinstance(p_min, (int, float)) and 0.0 <= p_min < 1.0):
-        raise ValueError(f"p_min must be in [0, 1), got {p_min!r}")
+        raise UserError(f"p_min must be in [0, 1), got {p_min!r}")
     if not (isinstance(p_max, (int, float)) and p_min < p_max <= 1.0):
-        raise ValueError(f"p_max must be in (p_min, 1] = ({p_min}, 1], got {p_max!r}")
+        raise UserError(f"p_max must be in (p_min, 1] = ({p_min}, 1], got {p_max!r}")
     if not (isinstance(max_rate, (int, float)) and 0.0 < max_rate < 1.0):
-        raise ValueError(f"max_rate must be in (0, 1), got {max_rate!r}")
+        raise UserError(f"max_rate must be in (0, 1), got {max_rate!r}")
     for name, value in switches.items():
         if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+            raise UserError(f"{name} must be True or False, got {value!r}")
 
 
 class Jumpout(nn.Module):

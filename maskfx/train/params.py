@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from maskfx.errors import UserError
+
 
 def structure_parameters(net: nn.Module, optimizer_momentum: bool | None = None) -> list[nn.Parameter]:
     """Learnable structure (cluster logits, connection masks) of every maskfx layer in ``net``.
@@ -41,7 +43,7 @@ def param_groups(net: nn.Module, lr: float, mask_lr: float | None = None, weight
     for name, value in (("lr", lr), ("mask_lr", lr if mask_lr is None else mask_lr),
                         ("weight_decay", weight_decay), ("mask_momentum", mask_momentum or 0.0)):
         if not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            raise UserError(f"{name} must be a number >= 0, got {value!r}")
     masks, clusters = structure_parameters(net, False), structure_parameters(net, True)
     ids = {id(p) for p in masks + clusters}
     weights = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]

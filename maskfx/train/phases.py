@@ -14,6 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from maskfx.errors import UserError
 from maskfx.train.loop import train_epochs
 from maskfx.train.params import param_groups
 from maskfx.transform import freeze
@@ -29,7 +30,7 @@ class Phase:
 
 def _four_phases(lr: float, mask_lr: float, epochs: tuple[int, ...]) -> tuple[Phase, ...]:
     if len(epochs) != 4 or not all(isinstance(e, int) and e >= 0 for e in epochs):
-        raise ValueError(f"epochs must be four ints >= 0, got {epochs!r}")
+        raise UserError(f"epochs must be four ints >= 0, got {epochs!r}")
     return (Phase(epochs[0], lr, mask_lr), Phase(epochs[1], lr, freeze_first=True),
             Phase(epochs[2], lr / 10), Phase(epochs[3], lr / 100))
 
@@ -76,7 +77,7 @@ PRESETS: dict[str, Preset] = {
 def preset(name: str) -> Preset:
     """The named paper recipe; ``ValueError`` lists the names for an unknown one."""
     if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise UserError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]
 
 
