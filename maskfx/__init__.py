@@ -6,7 +6,9 @@
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
 from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig
+from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
+from maskfx.record import StateMismatchError
 from maskfx.report.collapse import CollapseReport
 from maskfx.structure import LearnedSite, structure
 from maskfx.tracing import TraceError
@@ -14,6 +16,7 @@ from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "Summary", "TraceError",
+    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "StateMismatchError", "Summary", "TraceError",
+    "UserError",
     "collapse", "export_onnx", "freeze", "param_groups", "structure", "summary", "transform",
 ]
