@@ -5,12 +5,15 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
-from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig
 from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
 from maskfx.record import StateMismatchError
 from maskfx.report.collapse import CollapseReport
 from maskfx.structure import LearnedSite, structure
+from maskfx.techniques.blockout.config import BlockoutConfig
+from maskfx.techniques.gateconnect.config import GateConnectConfig
+from maskfx.techniques.jumpout.config import JumpoutConfig
+from maskfx.techniques.maskconnect.config import MaskConnectConfig
 from maskfx.tracing import TraceError
 from maskfx.train import param_groups
 from maskfx.transform import Summary, collapse, freeze, summary, transform

@@ -86,7 +86,7 @@ def join(eval_gm: fx.GraphModule, train_gm: fx.GraphModule, replaced: set[str]) 
     """The two rewritten graphs over one set of modules.
 
     A name both graphs read is the eval graph's object: the rewrites name each site the same way
-    in both graphs (``maskfx.marks``), so the train graph trains what eval mode runs. What only
+    in both graphs (``maskfx.graph.marks``), so the train graph trains what eval mode runs. What only
     the train graph reads (an auxiliary head, a site inside it) comes from its own copy.
     ``replaced`` names the modules the eval rewrite took out of the model: the train graph must
     not read them, or it would train a module eval mode no longer runs.

@@ -12,10 +12,9 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from maskfx.errors import UserError
-from maskfx.nn import Jumpout
 
 # Modules kept whole: they read ``self.training`` in ``forward``, which tracing would freeze.
-DEFAULT_LEAF_TYPES: tuple[type[nn.Module], ...] = (StochasticDepth, Jumpout)
+DEFAULT_LEAF_TYPES: tuple[type[nn.Module], ...] = (StochasticDepth,)
 
 LeafSpec = str | type[nn.Module]
 
@@ -141,14 +140,15 @@ def _mode_dependent_failure(model: nn.Module, outcomes: list[fx.Graph | TraceErr
     raise errors[0]
 
 
-def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
+def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = (), leaf_types: tuple[type[nn.Module], ...] = ()) -> Traced:
     """Trace ``model`` in eval mode and in train mode.
 
     Returns the eval-mode GraphModule, which shares ``model``'s submodules, and, only when the
     forward depends on ``self.training`` (the two traces differ), a train-mode GraphModule over a
     copy of ``model``, so each can be rewritten on its own before ``maskfx.dual.join``. A
     parameter-free submodule whose trace differs between the modes, or fails in one of them, is
-    kept whole and the model traced again. The caller passes a copy when the original must stay
+    kept whole and the model traced again. ``leaf_types`` are kept whole besides the user's
+    ``leaf_modules`` (maskfx's own layers). The caller passes a copy when the original must stay
     untouched; its train/eval mode is restored.
     """
     names, types = _split_leaves(model, leaf_modules)
@@ -156,7 +156,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
     kept_whole: list[str] = []
     try:
         while True:
-            tracers = [_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + types) for _ in range(2)]
+            tracers = [_LeafAwareTracer(names, DEFAULT_LEAF_TYPES + leaf_types + types) for _ in range(2)]
             outcomes = [_traced_or_error(t, model, training) for t, training in zip(tracers, (False, True))]
             if any(isinstance(o, TraceError) for o in outcomes):
                 more = _mode_dependent_failure(model, outcomes)

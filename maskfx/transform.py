@@ -4,18 +4,18 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig, GateConnectConfig, JumpoutConfig, MaskConnectConfig, resolve
+from maskfx import techniques
+from maskfx.config import resolve
 from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.errors import UserError, first_line
+from maskfx.graph.surgery import finish, model_device
 from maskfx.graph_module import MaskfxGraphModule
-from maskfx.passes import PIPELINE
-from maskfx.passes.graph import finish, model_device
 from maskfx.report.collapse import CollapseReport, Probe
 from maskfx.report.measure import count_parameters
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
@@ -25,35 +25,32 @@ COLLAPSE_MODES = ("expected", "prune")
 Inputs = tuple[torch.Tensor, ...]
 
 
-def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
-              blockout: bool | BlockoutConfig | None = None,
-              maskconnect: bool | MaskConnectConfig | None = None,
-              gateconnect: bool | GateConnectConfig | None = None,
-              example_inputs: Sequence[torch.Tensor] | None = None,
-              leaf_modules: Iterable[LeafSpec] = ()) -> fx.GraphModule:
+def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None = None,
+              leaf_modules: Iterable[LeafSpec] = (), **requested: Any) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
-    Each technique argument takes ``None``/``False`` (off), ``True`` (the config's defaults) or its
-    config dataclass. ``example_inputs`` (a tuple of tensors, as for ``torch.ao``'s ``prepare_fx``)
-    give the tensor shapes that MaskConnect needs; given, the model must run on them (in eval
-    mode, moved to its device), or a ``ValueError`` says why. GateConnect takes ResNeXt modules before
-    MaskConnect looks for residual blocks, so both can be on. ``leaf_modules`` (qualified names or module
-    types) are kept whole when tracing; use it for submodules torch.fx cannot trace. ``model``
-    itself is never modified.
+    Each technique of the registry is a keyword argument (``jumpout``, ``blockout``,
+    ``maskconnect``, ``gateconnect``) taking ``None``/``False`` (off), ``True`` (the config's
+    defaults) or its config dataclass. ``example_inputs`` (a tuple of tensors, as for
+    ``torch.ao``'s ``prepare_fx``) give the tensor shapes that MaskConnect needs; given, the model
+    must run on them (in eval mode, moved to its device), or a ``ValueError`` says why. GateConnect
+    takes ResNeXt modules before MaskConnect looks for residual blocks, so both can be on.
+    ``leaf_modules`` (qualified names or module types) are kept whole when tracing; use it for
+    submodules torch.fx cannot trace. ``model`` itself is never modified.
     """
+    unknown = sorted(set(requested) - {t.TECHNIQUE for t in techniques.PIPELINE})
+    if unknown:
+        raise TypeError(f"transform() got an unexpected keyword argument {unknown[0]!r}")
     if not isinstance(model, nn.Module):
         raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    requested = {"jumpout": jumpout, "blockout": blockout, "maskconnect": maskconnect, "gateconnect": gateconnect}
-    configs = {p.TECHNIQUE: resolve(p.TECHNIQUE, requested[p.TECHNIQUE], p.CONFIG) for p in PIPELINE}
+    configs = {t.TECHNIQUE: resolve(t.TECHNIQUE, requested.get(t.TECHNIQUE), t.CONFIG)
+               for t in techniques.PIPELINE}
     example_inputs = _checked_inputs(example_inputs)
-    if configs["maskconnect"] is not None and example_inputs is None:
-        raise UserError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
-                         "to see the shapes of block outputs")
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise UserError("model is already a maskfx graph module; transform the original model instead")
     copied = copy.deepcopy(model)
     example_inputs = _runnable_inputs(copied, example_inputs)
-    traced = trace(copied, leaf_modules)
+    traced = trace(copied, leaf_modules, _layers())
     eval_gm, train_gm = traced.eval, traced.train
     original_targets = set(attribute_targets(eval_gm.graph))
     done = _rewrite(eval_gm, configs, example_inputs)
@@ -78,6 +75,11 @@ def transform(model: nn.Module, *, jumpout: bool | JumpoutConfig | None = None,
                                     params_original=count_parameters(model), notes=done.notes,
                                     rejected=done.rejected)
     return gm
+
+
+def _layers() -> tuple[type[nn.Module], ...]:
+    """Every layer a technique adds."""
+    return tuple(layer for technique in techniques.PIPELINE for layer in technique.LAYERS)
 
 
 def _checked_inputs(example_inputs: Sequence[torch.Tensor] | None) -> Inputs | None:
@@ -117,7 +119,7 @@ def _runnable_inputs(model: nn.Module, example_inputs: Inputs | None) -> Inputs 
 def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> Rewrite:
     """Run the pipeline's passes on one graph; what they did, together."""
     done = Rewrite([])
-    for technique in PIPELINE:
+    for technique in techniques.PIPELINE:
         if configs[technique.TECHNIQUE] is not None:
             result = technique.rewrite(gm, configs[technique.TECHNIQUE], example_inputs)
             done.sites += result.sites
@@ -131,7 +133,7 @@ def freeze(net: fx.GraphModule) -> fx.GraphModule:
     """Fix learned connectivity and stop structure learning, technique by technique (each pass's
     ``freeze``: Blockout also folds its expected mask into the weights it keeps)."""
     get_state(net)
-    for technique in PIPELINE:
+    for technique in techniques.PIPELINE:
         technique.freeze(net)
     return net
 
@@ -157,7 +159,7 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     example_inputs = _runnable_inputs(deploy, example_inputs)
     probe = Probe(deploy, example_inputs)
     notes, steps = [], []
-    for technique in reversed(PIPELINE):
+    for technique in reversed(techniques.PIPELINE):
         if technique.TECHNIQUE in state.configs:
             layers = sum(isinstance(m, technique.LAYERS) for m in deploy.modules())
             said = technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
@@ -165,8 +167,7 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
             deploy.eval()  # layers collapse added start in train mode
             steps.append(probe.step(deploy, technique.TECHNIQUE, layers, said))
             notes += said
-    leftovers = [name for name, m in deploy.named_modules()
-                 if isinstance(m, tuple(t for p in PIPELINE for t in p.LAYERS))]
+    leftovers = [name for name, m in deploy.named_modules() if isinstance(m, _layers())]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
@@ -195,9 +196,9 @@ class Summary:
 
     def __str__(self) -> str:
         lines = [f"maskfx summary ({'collapsed: ' + self.collapsed if self.collapsed else 'trainable'})"]
-        techniques = list(dict.fromkeys([*self.configs, *(s.technique for s in self.sites),
-                                         *(r.technique for r in self.rejected)]))
-        for name in techniques:
+        names = list(dict.fromkeys([*self.configs, *(s.technique for s in self.sites),
+                                    *(r.technique for r in self.rejected)]))
+        for name in names:
             lines.append(f"  {name}: {self.count(name)} sites  {self.configs.get(name, '')}")
             for site in (s for s in self.sites if s.technique == name):
                 extra = "".join(f"  [{x}]" for x in (site.detail, "train mode only" * site.train_only) if x)

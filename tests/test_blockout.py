@@ -6,7 +6,7 @@ from torch import nn
 
 import maskfx
 from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
-from maskfx.nn.blockout import CLUSTER_SUM_MAX_ROWS, assignment_groups, contract_clusters
+from maskfx.techniques.blockout.layers import CLUSTER_SUM_MAX_ROWS, assignment_groups, contract_clusters
 from models import MLPHead
 from structure import hard_block_logits, random_logits
 

@@ -6,7 +6,7 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 import maskfx
-from maskfx.nn.jumpout import Jumpout
+from maskfx.techniques.jumpout.layers import Jumpout
 from maskfx.train.loop import train_one_epoch
 from models import StyledResNeXt, calibrated
 

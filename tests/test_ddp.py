@@ -32,7 +32,7 @@ def test_two_processes_agree_on_weights_masks_and_frozen_structure(tmp_path):
 def test_structure_draws_are_shared_but_the_generator_stream_is_not(tmp_path):
     """The hooks make a structure layer's draws depend on (seed, site, call) only, and hand the
     caller's generator back untouched by them."""
-    from maskfx.nn.maskconnect import KOfNMasks
+    from maskfx.layers.kofn import KOfNMasks
 
     layer = KOfNMasks((4, 6), fan_in=2).train()
     layer.forward = lambda: layer.sample()

@@ -10,7 +10,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 import maskfx
 from maskfx.export.onnx import op_histogram
 from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
-from maskfx.nn.gateconnect import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise, pointwise_and_identity
+from maskfx.techniques.gateconnect.kernels import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise, pointwise_and_identity
 from models import StyledResNeXt, calibrated
 
 

@@ -13,7 +13,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
 from maskfx.nn import BlockSparseLinear
-from maskfx.nn.blockout import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
+from maskfx.techniques.blockout.layers import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
 from maskfx.train import NonFiniteLossError, Phase, Recipe, fit, run_phases
 from maskfx.train.data import Data, digits_split
 from maskfx.train.models import build_model

@@ -11,10 +11,11 @@ import torchvision
 from torch.fx.passes.shape_prop import ShapeProp
 
 import maskfx
+from maskfx.graph.channel_pad import absorb_channel_pads
+from maskfx.graph.surgery import finish
+from maskfx.layers.adapt import adapt, pad_channels
+from maskfx.layers.kofn import SWITCH_MARGIN
 from maskfx.nn import MaskedConnection
-from maskfx.nn.maskconnect import SWITCH_MARGIN, adapt, pad_channels
-from maskfx.passes.channel_pad import absorb_channel_pads
-from maskfx.passes.graph import finish
 from maskfx.train import maskconnect_recipe, preset
 from models import HandResidual, TwoInputs
 
@@ -304,7 +305,7 @@ def test_candidate_gradients_match_the_dense_masked_sum():
 def test_no_mask_row_is_ever_all_zero_after_an_optimizer_step(optimizer, lr):
     """Regression: the all-zero guard summed the whole tensor, so one row of a (T, N) mask could be
     clipped to zeros while the other rows kept the sum positive."""
-    from maskfx.nn.maskconnect import KOfNMasks
+    from maskfx.layers.kofn import KOfNMasks
     torch.manual_seed(8)
     masks = KOfNMasks((3, 4), fan_in=2)
     opt = optimizer([masks.mask], lr=lr)  # not param_groups: this test must not depend on its grouping
@@ -331,7 +332,7 @@ def test_masked_sum_kernel_matches_the_straightforward_formula(active, learn_mas
     """Every path of the in-place sum (two full-width terms, one, none; padded and subsampled
     adapters) and of its backward (fused dot or product, views or scatter; a non-contiguous
     incoming gradient) against ``sum_k m_k * adapt(y_k)`` under autograd."""
-    from maskfx.nn.maskconnect import _MaskedSum
+    from maskfx.techniques.maskconnect.layers import _MaskedSum
     torch.manual_seed(9)
     ys = [torch.randn(s, requires_grad=True) for s in KERNEL_SHAPES]
     mask = torch.rand(len(ys), requires_grad=learn_mask)
@@ -425,7 +426,7 @@ def test_top_k_switches_stick_instead_of_flipping_back():
     layer = MaskedConnection([(8, ())] * 3, fan_in=1, init="previous", sampling="top-k").train()
     flips, _ = _switches(layer, candidates, (candidates[1] + candidates[2]) / 2)
     assert flips <= 15
-    with mock.patch("maskfx.nn.maskconnect.SWITCH_MARGIN", 0.0):
+    with mock.patch("maskfx.layers.kofn.SWITCH_MARGIN", 0.0):
         layer = MaskedConnection([(8, ())] * 3, fan_in=1, init="previous", sampling="top-k").train()
         flips_without, _ = _switches(layer, candidates, (candidates[1] + candidates[2]) / 2)
     assert flips_without >= 40  # of 59 steps

@@ -15,7 +15,7 @@ import maskfx  # noqa: E402
 from benchmarks import papers, peer_pruning  # noqa: E402
 from benchmarks.arms import Arm, Claim, Results, Run, accuracy_rows, claim_note, random_fixed_connectivity  # noqa: E402
 from benchmarks.paper_models import cifar_resnet, cifar_resnext, small_cnn  # noqa: E402
-from maskfx.nn.maskconnect import KOfNMasks  # noqa: E402
+from maskfx.layers.kofn import KOfNMasks  # noqa: E402
 from maskfx.report import count_macs  # noqa: E402
 
 

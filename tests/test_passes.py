@@ -1,6 +1,7 @@
 """Every technique's pass fits one protocol; the pipeline orders them."""
 import maskfx
-from maskfx.passes import PIPELINE, TechniquePass
+from maskfx.technique import Technique as TechniquePass
+from maskfx.techniques import PIPELINE
 
 
 def test_every_pass_fits_the_protocol_and_names_its_config():

@@ -5,9 +5,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
-import maskfx
+from maskfx import techniques
 from maskfx.errors import UserError
-from maskfx.nn.maskconnect import INITS, SAMPLINGS
+from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
 from maskfx.train.models import DEFAULT_WEIGHTS, build_model, load_weights
 
@@ -32,13 +32,6 @@ class Command:
         sub = commands.add_parser(self.name, help=self.help, description=self.help)
         self.arguments(sub)
         sub.set_defaults(run=self.run)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def count(text: str) -> int:
@@ -68,24 +61,28 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="train on a fixed random subset of this size")
 
 
+def _user_order() -> tuple:
+    """The techniques in the order users read them: as collapse meets them."""
+    return tuple(reversed(techniques.PIPELINE))
+
+
+def _options() -> dict[str, tuple[Option, tuple[str, ...]]]:
+    """Each option, as the first technique declaring it words it, with every technique it configures."""
+    options: dict[str, tuple[Option, tuple[str, ...]]] = {}
+    for technique in _user_order():
+        for option in technique.FLAGS.options:
+            first, techniques = options.get(option.field, (option, ()))
+            options[option.field] = first, (*techniques, technique.TECHNIQUE)
+    return options
+
+
 def add_techniques(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("techniques (each with its config's defaults unless set)")
-    group.add_argument("--jumpout", action="store_true", help="Jumpout after every ReLU and ReLU6")
-    group.add_argument("--blockout", action="store_true", help="Blockout on the classifier head")
-    group.add_argument("--maskconnect", action="store_true", help="MaskConnect on chains of residual blocks")
-    group.add_argument("--gateconnect", action="store_true", help="GateConnect on chains of ResNeXt modules")
-    group.add_argument("--clusters", type=positive_int, default=None, help="Blockout clusters k")
-    group.add_argument("--fan-in", type=positive_int, default=None, help="MaskConnect/GateConnect inputs K")
-    group.add_argument("--init", choices=INITS, default=None,
-                       help="MaskConnect masks' start (default 'previous': the original chain; 'uniform': the paper's)")
-    group.add_argument("--sampling", choices=SAMPLINGS, default=None,
-                       help="how MaskConnect's training forwards pick K inputs (default 'top-k'; 'multinomial': the paper's)")
-
-
-TECHNIQUES = ("jumpout", "blockout", "maskconnect", "gateconnect")
-# Each technique option and the technique flags it configures: given without any of them, it is a mistake.
-OPTION_TECHNIQUES = {"clusters": ("blockout",), "fan_in": ("maskconnect", "gateconnect"),
-                     "init": ("maskconnect",), "sampling": ("maskconnect",)}
+    for technique in _user_order():
+        group.add_argument(f"--{technique.TECHNIQUE}", action="store_true", help=technique.FLAGS.help)
+    for option, _ in _options().values():
+        group.add_argument(f"--{option.field.replace('_', '-')}", type=option.type, choices=option.choices,
+                           default=None, help=option.help)
 
 
 class FlagError(UserError):
@@ -95,32 +92,21 @@ class FlagError(UserError):
 
 def technique_flags(args: argparse.Namespace) -> list[str]:
     """The technique flags and options given on the command line."""
-    names = [t for t in TECHNIQUES if getattr(args, t)] + [o for o in OPTION_TECHNIQUES if getattr(args, o) is not None]
+    names = [t.TECHNIQUE for t in _user_order() if getattr(args, t.TECHNIQUE)]
+    names += [field for field in _options() if getattr(args, field) is not None]
     return [f"--{name.replace('_', '-')}" for name in names]
 
 
 def technique_configs(args: argparse.Namespace) -> dict:
     """``maskfx.transform`` keyword arguments for the technique flags."""
-    for option, techniques in OPTION_TECHNIQUES.items():
-        if getattr(args, option) is not None and not any(getattr(args, t) for t in techniques):
+    for field, (_, techniques) in _options().items():
+        if getattr(args, field) is not None and not any(getattr(args, t) for t in techniques):
             flags = " or ".join(f"--{t}" for t in techniques)
-            raise FlagError(f"--{option.replace('_', '-')} configures {flags}, which is not given: "
-                            f"add {flags} or drop --{option.replace('_', '-')}")
-    configs: dict = {}
-    if args.jumpout:
-        configs["jumpout"] = maskfx.JumpoutConfig()
-    if args.blockout:
-        configs["blockout"] = maskfx.BlockoutConfig(**_given(clusters=args.clusters))
-    if args.maskconnect:
-        configs["maskconnect"] = maskfx.MaskConnectConfig(**_given(fan_in=args.fan_in, init=args.init,
-                                                                   sampling=args.sampling))
-    if args.gateconnect:
-        configs["gateconnect"] = maskfx.GateConnectConfig(**_given(fan_in=args.fan_in))
-    return configs
-
-
-def _given(**values) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
+            option = f"--{field.replace('_', '-')}"
+            raise FlagError(f"{option} configures {flags}, which is not given: add {flags} or drop {option}")
+    return {t.TECHNIQUE: t.CONFIG(**{o.field: getattr(args, o.field) for o in t.FLAGS.options
+                                     if getattr(args, o.field) is not None})
+            for t in _user_order() if getattr(args, t.TECHNIQUE)}
 
 
 def model_from(args: argparse.Namespace, num_classes: int):

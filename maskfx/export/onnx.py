@@ -11,9 +11,9 @@ import onnx
 import torch
 from torch import nn
 
+from maskfx import techniques
 from maskfx.errors import UserError
 from maskfx.export.runtime import RuntimeSession, open_session
-from maskfx.nn import LEARNED_STRUCTURE
 
 # No random op may survive into a deployed graph.
 RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal",
@@ -122,11 +122,12 @@ def _check_batch(model: nn.Module, session: RuntimeSession, inputs: tuple[torch.
 
 
 def _maskfx_layers(model: nn.Module) -> list[str]:
-    """The layers that still hold learned structure (Blockout, MaskConnect, GateConnect), as
+    """The layers that still hold learned structure (each technique's ``LEARNED``), as
     "Type at 'name'". Their eval forward reads it from trainable values that only ``collapse``
     turns into plain layers, choosing "expected" or "prune". Jumpout learns none and is the
     identity in eval mode, so a net holding only Jumpout exports as its collapse would."""
-    return [f"{type(m).__name__} at {name!r}" for name, m in model.named_modules() if isinstance(m, LEARNED_STRUCTURE)]
+    learned = tuple(layer for technique in techniques.PIPELINE for layer in technique.LEARNED)
+    return [f"{type(m).__name__} at {name!r}" for name, m in model.named_modules() if isinstance(m, learned)]
 
 
 def _check_collapsed(model: nn.Module) -> None:

@@ -1,12 +1,10 @@
-"""torch.nn-style maskfx layers; each works on its own, without torch.fx."""
-from maskfx.nn.blockout import BlockoutClusters, BlockoutLinear, BlockSparseLinear
-from maskfx.nn.gateconnect import BranchedBottleneck, BranchGates, DeployedModule, ResNeXtBlock
-from maskfx.nn.jumpout import Jumpout
-from maskfx.nn.maskconnect import KOfNMasks, MaskedConnection
+"""torch.nn-style maskfx layers; each works on its own, without torch.fx. Each technique keeps its
+layers in its folder (``maskfx.techniques.<name>.layers``); this module gathers them."""
+from maskfx.layers.kofn import KOfNMasks
+from maskfx.techniques.blockout.layers import BlockoutClusters, BlockoutLinear, BlockSparseLinear
+from maskfx.techniques.gateconnect.layers import BranchedBottleneck, BranchGates, DeployedModule, ResNeXtBlock
+from maskfx.techniques.jumpout.layers import Jumpout
+from maskfx.techniques.maskconnect.layers import MaskedConnection
 
-# Layers whose eval forward reads learned structure (a top K, cluster probabilities) from trainable
-# values: ``maskfx.collapse`` lowers them to plain layers, "expected" or "prune". Jumpout learns none.
-LEARNED_STRUCTURE = (BlockoutLinear, BranchedBottleneck, KOfNMasks)  # BlockoutClusters serve BlockoutLinears
-
-__all__ = ["LEARNED_STRUCTURE", "BlockSparseLinear", "BlockoutClusters", "BlockoutLinear", "BranchGates", "BranchedBottleneck", "DeployedModule",
-           "Jumpout", "MaskedConnection", "ResNeXtBlock"]
+__all__ = ["BlockSparseLinear", "BlockoutClusters", "BlockoutLinear", "BranchGates", "BranchedBottleneck", "DeployedModule",
+           "Jumpout", "KOfNMasks", "MaskedConnection", "ResNeXtBlock"]

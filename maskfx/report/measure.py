@@ -1,7 +1,6 @@
-"""What the report compares per model: accuracy, parameters, MACs, ONNX Runtime latency."""
+"""What the report compares per model: accuracy, parameters, MACs, and how timings are taken."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -11,8 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from maskfx.export import open_session
-from maskfx.passes.graph import model_device
+from maskfx.graph.surgery import model_device
 
 
 @dataclass
@@ -70,14 +68,3 @@ def interleaved_times(candidates: dict[str, Callable[[], object]], rounds: int =
 def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
     """p50 and p90 of ``seconds``, in milliseconds."""
     return float(np.percentile(seconds, 50)) * 1e3, float(np.percentile(seconds, 90)) * 1e3
-
-
-def ort_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, runs: int = 30, warmup: int = 5,
-                threads: int | None = None) -> dict[str, tuple[float, float]]:
-    """Median and 90th-percentile latency (ms) of one ONNX Runtime CPU call on ``example``, per
-    model, the models taking turns (``interleaved_times``)."""
-    sessions = {name: open_session(path, device="cpu", threads=threads) for name, path in paths.items()}
-    feed = example.detach().cpu().numpy()
-    times = interleaved_times({name: (lambda s=session: s.run(feed)) for name, session in sessions.items()},
-                              rounds=runs, warmup=warmup)
-    return {name: percentiles_ms(t) for name, t in times.items()}

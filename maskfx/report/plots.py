@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from maskfx.structure import LearnedSite
+from maskfx.technique import LearnedSite
 
 
 def _subplots(columns: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:

@@ -21,15 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskfx import techniques
 from maskfx.errors import UserError, first_line
-from maskfx.passes import PIPELINE
 from maskfx.state import META_KEY
 from maskfx.transform import collapse, transform
 from maskfx.train.models import build_model
 
 FORMAT = "maskfx-checkpoint/1"
 DIGEST_KEY = "sha256"  # of every value in the payload, tensors by their bytes: torch.load checks no CRC
-CONFIG_TYPES = {p.TECHNIQUE: p.CONFIG for p in PIPELINE}
+
+
+def _config_types() -> dict[str, type]:
+    return {t.TECHNIQUE: t.CONFIG for t in techniques.PIPELINE}
 
 
 class CheckpointError(UserError):
@@ -61,10 +64,11 @@ class Recipe:
         model = base if base is not None else build_model(self.model, self.num_classes)
         if not self.transform:
             return model
-        unknown = set(self.transform) - set(CONFIG_TYPES)
+        config_types = _config_types()
+        unknown = set(self.transform) - set(config_types)
         if unknown:
-            raise CheckpointError(f"unknown technique(s) {sorted(unknown)}; this maskfx knows {sorted(CONFIG_TYPES)}")
-        configs = {name: CONFIG_TYPES[name](**values) for name, values in self.transform.items()}
+            raise CheckpointError(f"unknown technique(s) {sorted(unknown)}; this maskfx knows {sorted(config_types)}")
+        configs = {name: config_types[name](**values) for name, values in self.transform.items()}
         return transform(model, example_inputs=self.example_inputs(), **configs)
 
 

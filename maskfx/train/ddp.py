@@ -5,10 +5,11 @@ How the replicas stay identical:
   masks clip themselves after each (identical) optimizer step;
 - BatchNorm statistics: DDP broadcasts rank 0's buffers before each forward, and ``fit`` once
   more after each epoch (``sync_buffers``);
-- the random structure a training forward draws (Blockout clusters, MaskConnect / GateConnect
-  K-of-N samples) is seeded alike: a hook around each structure layer seeds the generator from
-  ``(seed, site, call count)``, identical on every rank, and restores the rank's own generator
-  afterwards, so data-dependent randomness (Jumpout) keeps independent per-rank streams;
+- the random structure a training forward draws (each technique's ``DRAWS`` layers: Blockout
+  clusters, MaskConnect / GateConnect K-of-N samples) is seeded alike: a hook around each such
+  layer seeds the generator from ``(seed, site, call count)``, identical on every rank, and
+  restores the rank's own generator afterwards, so data-dependent randomness (Jumpout) keeps
+  independent per-rank streams;
 - ``freeze`` reads those identical parameters, so the frozen structure is identical too;
   ``check_replicas`` verifies all of it by comparing a digest of every rank's state.
 """
@@ -24,10 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from maskfx.nn import BlockoutClusters
-from maskfx.nn.maskconnect import KOfNMasks
-
-STRUCTURE_LAYERS = (BlockoutClusters, KOfNMasks)  # the layers whose training forward draws structure
+from maskfx import techniques
 
 
 class ReplicaMismatchError(RuntimeError):
@@ -84,7 +82,8 @@ def share_structure_draws(net: nn.Module, seed: int) -> list[torch.utils.hooks.R
     the caller's generator after it, so all ranks draw the same clusters and connections.
     Returns the hook handles (``handle.remove()`` undoes it)."""
     handles = []
-    layers = [m for m in net.modules() if isinstance(m, STRUCTURE_LAYERS)]
+    drawing = tuple(t for technique in techniques.PIPELINE for t in technique.DRAWS)
+    layers = [m for m in net.modules() if isinstance(m, drawing)]
     for site, layer in enumerate(layers):
         calls = [0]
         saved: list[torch.Tensor] = []

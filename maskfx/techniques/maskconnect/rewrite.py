@@ -18,14 +18,15 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-from maskfx.config import MaskConnectConfig
-from maskfx.nn import MaskedConnection
-from maskfx.marks import BLOCK, RESNEXT, block_name
-from maskfx.nn.maskconnect import adapt, pad_channels, subsample
-from maskfx.passes.channel_pad import absorb_channel_pads
-from maskfx.passes.graph import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
+from maskfx.errors import UserError
+from maskfx.graph.channel_pad import absorb_channel_pads
+from maskfx.graph.marks import BLOCK, RESNEXT, block_name
+from maskfx.graph.surgery import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
     nodes_calling, shape_of
+from maskfx.layers.adapt import adapt, pad_channels, subsample
 from maskfx.state import Rejection, Rewrite, Site
+from maskfx.techniques.maskconnect.config import MaskConnectConfig
+from maskfx.techniques.maskconnect.layers import MaskedConnection
 
 TECHNIQUE = "maskconnect"
 CONFIG = MaskConnectConfig
@@ -111,6 +112,9 @@ def _adapter(source: torch.Size, target: torch.Size) -> tuple[int, tuple[int, ..
 
 
 def rewrite(gm: fx.GraphModule, config: MaskConnectConfig, example_inputs: tuple | None) -> Rewrite:
+    if example_inputs is None:
+        raise UserError("example_inputs: maskconnect needs example inputs, e.g. example_inputs=(x,), "
+                        "to see the shapes of block outputs")
     propagate_shapes(gm, example_inputs)
     blocks, rejected_adds = find_residual_blocks(gm)
     chains, rejected_blocks = find_chains(blocks)

@@ -23,8 +23,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.nn.maskconnect import pad_channels, subsample
-from maskfx.passes.graph import add_operands, fresh_name, module_of, replace_with_module, shape_of
+from maskfx.graph.surgery import add_operands, fresh_name, module_of, replace_with_module, shape_of
+from maskfx.layers.adapt import pad_channels, subsample
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -16,12 +16,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from maskfx.config import JumpoutConfig
-from maskfx.marks import attribute_base, call_site_locations, owner
-from maskfx.nn import Jumpout
-from maskfx.passes.graph import bypass, fresh_name, insert_module_after, is_dropout, is_relu, \
+from maskfx.graph.marks import attribute_base, call_site_locations, owner
+from maskfx.graph.surgery import bypass, fresh_name, insert_module_after, is_dropout, is_relu, \
     module_of, nodes_calling, replace_with_module
 from maskfx.state import Rejection, Rewrite, Site
+from maskfx.techniques.jumpout.config import JumpoutConfig
+from maskfx.techniques.jumpout.layers import Jumpout
 
 TECHNIQUE = "jumpout"
 CONFIG = JumpoutConfig

@@ -18,7 +18,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from maskfx.errors import UserError
-from maskfx.nn.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
+from maskfx.layers.autocast import BACKWARD_AS_FORWARD, FP32_UNDER_AUTOCAST
 
 VARIANTS = ("hard-learned", "hard-fixed", "soft-learned")
 ESTIMATORS = ("straight-through", "paper")
@@ -78,8 +78,6 @@ class BlockoutClusters(nn.Module):
         self.logits = nn.ParameterList(
             nn.Parameter(initial_logit + (init_spread if learned else 0.0) * torch.randn(d, clusters, generator=generator),
                          requires_grad=learned) for d in sizes)
-
-    optimizer_momentum = True  # the paper trains P with the network's optimizer (``param_groups``)
 
     @property
     def is_frozen(self) -> bool:

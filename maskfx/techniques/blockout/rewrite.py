@@ -15,17 +15,19 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import BlockoutConfig
-from maskfx.nn import BlockoutClusters, BlockoutLinear, BlockSparseLinear
-from maskfx.nn.blockout import MASK_SCALE, cluster_mask
-from maskfx.passes.graph import bypass, fresh_name, insert_module_after, is_dropout, is_elementwise, \
+from maskfx.graph.marks import claim
+from maskfx.graph.surgery import bypass, fresh_name, insert_module_after, is_dropout, is_elementwise, \
     module_of, nodes_calling, replace_with_module
-from maskfx.marks import claim
 from maskfx.state import Rejection, Rewrite, Site
+from maskfx.techniques.blockout.config import BlockoutConfig
+from maskfx.techniques.blockout.layers import MASK_SCALE, BlockoutClusters, BlockoutLinear, BlockSparseLinear, \
+    cluster_mask
 
 TECHNIQUE = "blockout"
 CONFIG = BlockoutConfig
 LAYERS = (BlockoutClusters, BlockoutLinear)
+
+
 def _is_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
     return type(module_of(gm, node)) is nn.Linear
 

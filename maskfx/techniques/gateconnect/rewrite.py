@@ -20,12 +20,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from maskfx.config import GateConnectConfig
-from maskfx.marks import RESNEXT, block_name
-from maskfx.nn import BranchedBottleneck, BranchGates
-from maskfx.nn.gateconnect import BottleneckParts, deploy_chain
-from maskfx.passes.graph import add_operands, ancestors, freeze_modules, fresh_name, is_relu, module_of, nodes_calling
+from maskfx.graph.marks import RESNEXT, block_name
+from maskfx.graph.surgery import add_operands, ancestors, freeze_modules, fresh_name, is_relu, module_of, nodes_calling
 from maskfx.state import Rejection, Rewrite, Site
+from maskfx.techniques.gateconnect.config import GateConnectConfig
+from maskfx.techniques.gateconnect.layers import BottleneckParts, BranchedBottleneck, BranchGates, deploy_chain
 
 TECHNIQUE = "gateconnect"
 CONFIG = GateConnectConfig

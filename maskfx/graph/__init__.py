@@ -1,0 +1,1 @@
+"""torch.fx helpers and layer surgery that several techniques share."""
