@@ -17,7 +17,7 @@ from torch import fx, nn
 from torch.utils.data import Subset
 
 import maskfx
-from maskfx.nn.maskconnect import KOfNMasks
+from maskfx.layers.kofn import KOfNMasks
 from maskfx.report import count_parameters
 from maskfx.train import Data, Phase, accuracy, fit, predict
 from maskfx.train.data import digits_split

@@ -35,9 +35,9 @@ from torch import nn
 
 import maskfx
 from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small_resnext
-from maskfx.nn.jumpout import SWITCHES as JUMPOUT_SWITCHES
-from maskfx.nn.maskconnect import SWITCH_MARGIN
+from maskfx.layers.kofn import SWITCH_MARGIN
 from maskfx.report import count_parameters
+from maskfx.techniques.jumpout.layers import SWITCHES as JUMPOUT_SWITCHES
 from maskfx.train import Phase, accuracy, fit, load_data, predict
 from maskfx.train.fit import evaluation_loader
 from maskfx.train.models import build_model

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 import maskfx
-from maskfx.nn.blockout import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
+from maskfx.techniques.blockout.layers import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
 from maskfx.train import accuracy, digits_loaders, param_groups, predict, train_epochs
 from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio
 
