@@ -41,7 +41,7 @@ test-quick: setup
 bench: setup data
 	$(BIN)/python -m benchmarks
 
-bench-quick: setup
+bench-quick: setup data
 	$(BIN)/python -m benchmarks --quick
 
 clean:

@@ -12,6 +12,7 @@ SUITES: dict[str, str] = {  # suite name -> module exposing SUITE and run(quick)
     "gateconnect": "benchmarks.bench_gateconnect",
     "papers": "benchmarks.papers",
     "peer_pruning": "benchmarks.peer_pruning",
+    "transfer": "benchmarks.transfer",
 }
 
 
