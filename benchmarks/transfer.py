@@ -183,18 +183,10 @@ def train_maskfx(start: nn.Module, techniques: tuple[str, ...], data: Data, budg
 
 @torch.no_grad()
 def recalibrated(model: nn.Module, data: Data) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm statistics are recomputed on the training images, every
-    other layer in eval mode. Its accuracy tells how much of a gap is the statistics gathered under
+    """A copy of ``model`` with BatchNorm statistics recomputed on the training images
+    (``maskfx.recalibrate``). Its accuracy tells how much of a gap is the statistics gathered under
     Jumpout's noise in training (variance shift at eval), not worse weights."""
-    model = copy.deepcopy(model).eval()
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over every batch
-        norm.train()
-    for images, _ in DataLoader(data.train, batch_size=256):
-        model(images)
-    return model.eval()
+    return maskfx.recalibrate(copy.deepcopy(model), DataLoader(data.train, batch_size=256)).eval()
 
 
 def measure(name: str, model: nn.Module, data: Data, example: torch.Tensor, base_macs: int,

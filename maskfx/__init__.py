@@ -15,11 +15,11 @@ from maskfx.techniques.gateconnect.config import GateConnectConfig
 from maskfx.techniques.jumpout.config import JumpoutConfig
 from maskfx.techniques.maskconnect.config import MaskConnectConfig
 from maskfx.tracing import TraceError
-from maskfx.train import param_groups
+from maskfx.train import param_groups, recalibrate
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
     "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "StateMismatchError", "Summary", "TraceError",
     "UserError",
-    "collapse", "export_onnx", "freeze", "param_groups", "structure", "summary", "transform",
+    "collapse", "export_onnx", "freeze", "param_groups", "recalibrate", "structure", "summary", "transform",
 ]

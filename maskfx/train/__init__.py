@@ -6,8 +6,9 @@ from maskfx.train.loop import NonFiniteLossError, accuracy, predict, resolve_dev
 from maskfx.train.memory import reuse_freed_memory
 from maskfx.train.params import param_groups, structure_parameters
 from maskfx.train.phases import PRESETS, Phase, Preset, maskconnect_recipe, preset, run_phases
+from maskfx.train.recalibrate import recalibrate
 
 __all__ = ["Checkpoint", "CheckpointError", "Data", "DataError", "NonFiniteLossError", "PRESETS", "Phase", "Preset",
            "Recipe", "accuracy", "digits_loaders", "digits_tensors", "fit", "load_checkpoint", "load_data",
-           "maskconnect_recipe", "param_groups", "predict", "preset", "resolve_device", "reuse_freed_memory",
+           "maskconnect_recipe", "param_groups", "predict", "preset", "recalibrate", "resolve_device", "reuse_freed_memory",
            "run_phases", "save_checkpoint", "structure_parameters", "train_epochs", "train_one_epoch"]
