@@ -76,12 +76,17 @@ def _options() -> dict[str, tuple[Option, tuple[str, ...]]]:
     return options
 
 
+def _flag(name: str) -> str:
+    """The command-line spelling of a technique or config field: ``fan_in`` -> ``--fan-in``."""
+    return f"--{name.replace('_', '-')}"
+
+
 def add_techniques(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("techniques (each with its config's defaults unless set)")
     for technique in _user_order():
-        group.add_argument(f"--{technique.TECHNIQUE}", action="store_true", help=technique.FLAGS.help)
+        group.add_argument(_flag(technique.TECHNIQUE), action="store_true", help=technique.FLAGS.help)
     for option, _ in _options().values():
-        group.add_argument(f"--{option.field.replace('_', '-')}", type=option.type, choices=option.choices,
+        group.add_argument(_flag(option.field), type=option.type, choices=option.choices,
                            default=None, help=option.help)
 
 
@@ -94,15 +99,15 @@ def technique_flags(args: argparse.Namespace) -> list[str]:
     """The technique flags and options given on the command line."""
     names = [t.TECHNIQUE for t in _user_order() if getattr(args, t.TECHNIQUE)]
     names += [field for field in _options() if getattr(args, field) is not None]
-    return [f"--{name.replace('_', '-')}" for name in names]
+    return [_flag(name) for name in names]
 
 
 def technique_configs(args: argparse.Namespace) -> dict:
     """``maskfx.transform`` keyword arguments for the technique flags."""
     for field, (_, techniques) in _options().items():
         if getattr(args, field) is not None and not any(getattr(args, t) for t in techniques):
-            flags = " or ".join(f"--{t}" for t in techniques)
-            option = f"--{field.replace('_', '-')}"
+            flags = " or ".join(_flag(t) for t in techniques)
+            option = _flag(field)
             raise FlagError(f"{option} configures {flags}, which is not given: add {flags} or drop {option}")
     return {t.TECHNIQUE: t.CONFIG(**{o.field: getattr(args, o.field) for o in t.FLAGS.options
                                      if getattr(args, o.field) is not None})
