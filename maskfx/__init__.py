@@ -5,12 +5,14 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
+from maskfx.budget import Budget, budget_penalty
 from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
 from maskfx.record import StateMismatchError
 from maskfx.report.collapse import CollapseReport
 from maskfx.structure import LearnedSite, structure
 from maskfx.techniques.blockout.config import BlockoutConfig
+from maskfx.techniques.channels.config import ChannelConfig
 from maskfx.techniques.gateconnect.config import GateConnectConfig
 from maskfx.techniques.jumpout.config import JumpoutConfig
 from maskfx.techniques.maskconnect.config import MaskConnectConfig
@@ -19,7 +21,7 @@ from maskfx.train import param_groups, recalibrate
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
-    "BlockoutConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "StateMismatchError", "Summary", "TraceError",
+    "BlockoutConfig", "Budget", "ChannelConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "StateMismatchError", "Summary", "TraceError",
     "UserError",
-    "collapse", "export_onnx", "freeze", "param_groups", "recalibrate", "structure", "summary", "transform",
+    "budget_penalty", "collapse", "export_onnx", "freeze", "param_groups", "recalibrate", "structure", "summary", "transform",
 ]

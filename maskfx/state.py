@@ -9,6 +9,7 @@ import torch.fx as fx
 from maskfx.errors import UserError
 
 if TYPE_CHECKING:
+    from maskfx.budget import Budget
     from maskfx.report.collapse import CollapseReport
 
 META_KEY = "maskfx"
@@ -41,6 +42,7 @@ class Rewrite:
     sites: list[Site]
     notes: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    record: Any = None  # what later stages (freeze, collapse, the budget) read of this rewrite
 
 
 @dataclass
@@ -52,6 +54,9 @@ class MaskfxState:
     notes: list[str] = field(default_factory=list)  # what collapse changed beyond removing layers
     rejected: list[Rejection] = field(default_factory=list)
     collapse_report: CollapseReport | None = None  # set by collapse: what it lowered and what that changed
+    records: dict[str, Any] = field(default_factory=dict)  # technique name -> what its pass recorded for later stages
+    budget: Budget | None = None  # the MACs budget transform was given
+    macs_original: int | None = None  # the original model's MACs at the example input (with a budget)
 
 
 def get_state(gm: fx.GraphModule) -> MaskfxState:

@@ -17,7 +17,8 @@ from maskfx.errors import UserError, first_line
 from maskfx.graph.surgery import finish, model_device
 from maskfx.graph_module import MaskfxGraphModule
 from maskfx.report.collapse import CollapseReport, Probe
-from maskfx.report.measure import count_parameters
+from maskfx.report.measure import count_macs, count_parameters
+from maskfx.budget import MODULE as BUDGET_MODULE, Budget, attach
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state
 from maskfx.tracing import LeafSpec, trace
 
@@ -26,7 +27,7 @@ Inputs = tuple[torch.Tensor, ...]
 
 
 def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None = None,
-              leaf_modules: Iterable[LeafSpec] = (), **requested: Any) -> fx.GraphModule:
+              leaf_modules: Iterable[LeafSpec] = (), budget: Budget | None = None, **requested: Any) -> fx.GraphModule:
     """Trace a copy of ``model`` and rewrite it with the requested techniques.
 
     Each technique of the registry is a keyword argument (``jumpout``, ``blockout``,
@@ -37,6 +38,11 @@ def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None
     takes ResNeXt modules before MaskConnect looks for residual blocks, so both can be on.
     ``leaf_modules`` (qualified names or module types) are kept whole when tracing; use it for
     submodules torch.fx cannot trace. ``model`` itself is never modified.
+
+    ``budget`` (``maskfx.Budget(macs=0.5)``: half the original's MACs at ``example_inputs``) makes
+    the learning answer to a MACs target and ``freeze`` meet it (``maskfx.budget``); it needs a
+    technique that can remove MACs (``channels``) and raises a ``UserError`` before anything is
+    trained if the target is below what removing everything removable reaches.
     """
     unknown = sorted(set(requested) - {t.TECHNIQUE for t in techniques.PIPELINE})
     if unknown:
@@ -46,20 +52,23 @@ def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None
     configs = {t.TECHNIQUE: resolve(t.TECHNIQUE, requested.get(t.TECHNIQUE), t.CONFIG)
                for t in techniques.PIPELINE}
     example_inputs = _checked_inputs(example_inputs)
+    _check_budget(budget, configs, example_inputs)
     if isinstance(model, fx.GraphModule) and META_KEY in model.meta:
         raise UserError("model is already a maskfx graph module; transform the original model instead")
     copied = copy.deepcopy(model)
     example_inputs = _runnable_inputs(copied, example_inputs)
+    macs_original = count_macs(copied, *example_inputs) if budget is not None else None
     traced = trace(copied, leaf_modules, _layers())
     eval_gm, train_gm = traced.eval, traced.train
     original_targets = set(attribute_targets(eval_gm.graph))
-    done = _rewrite(eval_gm, configs, example_inputs)
+    records: dict[str, Any] = {}
+    done = _rewrite(eval_gm, configs, example_inputs, records)
     if train_gm is None:
         gm = MaskfxGraphModule(eval_gm, eval_gm.graph, type(eval_gm).__name__)
     else:  # the forward depends on self.training: rewrite the train graph too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what does not apply was said for the eval graph
-            in_train = _rewrite(train_gm, configs, example_inputs)
+            in_train = _rewrite(train_gm, configs, example_inputs, {})
         gm = join(eval_gm, train_gm, original_targets - set(attribute_targets(eval_gm.graph)))
         shared = {site.module for site in done.sites}
         done.sites += [replace(s, train_only=True) for s in in_train.sites if s.module not in shared]
@@ -73,8 +82,23 @@ def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None
     gm.train(model.training)  # layers the passes added start in train mode: match the model's
     gm.meta[META_KEY] = MaskfxState(configs={k: v for k, v in configs.items() if v is not None}, sites=done.sites,
                                     params_original=count_parameters(model), notes=done.notes,
-                                    rejected=done.rejected)
+                                    rejected=done.rejected, records=records, budget=budget,
+                                    macs_original=macs_original)
+    if budget is not None:
+        attach(gm, budget, macs_original)
     return gm
+
+
+def _check_budget(budget: Budget | None, configs: dict, example_inputs: Inputs | None) -> None:
+    """A budget's form, and the techniques it needs, before anything is traced."""
+    if budget is not None and not isinstance(budget, Budget):
+        raise UserError(f"budget must be a maskfx.Budget, e.g. Budget(macs=0.5), got {budget!r}")
+    if budget is not None and example_inputs is None:
+        raise UserError("a budget is a fraction of the MACs at example_inputs: pass example_inputs=(x,)")
+    if configs.get("channels") is not None:
+        others = sorted(name for name in ("gateconnect", "maskconnect", "blockout") if configs.get(name) is not None)
+        if others:
+            raise UserError(f"channels combines with jumpout only so far, not with {', '.join(others)}")
 
 
 def _layers() -> tuple[type[nn.Module], ...]:
@@ -116,8 +140,8 @@ def _runnable_inputs(model: nn.Module, example_inputs: Inputs | None) -> Inputs 
     return inputs
 
 
-def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) -> Rewrite:
-    """Run the pipeline's passes on one graph; what they did, together."""
+def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None, records: dict) -> Rewrite:
+    """Run the pipeline's passes on one graph; what they did, together (their records into ``records``)."""
     done = Rewrite([])
     for technique in techniques.PIPELINE:
         if configs[technique.TECHNIQUE] is not None:
@@ -125,6 +149,8 @@ def _rewrite(gm: fx.GraphModule, configs: dict, example_inputs: tuple | None) ->
             done.sites += result.sites
             done.notes += result.notes
             done.rejected += result.rejected
+            if result.record is not None:
+                records[technique.TECHNIQUE] = result.record
     finish(gm)
     return done
 
@@ -156,6 +182,8 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     if state.collapsed is not None:
         raise UserError(f"net was already collapsed (mode={state.collapsed!r})")
     deploy = copy.deepcopy(eval_module(net)).eval()  # eval semantics: the eval graph
+    if hasattr(deploy, BUDGET_MODULE):
+        delattr(deploy, BUDGET_MODULE)  # training state only
     example_inputs = _runnable_inputs(deploy, example_inputs)
     probe = Probe(deploy, example_inputs)
     notes, steps = [], []
@@ -173,7 +201,9 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
                                         notes=state.notes + notes, rejected=list(state.rejected),
-                                        collapse_report=probe.report(mode, steps))
+                                        collapse_report=probe.report(mode, steps), records=dict(state.records),
+                                        budget=state.budget,
+                                        macs_original=state.macs_original)
     return deploy
 
 

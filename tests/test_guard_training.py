@@ -104,6 +104,8 @@ def test_run_phases_stops_at_a_nan_batch():
 
 
 DDP_SCRIPT = """
+import sys
+
 import torch
 from maskfx.train import NonFiniteLossError, Phase, ddp, fit
 from test_guard_training import digits, transformed
@@ -114,11 +116,13 @@ net, _ = transformed(data)
 history = fit(net, data, [Phase(1, lr=0.05, mask_lr=0.5)], device=torch.device("cpu"), batch_size=16, job=job,
               evaluate=False, skip_nonfinite=True)
 ddp.check_replicas(net, job)  # raises where the ranks' states differ
-print(f"rank {job.rank} skipped {history[-1]['skipped']}", flush=True)
+sys.stdout.write(f"rank {job.rank} skipped {history[-1]['skipped']}\\n")  # one write: the ranks share the pipe
+sys.stdout.flush()
 try:
     fit(net, data, [Phase(1, lr=0.05)], device=torch.device("cpu"), batch_size=16, job=job, evaluate=False)
 except NonFiniteLossError:
-    print(f"rank {job.rank} stopped", flush=True)
+    sys.stdout.write(f"rank {job.rank} stopped\\n")
+    sys.stdout.flush()
 ddp.teardown(job)
 """
 

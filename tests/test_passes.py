@@ -5,8 +5,10 @@ from maskfx.techniques import PIPELINE
 
 
 def test_every_pass_fits_the_protocol_and_names_its_config():
-    assert [p.TECHNIQUE for p in PIPELINE] == ["gateconnect", "maskconnect", "blockout", "jumpout"]
+    configs = {"channels": "ChannelConfig", "gateconnect": "GateConnectConfig", "maskconnect": "MaskConnectConfig",
+               "blockout": "BlockoutConfig", "jumpout": "JumpoutConfig"}
+    assert [p.TECHNIQUE for p in PIPELINE] == list(configs)
     for technique in PIPELINE:
         assert isinstance(technique, TechniquePass)
-        assert technique.CONFIG.__name__.lower() == f"{technique.TECHNIQUE}config"
+        assert technique.CONFIG.__name__ == configs[technique.TECHNIQUE]
         assert getattr(maskfx, technique.CONFIG.__name__) is technique.CONFIG  # public

@@ -8,6 +8,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 ADD_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add})
 ADD_METHODS = frozenset({"add", "add_"})
@@ -139,3 +140,14 @@ def finish(gm: fx.GraphModule) -> fx.GraphModule:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
+    """Record every node's output shape in ``node.meta["tensor_meta"]`` (eval mode, no grad)."""
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        gm.train(was_training)

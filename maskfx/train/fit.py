@@ -15,11 +15,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from maskfx.budget import penalty_state
 from maskfx.train import ddp
 from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
 from maskfx.train.data import Data
+from maskfx.train.distill import Distillation
 from maskfx.train.loop import accuracy, predict, run_epoch
 from maskfx.train.params import param_groups
+from maskfx.train.optimizers import Optimizers
 from maskfx.train.phases import Phase
 from maskfx.transform import freeze
 
@@ -28,13 +31,45 @@ def evaluation_loader(data: Data, batch_size: int = 256) -> DataLoader:
     return DataLoader(data.test, batch_size=batch_size)
 
 
+GATE_LR = 0.2  # Adam's learning rate for channel gates (CoFi trains its L0 gates with Adam at 0.01-0.1)
+
+
+def _optimizers(net: nn.Module, phase: Phase, momentum: float,
+                weight_decay: float) -> tuple[torch.optim.Optimizer | Optimizers, torch.optim.SGD]:
+    """SGD for the weights and the masks; Adam for channel gates, whose budget gradient is of the
+    order of their share of the MACs, which Adam's normalisation evens out. Returns the optimizer
+    the loop steps and the SGD the learning-rate schedule follows."""
+    groups = param_groups(net, lr=phase.lr, mask_lr=phase.mask_lr, weight_decay=weight_decay)
+    gates = [g for g in groups if g["name"] == "gates"]
+    sgd = torch.optim.SGD([g for g in groups if g["name"] != "gates"], lr=phase.lr, momentum=momentum)
+    if not gates or phase.mask_lr == 0:  # a phase without structure learning leaves the gates as they are
+        return sgd, sgd
+    for group in gates:
+        group["lr"] = GATE_LR
+    return Optimizers(sgd, torch.optim.Adam(gates, lr=GATE_LR)), sgd
+
+
+def _learning_epochs(phases: list[Phase]) -> int:
+    """Epochs of structure learning before the first freeze: the budget's target anneals over them."""
+    epochs = 0
+    for phase in phases:
+        if phase.freeze_first:
+            break
+        epochs += phase.epochs if phase.mask_lr > 0 else 0
+    return epochs
+
+
 def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device, recipe: Recipe | None = None,
         batch_size: int = 64, seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4,
         checkpoint: str | os.PathLike | None = None, resume: Checkpoint | None = None,
         job: ddp.Distributed = ddp.Distributed(), desc: str = "train", evaluate: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True,
-        skip_nonfinite: bool = False) -> list[dict[str, Any]]:
-    """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase).
+        skip_nonfinite: bool = False, teacher: nn.Module | None = None, distill_temperature: float = 4.0,
+        distill_alpha: float = 0.5) -> list[dict[str, Any]]:
+    """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase; channel
+    gates with Adam, see ``_optimizers``). A net with a budget (``maskfx.Budget``) adds its
+    penalty to the loss; its target anneals over the structure-learning epochs before the first
+    freeze, and that freeze meets it.
 
     After every epoch rank 0 records ``{"phase", "epoch", "loss", "test_accuracy", "seconds"}``
     (and ``"skipped"``, the batches ``skip_nonfinite`` skipped) and, given ``checkpoint`` and
@@ -43,7 +78,16 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
 
     A non-finite loss raises ``NonFiniteLossError`` before its optimizer step, so the checkpoint
     keeps the last good epoch; ``skip_nonfinite`` skips such a batch instead (``run_epoch``).
+
+    Given a ``teacher``, ``net`` learns by knowledge distillation: its loss is
+    ``distillation_loss`` at ``distill_temperature``, the KL term weighted ``distill_alpha`` and
+    cross-entropy ``1 - distill_alpha`` (``Distillation``; bad values raise ``UserError`` before
+    any training). The teacher is moved to ``device`` and run in eval mode under ``no_grad``, its
+    modes restored after every epoch; it is not in the optimizer and not wrapped in DDP, so its
+    weights and buffers stay as they are (``requires_grad`` untouched; ``UserError`` if it shares
+    parameters that ``net`` trains). It is not saved in checkpoints: resuming needs it passed again.
     """
+    distill = Distillation(teacher, distill_temperature, distill_alpha) if teacher is not None else None
     history = list(resume.history) if resume else []
     start_phase, start_epoch = (resume.progress.get("phase", 0), resume.progress.get("epoch", 0)) if resume else (0, 0)
     sampler = DistributedSampler(data.train, num_replicas=job.world, rank=job.rank, shuffle=True, seed=seed)
@@ -51,15 +95,17 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     evaluation = evaluation_loader(data) if evaluate and job.main else None
     hooks = ddp.share_structure_draws(net, seed) if job.active else []
     done = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    budget = penalty_state(net)
+    if budget is not None and resume is None:
+        budget.schedule(_learning_epochs(phases) * len(loader))
     try:
         for index in range(start_phase, len(phases)):
             phase, first = phases[index], (start_epoch if index == start_phase else 0)
             if phase.freeze_first and first == 0:
                 freeze(net)
             model = ddp.wrap(net.to(device), job)
-            optimizer = torch.optim.SGD(param_groups(net, lr=phase.lr, mask_lr=phase.mask_lr, weight_decay=weight_decay),
-                                        lr=phase.lr, momentum=momentum)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
+            optimizer, weights = _optimizers(net, phase, momentum, weight_decay)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=max(phase.epochs, 1))
             if resume is not None and index == start_phase and first > 0:
                 optimizer.load_state_dict(resume.optimizer)
                 scheduler.load_state_dict(resume.scheduler)
@@ -68,7 +114,7 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                 torch.manual_seed(ddp.mix(seed, done, job.rank))
                 began = time.perf_counter()
                 stats = run_epoch(model, loader, optimizer, device, amp, show=job.main, job=job,
-                                  skip_nonfinite=skip_nonfinite,
+                                  skip_nonfinite=skip_nonfinite, distill=distill,
                                   desc=f"{desc} phase {index + 1}/{len(phases)} epoch {epoch + 1}/{phase.epochs}")
                 scheduler.step()
                 ddp.sync_buffers(net, job)

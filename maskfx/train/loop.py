@@ -1,7 +1,8 @@
 """A reference training loop: plain PyTorch, AMP on CUDA, a progress bar.
 
 It stops at a NaN or infinite loss before the optimizer step, where one bad batch (or a learning
-rate that diverges) would turn every weight, mask and cluster logit into NaN for good.
+rate that diverges) would turn every weight, mask and cluster logit into NaN for good. Given a
+``Distillation``, the student learns from a frozen teacher's logits too (``maskfx.train.distill``).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from maskfx.budget import budget_penalty
 from maskfx.errors import UserError
 from maskfx.train import ddp
+from maskfx.train.distill import Distillation, distillation_loss
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -78,10 +81,53 @@ def _restore_buffers(net: nn.Module, saved: list[torch.Tensor]) -> None:
             buffer.copy_(value)
 
 
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Put each module back in its own train/eval mode (a teacher may hold eval-mode parts).
+    Through ``train()``, not the ``training`` flag: a module may switch more than the flag (a
+    maskfx ``DualGraphModule`` switches its graph). ``modes`` is in pre-order, so a parent's call
+    sets its whole subtree first and the children that differed from it are set after."""
+    for module, training in modes.items():
+        if module.training != training:
+            module.train(training)
+
+
+@contextlib.contextmanager
+def _teaching(distill: Distillation | None, optimizer: torch.optim.Optimizer, device: torch.device) -> Iterator[None]:
+    """The teacher on ``device`` in eval mode for an epoch (BatchNorm statistics fixed, no
+    dropout: a deterministic target), each module's mode restored afterwards. A teacher whose
+    parameters the optimizer holds (the student itself, or a part of it) would learn along with
+    the student, so it is refused."""
+    if distill is None:
+        yield
+        return
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if any(id(p) in optimized for p in distill.teacher.parameters()):
+        raise UserError("the distillation teacher shares parameters with the student's optimizer, so it would "
+                        "train too; distill from a separate copy (copy.deepcopy)")
+    modes = {module: module.training for module in distill.teacher.modules()}
+    distill.teacher.to(device).eval()
+    try:
+        yield
+    finally:
+        _restore_modes(modes)
+
+
+def _loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, distill: Distillation | None) -> torch.Tensor:
+    """Cross-entropy, or with ``distill`` the distillation loss against the teacher's logits, which
+    no gradient flows into (``no_grad``: no graph kept for them, no ``.grad`` on the teacher)."""
+    logits = net(images)
+    if distill is None:
+        return F.cross_entropy(logits, labels)
+    with torch.no_grad():
+        teacher_logits = distill.teacher(images)
+    return distillation_loss(logits, teacher_logits, labels, distill.temperature, distill.alpha)
+
+
 def run_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
               amp: bool = True, desc: str = "train", show: bool = True, *, skip_nonfinite: bool = False,
-              job: ddp.Distributed = ddp.Distributed()) -> EpochStats:
-    """One pass of cross-entropy training; returns the mean loss and how many batches were skipped.
+              job: ddp.Distributed = ddp.Distributed(), distill: Distillation | None = None) -> EpochStats:
+    """One pass of cross-entropy training (with ``distill``, of ``distillation_loss`` against its
+    teacher); returns the mean loss and how many batches were skipped.
 
     A batch whose loss is NaN or infinite on any rank raises ``NonFiniteLossError`` before its
     backward and optimizer step. With ``skip_nonfinite`` the batch is skipped instead and what its
@@ -89,31 +135,37 @@ def run_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer
     cause: non-finite, or no batch of the epoch gave a finite loss. Weights and buffers are checked
     at the end of the epoch too, before anything can save them: a step with a finite loss can
     overflow them, and only the next loss shows it. ``job`` makes all ranks decide alike.
+
+    The teacher runs in eval mode on ``device`` under the student's autocast, is never wrapped in
+    DDP (each rank runs its own copy: it takes no gradient to average) and gets its modes back at
+    the end; its parameters must not be in ``optimizer`` (``UserError``).
     """
     net.to(device).train()
     total, seen, skipped = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if show else True)
-    for step, (images, labels) in enumerate(bar, 1):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        saved = [buffer.detach().clone() for buffer in net.buffers()] if skip_nonfinite else []
-        with _autocast(device, amp):
-            loss = F.cross_entropy(net(images), labels)
-        value = loss.item()
-        if _on_any_rank(not math.isfinite(value), job):
-            where = f"{desc}, step {step}"
-            _check_state(net, where, job, buffers=False)  # the weights, not the batch (buffers: its forward's)
-            if not skip_nonfinite:
-                loss_is = f"the loss is {value}" if not math.isfinite(value) else "another rank's loss is not finite"
-                raise NonFiniteLossError(f"{where}: {loss_is}; stopped before the optimizer step. Lower the "
-                                         f"learning rate, or skip such batches (skip_nonfinite=True)")
-            _restore_buffers(net, saved)
-            skipped += 1
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, seen = total + value * len(labels), seen + len(labels)
-        bar.set_postfix(loss=f"{total / seen:.3f}", **({"skipped": skipped} if skipped else {}))
+    with _teaching(distill, optimizer, device):
+        for step, (images, labels) in enumerate(bar, 1):
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            saved = [buffer.detach().clone() for buffer in net.buffers()] if skip_nonfinite else []
+            with _autocast(device, amp):
+                loss = _loss(net, images, labels, distill)
+            loss = loss + budget_penalty(net).to(loss.device)
+            value = loss.item()
+            if _on_any_rank(not math.isfinite(value), job):
+                where = f"{desc}, step {step}"
+                _check_state(net, where, job, buffers=False)  # the weights, not the batch (buffers: its forward's)
+                if not skip_nonfinite:
+                    loss_is = f"the loss is {value}" if not math.isfinite(value) else "another rank's loss is not finite"
+                    raise NonFiniteLossError(f"{where}: {loss_is}; stopped before the optimizer step. Lower the "
+                                             f"learning rate, or skip such batches (skip_nonfinite=True)")
+                _restore_buffers(net, saved)
+                skipped += 1
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, seen = total + value * len(labels), seen + len(labels)
+            bar.set_postfix(loss=f"{total / seen:.3f}", **({"skipped": skipped} if skipped else {}))
     if skipped and not seen:
         raise NonFiniteLossError(f"{desc}: every batch had a non-finite loss, so no step was taken; lower the "
                                  f"learning rate, or check the data")
@@ -122,20 +174,23 @@ def run_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer
 
 
 def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
-                    amp: bool = True, desc: str = "train", show: bool = True, skip_nonfinite: bool = False) -> float:
-    """One pass of cross-entropy training; returns the mean loss over the samples seen
-    (``run_epoch``, which also counts skipped batches, says what stops it)."""
-    return run_epoch(net, loader, optimizer, device, amp, desc, show, skip_nonfinite=skip_nonfinite).loss
+                    amp: bool = True, desc: str = "train", show: bool = True, skip_nonfinite: bool = False,
+                    distill: Distillation | None = None) -> float:
+    """One pass of cross-entropy (or ``distill``) training; returns the mean loss over the samples
+    seen (``run_epoch``, which also counts skipped batches, says what stops it)."""
+    return run_epoch(net, loader, optimizer, device, amp, desc, show, skip_nonfinite=skip_nonfinite,
+                     distill=distill).loss
 
 
 def train_epochs(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, epochs: int,
                  device: torch.device, amp: bool = True, desc: str = "train",
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, skip_nonfinite: bool = False) -> float:
-    """Train ``epochs`` epochs with cross-entropy; returns the last epoch's mean loss."""
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, skip_nonfinite: bool = False,
+                 distill: Distillation | None = None) -> float:
+    """Train ``epochs`` epochs with cross-entropy (or ``distill``); returns the last epoch's mean loss."""
     mean_loss = float("nan")
     for epoch in range(epochs):
         mean_loss = train_one_epoch(net, loader, optimizer, device, amp, desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                                    skip_nonfinite=skip_nonfinite)
+                                    skip_nonfinite=skip_nonfinite, distill=distill)
         if scheduler is not None:
             scheduler.step()
     return mean_loss

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.shape_prop import ShapeProp
 
 from maskfx.errors import UserError
 from maskfx.graph.channel_pad import absorb_channel_pads
 from maskfx.graph.marks import BLOCK, RESNEXT, block_name
 from maskfx.graph.surgery import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
-    nodes_calling, shape_of
+    nodes_calling, propagate_shapes, shape_of
 from maskfx.layers.adapt import adapt, pad_channels, subsample
 from maskfx.state import Rejection, Rewrite, Site
 from maskfx.techniques.maskconnect.config import MaskConnectConfig
@@ -39,17 +38,6 @@ class Block:
     output: fx.Node
     nodes: list[fx.Node]
     name: str
-
-
-def propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
-    """Record every node's output shape in ``node.meta["tensor_meta"]`` (eval mode, no grad)."""
-    was_training = gm.training
-    gm.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
-    finally:
-        gm.train(was_training)
 
 
 def find_residual_blocks(gm: fx.GraphModule) -> tuple[list[Block], list[Rejection]]:

@@ -1,0 +1,151 @@
+"""A MACs budget: the user states a fraction of the original's MACs; the learning knows it from
+the start, and ``freeze`` meets it.
+
+The learning minimises the task loss plus ``multiplier * max(0, expected ratio - target)``, where
+the expected ratio is the MACs the net would have if each gate stayed open with its current
+probability (differentiable: each technique that can remove MACs gives its expected cost), and the
+target anneals linearly from 1 to the budget over the first ``warmup`` of the structure-learning
+steps (CoFi's schedule). Over the target the penalty closes gates, each in proportion to its share
+of the MACs; under it, it is silent, and the task loss alone reopens the gates it needs. The
+multiplier adapts multiplicatively (``GROWTH`` per step over the target, ``GROWTH ** -SHRINK``
+under it): the penalty's gradient per gate is orders of magnitude below the task loss's and
+depends on the network, and a multiplicative update finds that scale in a few dozen steps, where
+CoFi's additive Lagrange multipliers would need a learning rate per network.
+
+Measured while choosing (one seed each): on the planted test (``tests/test_channels.py``: half of
+a space's channels carry nothing) the one-sided penalty closes exactly that half (their
+probability of being open 0.10, every live one 1.00); a two-sided ``|ratio - target|`` left both
+around 0.5, as it reopens the channels the task does not resist fastest. On the digits (resnet18,
+66 learning steps, budget 0.5) a linear penalty that never goes silent kept closing gates to an
+expected ratio of 0.23.
+
+``freeze`` then selects the kept units deterministically, most likely open first, until the MACs
+are at or under the budget (``channels``' ``select``), so ``collapse("prune")`` lands there.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from maskfx import techniques
+from maskfx.errors import UserError
+from maskfx.state import get_state
+
+GROWTH = 1.1  # the multiplier's factor per step over the target
+SHRINK = 4  # under the target it shrinks by GROWTH ** SHRINK per step: the gates' momentum overshoots
+MULTIPLIER_RANGE = (1e-3, 1e7)
+MODULE = "maskfx_budget"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``macs``: the fraction of the original model's MACs (at the example input) that the pruned
+    model may keep, in (0, 1]. ``warmup``: the fraction of the structure-learning steps over which
+    the target anneals from 1 to ``macs``; the rest learns at the target."""
+
+    macs: float
+    warmup: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.macs, bool) or not isinstance(self.macs, (int, float)) or not 0 < self.macs <= 1:
+            raise UserError(f"budget macs must be a fraction in (0, 1] of the original model's MACs, got {self.macs!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
+            raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")
+
+
+class BudgetPenalty(nn.Module):
+    """The budget's training state: its multiplier and how far the target has annealed (buffers,
+    so a checkpoint resumes them)."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__()
+        self.target = float(budget.macs)
+        self.warmup = float(budget.warmup)
+        self.register_buffer("multiplier", torch.tensor(1.0))
+        self.register_buffer("step", torch.tensor(0))
+        self.register_buffer("warmup_steps", torch.tensor(0))
+
+    def schedule(self, steps: int) -> None:
+        """Anneal the target over ``warmup`` of ``steps`` structure-learning steps from now on."""
+        self.step.zero_()
+        self.warmup_steps.fill_(int(round(self.warmup * steps)))
+
+    def current_target(self) -> float:
+        steps = int(self.warmup_steps)
+        done = 1.0 if steps == 0 else min(1.0, int(self.step) / steps)
+        return 1.0 - (1.0 - self.target) * done
+
+
+def _costed() -> list:
+    return [t for t in techniques.PIPELINE if hasattr(t, "macs")]
+
+
+def _macs(gm: fx.GraphModule, kind: str):
+    """The MACs every budget-aware technique of ``gm`` accounts for (``kind`` as their ``macs``)."""
+    state = get_state(gm)
+    values = [t.macs(gm, kind) for t in _costed() if t.TECHNIQUE in state.configs]
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
+def attach(gm: fx.GraphModule, budget: Budget, macs_original: int) -> None:
+    """Check that ``budget`` can be met on the freshly transformed ``gm`` and give it the penalty's
+    state; a ``UserError`` (before any training) if no technique can remove MACs or the budget is
+    below what removing everything removable reaches."""
+    full = _macs(gm, "full")
+    if full is None or full == 0:
+        names = ", ".join(t.TECHNIQUE for t in _costed())
+        raise UserError(f"a budget needs a technique that can remove MACs ({names}=True), and none of the "
+                        f"requested techniques found anything to remove")
+    smallest = (macs_original - full + _macs(gm, "min")) / macs_original
+    if budget.macs < smallest:
+        raise UserError(f"budget macs={budget.macs} is unreachable: removing everything removable leaves "
+                        f"{smallest:.3f} of the original MACs; ask for at least {math.ceil(smallest * 1000) / 1000}")
+    gm.add_module(MODULE, BudgetPenalty(budget).to(next(iter(gm.buffers()), torch.empty(0)).device))
+
+
+def penalty_state(gm: nn.Module) -> BudgetPenalty | None:
+    return getattr(gm, MODULE, None) if isinstance(getattr(gm, MODULE, None), BudgetPenalty) else None
+
+
+def allowed_macs(gm: fx.GraphModule, technique: str) -> float | None:
+    """The MACs ``technique``'s layers may keep under ``gm``'s budget (``None``: no budget)."""
+    state = get_state(gm)
+    if state.budget is None:
+        return None
+    return state.budget.macs * state.macs_original - (state.macs_original - _macs(gm, "full"))
+
+
+def expected_ratio(gm: fx.GraphModule) -> torch.Tensor:
+    """The MACs ``gm`` would keep, as a fraction of the original's, if every gate stayed open with
+    its current probability (differentiable)."""
+    state = get_state(gm)
+    return (state.macs_original - _macs(gm, "full") + _macs(gm, "expected")) / state.macs_original
+
+
+def budget_penalty(net: nn.Module) -> torch.Tensor:
+    """The budget's term of the training loss: add it to the loss once per training step
+    (``maskfx.train.fit`` does). It also adapts the multiplier (in training mode). A net without a
+    budget, or frozen, gives 0."""
+    module = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+    penalty = penalty_state(module)
+    if penalty is None or not _gate_parameters(module):
+        return torch.zeros(())
+    ratio = expected_ratio(module)
+    target = penalty.current_target()
+    if module.training:
+        with torch.no_grad():
+            over = bool(ratio.detach() > target)
+            penalty.multiplier.mul_(GROWTH if over else GROWTH ** -SHRINK).clamp_(*MULTIPLIER_RANGE)
+            penalty.step.add_(1)
+    return penalty.multiplier * (ratio - target).clamp(min=0)
+
+
+def _gate_parameters(module: nn.Module) -> list[nn.Parameter]:
+    from maskfx.train.params import structure_parameters
+    layers = tuple(layer for t in _costed() for layer in t.LEARNED)
+    return structure_parameters(module, layers)

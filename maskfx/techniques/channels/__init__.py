@@ -1,0 +1,17 @@
+"""Channels: a learned hard-concrete gate per output channel (Louizos et al., 2018), with channels
+that must go together sharing one; what the budget cuts where the MACs are."""
+from maskfx.technique import Flags, Option, ParamGroup, positive_int
+from maskfx.techniques.channels.layers import ChannelGate
+from maskfx.techniques.channels.rewrite import CONFIG, LAYERS, TECHNIQUE, collapse, freeze, macs, rewrite
+from maskfx.techniques.channels.structure import structure
+
+LEARNED = (ChannelGate,)
+DRAWS = (ChannelGate,)
+# Trained with Adam by ``fit`` (as CoFi trains its L0 gates): the budget's penalty reaches each
+# gate with a gradient of the order of its share of the MACs, which Adam's normalisation evens out.
+PARAM_GROUP = ParamGroup("gates", (ChannelGate,), mask_momentum=False)
+FLAGS = Flags("learned channel gates (width) on every prunable convolution and linear layer",
+              (Option("round_to", "channel counts kept as multiples of this (default 8)", positive_int),))
+
+__all__ = ["CONFIG", "DRAWS", "FLAGS", "LAYERS", "LEARNED", "PARAM_GROUP", "TECHNIQUE", "collapse", "freeze",
+           "macs", "rewrite", "structure"]

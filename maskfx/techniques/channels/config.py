@@ -1,0 +1,32 @@
+"""The channels technique's config: how gates start and how kept widths are rounded."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from maskfx.errors import UserError
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """A learned gate per output channel of every prunable convolution and linear layer.
+
+    ``round_to``: every pruned width is a multiple of it (8 by default: ONNX Runtime's kernels run
+    misaligned widths slower than the dense model; a space narrower than it keeps at least one
+    unit). ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
+    hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
+    closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
+    """
+
+    round_to: int = 8
+    init_keep: float = 0.99
+    temperature: float = 2 / 3
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.round_to, int) and not isinstance(self.round_to, bool) and self.round_to >= 1):
+            raise UserError(f"round_to must be an int >= 1, got {self.round_to!r}")
+        if not (isinstance(self.init_keep, (int, float)) and 0 < self.init_keep < 1):
+            raise UserError(f"init_keep must be a probability strictly between 0 and 1, got {self.init_keep!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise UserError(f"temperature must be a finite number > 0, got {self.temperature!r}")

@@ -1,0 +1,118 @@
+"""A hard-concrete gate per channel unit (Louizos, Welling & Kingma, "Learning sparse neural
+networks through L0 regularization", 2018, as CoFi prunes with it).
+
+Training draws ``z = clamp(sigmoid((logit(u) + log_alpha) / beta) * (zeta - gamma) + gamma, 0, 1)``
+with ``u ~ U(0, 1)``: exact zeros and ones with non-zero probability, and a gradient to
+``log_alpha`` in between. Its probability of being non-zero, ``sigmoid(log_alpha - beta *
+log(-gamma / zeta))``, is differentiable: the budget's expected cost is built from it. Eval uses
+the deterministic ``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``; ``freeze``
+replaces both by a fixed 0/1 mask.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+GAMMA, ZETA = -0.1, 1.1  # the stretch interval of the paper and CoFi
+
+
+@dataclass
+class Producer:
+    """A layer writing the gated channels: its module, the BatchNorm right after it (the gate
+    follows that), and the tensor dim holding the channels."""
+
+    module: str
+    norm: str | None
+    dim: int
+
+
+@dataclass
+class Reader:
+    """A layer reading the gated channels at ``offset`` of its input channels (after a concat)."""
+
+    module: str
+    offset: int
+
+
+@dataclass
+class ChannelSpace:
+    """The record of one set of channels that must go together: joined by adds or elementwise
+    products, read by depthwise or grouped convolutions (whose unit, a group, goes whole)."""
+
+    name: str
+    channels: int
+    unit: int
+    producers: list[Producer] = field(default_factory=list)
+    grouped: list[str] = field(default_factory=list)  # grouped/depthwise convs mapping the space to itself
+    readers: list[Reader] = field(default_factory=list)
+
+
+class ChannelGate(nn.Module):
+    """The gates of one channel space, one per unit; called after each layer writing it."""
+
+    def __init__(self, space: ChannelSpace, init_keep: float = 0.99, temperature: float = 2 / 3) -> None:
+        super().__init__()
+        self.space = space
+        self.temperature = float(temperature)
+        units = space.channels // space.unit
+        # P(z > 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)) = init_keep at the start.
+        start = math.log(init_keep / (1 - init_keep)) + self.temperature * math.log(-GAMMA / ZETA)
+        self.log_alpha = nn.Parameter(torch.full((units,), start))
+        self.register_buffer("frozen_mask", torch.ones(units))
+        self.register_buffer("frozen", torch.tensor(False))
+        self._frozen = False  # host mirror of ``frozen``: forward never syncs on a buffer
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        return [self.log_alpha] if self.log_alpha.requires_grad else []
+
+    def keep_probability(self) -> torch.Tensor:
+        """P(z > 0) per unit, differentiable (a frozen gate: its 0/1 mask)."""
+        if self.is_frozen:
+            return self.frozen_mask
+        return torch.sigmoid(self.log_alpha - self.temperature * math.log(-GAMMA / ZETA))
+
+    def deterministic(self) -> torch.Tensor:
+        """The gate eval uses per unit: in [0, 1], exactly 0 for a closed unit."""
+        if self.is_frozen:
+            return self.frozen_mask
+        return (torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
+        return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+    def channel_values(self) -> torch.Tensor:
+        """The gate per channel for this forward (each unit's value repeated over its channels)."""
+        z = self.sample() if self.training and not self.is_frozen else self.deterministic()
+        return z.repeat_interleave(self.space.unit)
+
+    @torch.no_grad()
+    def freeze(self, keep: torch.Tensor) -> None:
+        """Fix the gates to ``keep`` (a bool per unit) and stop learning them."""
+        self.frozen_mask.copy_(keep.to(self.frozen_mask.dtype))
+        self.frozen.fill_(True)
+        self._frozen = True
+        self.log_alpha.requires_grad_(False)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._frozen = bool(self.frozen)
+        self.log_alpha.requires_grad_(not self._frozen)
+
+    def forward(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        gate = self.channel_values().to(x.dtype)
+        shape = [1] * x.dim()
+        shape[dim] = gate.numel()
+        return x * gate.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.space.name}: channels={self.space.channels}, unit={self.space.unit}"
+

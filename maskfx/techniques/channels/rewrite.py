@@ -1,0 +1,273 @@
+"""The channels pass: a gate after every layer writing a prunable channel space; freeze picks the
+channels to keep (under the budget when there is one); collapse folds the gates into the layers
+and, in "prune" mode, removes every closed channel from each layer it touches."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from maskfx.errors import UserError
+from maskfx.graph.surgery import nodes_calling, propagate_shapes
+from maskfx.state import Rejection, Rewrite, Site, get_state
+from maskfx.techniques.channels.analysis import Analysis
+from maskfx.techniques.channels.config import ChannelConfig
+from maskfx.techniques.channels.cost import Term, cost
+from maskfx.techniques.channels.layers import ChannelGate, ChannelSpace, Producer, Reader
+
+TECHNIQUE = "channels"
+CONFIG = ChannelConfig
+LAYERS = (ChannelGate,)
+CONTAINER = "channel_gates"
+
+
+def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | None) -> Rewrite:
+    if example_inputs is None:
+        raise UserError("example_inputs: channels needs example inputs, e.g. example_inputs=(x,), to see the "
+                        "shapes (and MACs) of every layer")
+    propagate_shapes(gm, example_inputs)
+    analysis = Analysis(gm)
+    roots = analysis.prunable()
+    gate_of = {root: f"s{i}" for i, root in enumerate(roots)}
+    terms = [Term(t.module, t.macs,
+                  [(gate_of.get(analysis.root(s.space)), s.size) for s in t.inputs],
+                  gate_of.get(analysis.root(t.output)) if t.output is not None else None,
+                  t.output is None, t.in_channels, t.out_channels)
+             for t in analysis.terms]
+    container = nn.Module()  # holds the gates; the terms are the rewrite's record
+    gm.add_submodule(CONTAINER, container)
+    sites = []
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    for root in roots:
+        space = analysis.spaces[root]
+        space.producers.sort(key=lambda pair: order[pair[0]])
+        producers = [Producer(node.target, getattr(analysis.norm_of.get(node), "target", None), dim)
+                     for node, dim in space.producers]
+        record = ChannelSpace(f"channels of {producers[0].module}", space.channels, space.unit, producers,
+                              list(space.grouped), [Reader(m, o) for m, o in space.readers])
+        gate = ChannelGate(record, config.init_keep, config.temperature).to(_device(gm))
+        name = gate_of[root]
+        container.add_module(name, gate)
+        for node, dim in space.producers:
+            after = analysis.norm_of.get(node, node)
+            with gm.graph.inserting_after(after):
+                call = gm.graph.call_module(f"{CONTAINER}.{name}", (after, dim))
+            after.replace_all_uses_with(call, delete_user_cb=lambda user: user is not call)
+        unit = f", unit {space.unit}" if space.unit > 1 else ""
+        sites.append(Site(TECHNIQUE, f"{CONTAINER}.{name}", record.name,
+                          f"{space.channels} channels{unit}, {len(producers)} writer(s), "
+                          f"{len(record.readers)} reader(s)"))
+    rejected = [Rejection(TECHNIQUE, f"channels of {analysis.spaces[i].producers[0][0].target}", reason)
+                for i, reason in analysis.fixed() if analysis.spaces[i].producers[0][0].op == "call_module"]
+    if not sites:
+        message = ("channels not applied: no channel space could be gated; maskfx.summary(net) lists each "
+                   "candidate and why it was rejected")
+        warnings.warn(message, stacklevel=3)
+        return Rewrite([], [message], rejected)
+    return Rewrite(sites, [f"channels: {len(sites)} channel space(s) gated, "
+                           f"{sum(analysis.spaces[r].channels for r in roots)} channels"], rejected, terms)
+
+
+def _device(gm: fx.GraphModule) -> torch.device:
+    for p in gm.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def gates_of(gm: fx.GraphModule) -> dict[str, ChannelGate]:
+    """The net's gates by name (none: the technique found nothing, or collapse removed them)."""
+    container = getattr(gm, CONTAINER, None)
+    return dict(container.named_children()) if isinstance(container, nn.Module) else {}
+
+
+def terms_of(gm: fx.GraphModule) -> list[Term]:
+    return get_state(gm).records.get(TECHNIQUE, [])
+
+
+# -- cost -------------------------------------------------------------------------------------------
+def macs(gm: fx.GraphModule, kind: str) -> torch.Tensor | float | None:
+    """MACs of the gated layers: ``"full"`` (nothing closed), ``"expected"`` (differentiable, from
+    each unit's probability of being open), ``"kept"`` (the frozen or deterministic choice), or
+    ``"min"`` (every space at its narrowest allowed width)."""
+    gates = gates_of(gm)
+    if not gates:
+        return None
+    if kind == "full":
+        kept = {name: float(g.space.channels) for name, g in gates.items()}
+    elif kind == "expected":
+        kept = {name: g.keep_probability().sum() * g.space.unit for name, g in gates.items()}
+    elif kind == "kept":
+        kept = {name: float((g.deterministic() > 0).sum()) * g.space.unit for name, g in gates.items()}
+    elif kind == "min":
+        kept = {name: float(min(_step(g, _round_to(gm)), g.space.channels)) for name, g in gates.items()}
+    else:
+        raise ValueError(f"kind must be full, expected, kept or min, got {kind!r}")
+    return cost(terms_of(gm), kept)
+
+
+def _round_to(gm: fx.GraphModule) -> int:
+    return get_state(gm).configs[TECHNIQUE].round_to
+
+
+def _step(gate: ChannelGate, round_to: int) -> int:
+    """The width granularity of a space: whole units, a multiple of ``round_to``."""
+    return math.lcm(round_to, gate.space.unit)
+
+
+# -- freeze -----------------------------------------------------------------------------------------
+def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str, torch.Tensor]:
+    """The units each gate keeps. Units close in order of their probability of being open, in
+    chunks that keep every width a multiple of ``round_to`` (and never below one chunk), until the
+    gated layers' MACs are at or under ``allowed``; without a budget, the units eval closes go
+    (rounded up to the step). Ties go to the chunk that saves more MACs, so an untrained net
+    still lands under its budget deterministically."""
+    gates, terms = gates_of(gm), terms_of(gm)
+    order, kept_units, score = {}, {}, {}
+    for name, gate in gates.items():
+        p = gate.keep_probability().detach().float()
+        order[name] = torch.argsort(p, stable=True).tolist()  # the least likely to be open first
+        score[name] = p
+        units = len(order[name])
+        if allowed is None:
+            open_units = int((gate.deterministic() > 0).sum())
+            step = _step(gate, round_to) // gate.space.unit
+            kept_units[name] = min(units, max(step, math.ceil(open_units / step) * step))
+        else:
+            kept_units[name] = units
+
+    def kept_channels(counts: dict[str, int]) -> dict[str, float]:
+        return {n: float(c * gates[n].space.unit) for n, c in counts.items()}
+
+    def next_count(name: str) -> int | None:
+        step = _step(gates[name], round_to) // gates[name].space.unit
+        count = kept_units[name]
+        lower = ((count - 1) // step) * step
+        return lower if lower >= step else None
+
+    if allowed is not None:
+        current = cost(terms, kept_channels(kept_units))
+        while current > allowed:
+            best = None
+            for name in gates:
+                lower = next_count(name)
+                if lower is None:
+                    continue
+                units = len(order[name])
+                closing = order[name][units - kept_units[name]:units - lower]  # the next least likely open
+                trial = dict(kept_units, **{name: lower})
+                saved = current - cost(terms, kept_channels(trial))
+                key = (float(score[name][closing].mean()), -saved / len(closing))
+                if best is None or key < best[0]:
+                    best = (key, name, lower)
+            if best is None:
+                break
+            kept_units[best[1]] = best[2]
+            current = cost(terms, kept_channels(kept_units))
+    # The kept units of a gate: the most likely to be open, however many the count says.
+    masks = {}
+    for name, gate in gates.items():
+        keep = torch.zeros(len(order[name]), dtype=torch.bool)
+        keep[order[name][len(order[name]) - kept_units[name]:]] = True
+        masks[name] = keep
+    return masks
+
+
+def freeze(gm: fx.GraphModule) -> None:
+    """Fix every gate at the channels ``select`` keeps: under the net's budget, if it has one."""
+    from maskfx.budget import allowed_macs  # the budget reads this technique's cost: import at use
+    gates = gates_of(gm)
+    if not gates or all(g.is_frozen for g in gates.values()):
+        return
+    masks = select(gm, allowed_macs(gm, TECHNIQUE), _round_to(gm))
+    for name, gate in gates.items():
+        gate.freeze(masks[name].to(gate.frozen_mask.device))
+
+
+# -- collapse ---------------------------------------------------------------------------------------
+def _fold(module: nn.Module, values: torch.Tensor, dim: int = 0) -> None:
+    """Scale ``module``'s outputs channel by channel: its weight along ``dim`` and its bias."""
+    shape = [1] * module.weight.dim()
+    shape[dim] = -1
+    module.weight.mul_(values.view(shape).to(module.weight.dtype))
+    if getattr(module, "bias", None) is not None:
+        module.bias.mul_(values.to(module.bias.dtype))
+
+
+def _slice_out(module: nn.Module, keep: torch.Tensor) -> None:
+    """Keep output channels ``keep`` of a convolution, linear layer or BatchNorm."""
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        tensor = getattr(module, name, None)
+        if tensor is not None:
+            value = tensor.data[keep].clone()
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, name, nn.Parameter(value, requires_grad=tensor.requires_grad))
+            else:
+                setattr(module, name, value)
+    count = int(keep.numel())
+    for attribute in ("out_channels", "out_features", "num_features"):
+        if hasattr(module, attribute):
+            setattr(module, attribute, count)
+
+
+def _slice_in(module: nn.Module, keep: torch.Tensor) -> None:
+    """Keep input channels ``keep`` of a convolution (groups 1) or linear layer."""
+    module.weight = nn.Parameter(module.weight.data[:, keep].clone(), requires_grad=module.weight.requires_grad)
+    for attribute in ("in_channels", "in_features"):
+        if hasattr(module, attribute):
+            setattr(module, attribute, int(keep.numel()))
+
+
+@torch.no_grad()
+def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> list[str]:
+    """Both modes fold each gate's eval value into the layers writing its channels (into their
+    BatchNorm when one follows), which keeps the function exactly and the parameter count;
+    "prune" then removes the closed channels from every layer writing or reading them."""
+    gates = gates_of(gm)
+    if not gates:
+        return []
+    values = {name: gate.deterministic().repeat_interleave(gate.space.unit) for name, gate in gates.items()}
+    for name, gate in gates.items():
+        for producer in gate.space.producers:
+            if producer.norm is not None:
+                _fold(gm.get_submodule(producer.norm), values[name])
+            else:
+                _fold(gm.get_submodule(producer.module), values[name])
+    for node, _ in list(nodes_calling(gm, ChannelGate)):
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+    delattr(gm, CONTAINER)
+    before = sum(gate.space.channels for gate in gates.values())
+    if mode != "prune":
+        return [f"channels collapse: {len(gates)} gate(s) folded into the layers writing them; "
+                f"{before} gated channels kept"]
+    removed_in: dict[str, list[int]] = {}
+    kept_total = 0
+    for name, gate in gates.items():
+        keep = (values[name] > 0).nonzero().flatten()
+        kept_total += keep.numel()
+        if keep.numel() == gate.space.channels:
+            continue
+        closed = (values[name] == 0).nonzero().flatten().tolist()
+        for producer in gate.space.producers:
+            module = gm.get_submodule(producer.module)
+            if producer.module in gate.space.grouped:
+                per_group = module.in_channels // module.groups
+                _slice_out(module, keep)
+                module.in_channels = int(keep.numel())
+                module.groups = int(keep.numel()) // per_group
+            else:
+                _slice_out(module, keep)
+            if producer.norm is not None:
+                _slice_out(gm.get_submodule(producer.norm), keep)
+        for reader in gate.space.readers:
+            removed_in.setdefault(reader.module, []).extend(reader.offset + c for c in closed)
+    for module_name, closed in removed_in.items():
+        module = gm.get_submodule(module_name)
+        width = module.weight.shape[1]
+        gone = set(closed)
+        _slice_in(module, torch.tensor([c for c in range(width) if c not in gone], dtype=torch.long))
+    return [f"channels collapse: {len(gates)} gate(s) folded; {before - kept_total} of {before} gated channels "
+            f"removed from the layers writing and reading them"]

@@ -1,0 +1,245 @@
+"""Channel gates: which channels go together, exact folding and pruning, a planted test of what
+closes, and the budget's selection, errors and landing."""
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import maskfx
+from maskfx.budget import GROWTH, budget_penalty, expected_ratio
+from maskfx.report.measure import count_macs
+from maskfx.techniques.channels.rewrite import gates_of
+
+
+def _busy_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BatchNorm statistics and affines away from identity, so a wrong fold or slice shows."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            for tensor, low, high in ((module.running_mean, -0.2, 0.2), (module.running_var, 0.5, 1.5),
+                                      (module.weight.data, 0.5, 1.5), (module.bias.data, -0.2, 0.2)):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model.eval()
+
+
+def _random_gates(net, seed: int = 0) -> None:
+    """Gates spread over closed (exactly 0), fractional and open eval values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for gate in gates_of(net).values():
+            gate.log_alpha.copy_(torch.randn(gate.log_alpha.shape, generator=generator) * 3)
+
+
+def _within_contract(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return float((a - b).abs().max()) <= 1e-5 * max(1.0, float(a.abs().max()))
+
+
+class ConcatAndSharedAdds(nn.Module):
+    """A concat of two convolutions read by one, and three convolutions joined by two adds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 24, 3, padding=1)
+        self.bn_a, self.bn_b = nn.BatchNorm2d(16), nn.BatchNorm2d(24)
+        self.mix = nn.Conv2d(40, 32, 1)
+        self.p, self.q, self.r = nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 32, 1), nn.Conv2d(32, 32, 1)
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], dim=1)
+        y = torch.relu(self.mix(y))
+        z = self.p(y) + self.q(y)
+        z = torch.relu(z + self.r(z))
+        z = torch.relu(self.depthwise(z))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 1), 1))
+
+
+def test_concat_and_shared_adds_make_the_expected_spaces():
+    net = maskfx.transform(ConcatAndSharedAdds().eval(), channels=True, example_inputs=(torch.randn(2, 3, 8, 8),))
+    spaces = {gate.space.name: gate.space for gate in gates_of(net).values()}
+    assert set(spaces) == {"channels of a", "channels of b", "channels of mix", "channels of p"}
+    joined = spaces["channels of p"]  # p, q, r and the depthwise conv write one space
+    assert [p.module for p in joined.producers] == ["p", "q", "r", "depthwise"]
+    assert joined.grouped == ["depthwise"]
+    assert {(r.module, r.offset) for r in spaces["channels of b"].readers} == {("mix", 16)}
+    assert [p.norm for p in spaces["channels of a"].producers] == ["bn_a"]
+
+
+@pytest.mark.parametrize("mode", ["expected", "prune"])
+def test_concat_and_shared_adds_collapse_exactly(mode):
+    torch.manual_seed(0)
+    model = _busy_batchnorms(ConcatAndSharedAdds())
+    x = torch.randn(4, 3, 8, 8)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,)).eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), model(x))  # open gates: the original function
+        _random_gates(net)
+        want = net(x)
+    deploy = maskfx.collapse(net, mode, example_inputs=(x,))
+    with torch.no_grad():
+        assert _within_contract(want, deploy(x))
+    report = maskfx.summary(deploy).collapse
+    assert report.exact
+    if mode == "prune":
+        assert report.after.macs < report.before.macs and deploy.mix.in_channels < 40
+    else:
+        assert report.after.parameters == maskfx.summary(net).params_original
+
+
+ZOO = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "efficientnet_b0", "convnext_tiny"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_frozen_gates_prune_exactly_and_export(name, tmp_path):
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = _busy_batchnorms(getattr(torchvision.models, name)(weights=None, num_classes=10))
+    x = torch.randn(2, 3, 32, 32)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.6))
+    assert gates_of(net)
+    _random_gates(net)
+    maskfx.freeze(net)
+    net.eval()
+    with torch.no_grad():
+        want = net(x)
+    deploy = maskfx.collapse(net, "prune", example_inputs=(x,))
+    with torch.no_grad():
+        assert _within_contract(want, deploy(x))
+    macs = count_macs(deploy, x)
+    assert 0.97 * 0.6 <= macs / net.meta["maskfx"].macs_original <= 0.6
+    _, report = maskfx.export_onnx(deploy, tmp_path / "pruned.onnx", example_inputs=(x,))
+    assert report.ok
+
+
+def test_grouped_convolutions_lose_whole_groups():
+    """A ResNeXt branch is a group of its grouped convolution: the unit that goes whole."""
+    model = _busy_batchnorms(torchvision.models.resnext50_32x4d(weights=None, num_classes=10))
+    x = torch.randn(1, 3, 32, 32)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.5))
+    grouped = [g for g in gates_of(net).values() if g.space.grouped]
+    assert grouped and all(g.space.unit == g.space.channels // 32 for g in grouped)  # 32 branches per module
+    maskfx.freeze(net)
+    deploy = maskfx.collapse(net, "prune")
+    conv = deploy.get_submodule(grouped[0].space.grouped[0])
+    assert conv.in_channels == conv.out_channels == conv.groups * 4 and conv.out_channels % 8 == 0  # 4 per branch
+
+
+class Planted(nn.Module):
+    """Two stages of 32 channels; in the first, channels 0-15 carry the signal and 16-31 are
+    zeroed at their BatchNorm (weight and bias 0): closing them changes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.head = nn.Linear(32, 2)
+        with torch.no_grad():
+            self.bn1.weight[16:] = 0
+            self.bn1.bias[16:] = 0
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_budget_closes_the_channels_that_carry_nothing():
+    """Under a budget that the dead half of the first space meets, training closes exactly that half."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 8, 8)
+    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    model = Planted()
+    for _ in range(60):  # a trained start: the live channels solve the task
+        loss = nn.functional.cross_entropy(model(x), labels)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+            model.bn1.weight[16:] = 0
+            model.bn1.bias[16:] = 0
+    net = maskfx.transform(model.train(), channels=maskfx.ChannelConfig(round_to=4), example_inputs=(x[:2],),
+                           budget=maskfx.Budget(macs=0.55, warmup=0.5))
+    first = next(g for g in gates_of(net).values() if g.space.name == "channels of conv1")
+    groups = maskfx.param_groups(net, lr=0.01)
+    weights = torch.optim.SGD([g for g in groups if g["name"] == "weights"], lr=0.01, momentum=0.9)
+    gates = torch.optim.Adam([dict(g, lr=0.2) for g in groups if g["name"] == "gates"])  # as fit trains them
+    net.maskfx_budget.schedule(200)
+    for _ in range(200):
+        loss = nn.functional.cross_entropy(net(x), labels) + budget_penalty(net)
+        weights.zero_grad()
+        gates.zero_grad()
+        loss.backward()
+        weights.step()
+        gates.step()
+    assert float(expected_ratio(net).detach()) < 0.62
+    maskfx.freeze(net)
+    kept = first.frozen_mask.bool()
+    assert kept[:16].all() and not kept[16:].any()
+
+
+def test_freeze_lands_under_the_budget_without_training():
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    for target in (0.75, 0.5):
+        net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=target))
+        maskfx.freeze(net)
+        ratio = count_macs(maskfx.collapse(net, "prune"), x) / count_macs(model, x)
+        assert 0.97 * target <= ratio <= target
+
+
+def test_without_a_budget_freeze_keeps_what_eval_keeps_rounded_up():
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,))
+    gate = next(iter(gates_of(net).values()))
+    with torch.no_grad():
+        gate.log_alpha[:5] = -10  # five closed in eval
+    maskfx.freeze(net)
+    assert int(gate.frozen_mask.sum()) == 64 and all(int(g.frozen_mask.sum()) == g.space.channels
+                                                     for g in gates_of(net).values())  # 59 rounds up to 64
+    with torch.no_grad():
+        for g in gates_of(net).values():
+            g.frozen_mask[:16] = 0
+    assert count_macs(maskfx.collapse(net, "prune"), x) < count_macs(model, x)
+
+
+def test_budget_penalty_adapts_and_is_zero_without_a_budget():
+    model = torchvision.models.resnet18(weights=None, num_classes=10).train()
+    x = torch.randn(2, 3, 32, 32)
+    plain = maskfx.transform(model, channels=True, example_inputs=(x,))
+    assert float(budget_penalty(plain)) == 0.0
+    net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.5, warmup=0))
+    state = net.maskfx_budget
+    first = budget_penalty(net)
+    assert float(state.multiplier) == pytest.approx(GROWTH) and float(first) > 0  # over budget: grows
+    first.backward()
+    assert all(g.log_alpha.grad is not None and (g.log_alpha.grad > 0).all() for g in gates_of(net).values())
+
+
+@pytest.mark.parametrize("budget, message", [
+    (dict(macs=0), "fraction in \\(0, 1\\]"), (dict(macs=1.5), "fraction in \\(0, 1\\]"),
+    (dict(macs=-0.2), "fraction in \\(0, 1\\]"), (dict(macs=0.5, warmup=2), "warmup"),
+])
+def test_bad_budgets_are_one_clear_error(budget, message):
+    with pytest.raises(maskfx.UserError, match=message):
+        maskfx.Budget(**budget)
+
+
+def test_unreachable_budget_names_the_smallest_reachable_value_and_changes_nothing():
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(maskfx.UserError, match=r"unreachable: removing everything removable leaves 0\.\d+"):
+        maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.001))
+    with pytest.raises(maskfx.UserError, match="needs a technique that can remove MACs"):
+        maskfx.transform(model, jumpout=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.5))
+    with pytest.raises(maskfx.UserError, match="example_inputs"):
+        maskfx.transform(model, channels=True, budget=maskfx.Budget(macs=0.5))
+    with pytest.raises(maskfx.UserError, match="maskfx.Budget"):
+        maskfx.transform(model, channels=True, example_inputs=(x,), budget=0.5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
