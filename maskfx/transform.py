@@ -198,10 +198,12 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     leftovers = [name for name, m in deploy.named_modules() if isinstance(m, _layers())]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
+    budget = None if state.budget is None else state.budget.macs
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
                                         notes=state.notes + notes, rejected=list(state.rejected),
-                                        collapse_report=probe.report(mode, steps), records=dict(state.records),
+                                        collapse_report=probe.report(mode, steps, budget, state.macs_original),
+                                        records=dict(state.records),
                                         budget=state.budget,
                                         macs_original=state.macs_original)
     return deploy

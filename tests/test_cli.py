@@ -51,6 +51,19 @@ def test_transform_train_export_summary(tmp_path, capsys):
     assert "collapse (expected):" in out and "jumpout: 7 layers lowered" in out
 
 
+def test_a_budget_from_the_command_line_ships_a_model_under_it(tmp_path, capsys):
+    """``--budget`` turns on the channel gates, the checkpoint keeps the budget, and the export of
+    its pruned collapse lands under it."""
+    common = ["--image-size", "16", "--limit", "64", "--out", str(tmp_path / "run")]
+    assert main(["train", "torchvision:resnet18", "--budget", "0.5", "--epochs", "1", "--finetune-epochs", "1",
+                 *common]) == 0
+    assert main(["export", str(tmp_path / "run" / "checkpoint.pt"), "--mode", "prune",
+                 "--out", str(tmp_path / "m.onnx")]) == 0
+    said = capsys.readouterr().out
+    achieved = float(said.split("budget: 0.5 of the original's")[1].split("achieved ")[1].split()[0])
+    assert 0.5 * 0.97 <= achieved <= 0.5 and "verified" in said
+
+
 def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
     common = ["--image-size", "16", "--limit", "64", "--finetune-epochs", "0", "--batch-size", "32", "--out", str(tmp_path)]
     assert main(["train", "tiny_models:resnet", "--epochs", "1", *common]) == 0
@@ -100,6 +113,11 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["transform", *TINY, "--blockout", "--clusters", "0", *out], "--clusters"),
         (["transform", *TINY, "--maskconnect", "--fan-in", "0", *out], "--fan-in"),
         (["transform", *TINY, "--image-size", "0", *out], "--image-size"),
+        (["transform", *TINY, "--budget", "0", *out], "--budget"),
+        (["transform", *TINY, "--budget", "1.5", *out], "--budget"),
+        (["transform", *TINY, "--budget", "0.5", *out], "unreachable: removing everything removable leaves 0.999"),
+        (["transform", *TINY, "--budget", "0.5", "--maskconnect", *out], "channels combines with jumpout only"),
+        (["train", "--checkpoint", str(good), "--budget", "0.5", *run], "--budget: a --checkpoint's recipe"),
         (["transform", *TINY], "required: --out"),
         (["train", *TINY, "--epochs", "-1", *run], "--epochs"),
         (["train", *TINY, "--lr", "fast", *run], "--lr"),

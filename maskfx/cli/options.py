@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from maskfx import techniques
+from maskfx.budget import Budget
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
@@ -46,6 +47,31 @@ def rate(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
+
+
+def fraction(text: str) -> float:
+    """A share of something (the original's MACs): a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
+def add_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", type=fraction, default=None, metavar="FRACTION",
+                        help="prune to this fraction of the original model's MACs (e.g. 0.5): the channel gates learn "
+                             "under it and freeze meets it; turns on --channels")
+
+
+def budgeted_configs(args: argparse.Namespace) -> tuple[dict, Budget | None]:
+    """``transform``'s technique configs and budget from the flags: a budget turns on the channel
+    gates, the technique that can meet one, when no flag did."""
+    configs = technique_configs(args)
+    if args.budget is None:
+        return configs, None
+    channels = next(t for t in techniques.PIPELINE if hasattr(t, "macs"))
+    configs.setdefault(channels.TECHNIQUE, channels.CONFIG())
+    return configs, Budget(macs=args.budget)
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import maskfx
-from maskfx.cli.options import (Command, FlagError, add_data, add_model, add_techniques, count, model_from,
-                                positive_int, rate, technique_configs, technique_flags)
+from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_model, add_techniques, budgeted_configs,
+                                count, model_from, positive_int, rate, technique_flags)
 from maskfx.errors import UserError
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
 from maskfx.train.phases import PRESETS, preset
@@ -18,20 +19,22 @@ def _transform_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     add_data(parser)
     add_techniques(parser)
+    add_budget(parser)
     parser.add_argument("--out", required=True, help="checkpoint file to write (recipe + state_dict)")
 
 
 def _transformed(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...]):
+    """The transformed network, its recipe, and the untouched model it came from."""
     model = model_from(args, num_classes)
-    configs = technique_configs(args)
+    configs, budget = budgeted_configs(args)
     recipe = Recipe(args.model, num_classes, input_shape)
-    net = maskfx.transform(model, example_inputs=recipe.example_inputs(), **configs) if configs else model
-    return net, Recipe.of(net, args.model, num_classes, input_shape)
+    net = maskfx.transform(model, example_inputs=recipe.example_inputs(), budget=budget, **configs) if configs else model
+    return net, Recipe.of(net, args.model, num_classes, input_shape), model
 
 
 def run_transform(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.image_size, limit=args.limit)
-    net, recipe = _transformed(args, data.num_classes, data.input_shape)
+    net, recipe, _ = _transformed(args, data.num_classes, data.input_shape)
     if recipe.transform:
         print(maskfx.summary(net))
     path = save_checkpoint(args.out, Checkpoint(recipe, net.state_dict()))
@@ -48,6 +51,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the --checkpoint's run after its last finished epoch (same phases)")
     add_data(parser)
     add_techniques(parser)
+    add_budget(parser)
+    parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                        help="learn from the starting model's logits too (knowledge distillation, T = 4; default: on "
+                             "when --weights gives a trained start)")
     schedule = parser.add_argument_group("schedule: learn structure, then freeze and fine-tune")
     schedule.add_argument("--epochs", type=count, default=3, help="epochs learning weights and structure")
     schedule.add_argument("--finetune-epochs", type=count, default=2, help="epochs after freeze (transformed nets)")
@@ -83,14 +90,20 @@ def sgd_settings(args: argparse.Namespace) -> dict:
     return {"batch_size": recipe.batch_size, "momentum": recipe.momentum, "weight_decay": recipe.weight_decay}
 
 
+def _distil(args: argparse.Namespace) -> bool:
+    """``--distill`` as given, else on for a trained start (``--weights``): the start is the teacher."""
+    return args.distill if args.distill is not None else bool(args.weights)
+
+
 def run_train(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.checkpoint is None):
         raise UserError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
     if args.resume and args.checkpoint is None:
         raise UserError("--resume needs --checkpoint FILE")
-    if args.checkpoint and technique_flags(args):
-        raise FlagError(f"{' '.join(technique_flags(args))}: a --checkpoint's recipe fixes its techniques; "
-                        f"technique flags go with a model (maskfx train MODEL ...)")
+    given = technique_flags(args) + ["--budget"] * (args.budget is not None) + ["--distill"] * bool(args.distill)
+    if args.checkpoint and given:
+        raise FlagError(f"{' '.join(given)}: a --checkpoint's recipe fixes its techniques (and the start to distil "
+                        f"from); these flags go with a model (maskfx train MODEL ...)")
     if args.epochs + args.finetune_epochs == 0:
         raise UserError("nothing to train: --epochs and --finetune-epochs are both 0")
     device = resolve_device(args.device)
@@ -102,9 +115,10 @@ def run_train(args: argparse.Namespace) -> int:
             if (saved.recipe.num_classes, saved.recipe.input_shape) != (data.num_classes, data.input_shape):
                 raise UserError(f"checkpoint {args.checkpoint!r} was made for {saved.recipe.num_classes} classes of "
                                  f"{saved.recipe.input_shape}, the data has {data.num_classes} of {data.input_shape}")
-            net, recipe = saved.network(), saved.recipe
+            net, recipe, teacher = saved.network(), saved.recipe, None
         else:
-            saved, (net, recipe) = None, _transformed(args, data.num_classes, data.input_shape)
+            saved, (net, recipe, start) = None, _transformed(args, data.num_classes, data.input_shape)
+            teacher = copy.deepcopy(start).eval() if _distil(args) else None
         out = Path(args.out)
 
         def report(record: dict) -> None:
@@ -115,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
                       **sgd_settings(args), seed=args.seed, checkpoint=out / "checkpoint.pt",
                       resume=saved if args.resume else None, job=job, on_epoch=report,
-                      skip_nonfinite=args.skip_nonfinite)
+                      skip_nonfinite=args.skip_nonfinite, teacher=teacher)
         digest = ddp.check_replicas(net, job)
         ddp.on_main(job, lambda: (out / "history.json").write_text(json.dumps(history, indent=2) + "\n"))
         if job.main:

@@ -71,6 +71,15 @@ class CollapseReport:
     after: Cost
     shift: Shift | None
     techniques: tuple[Lowering, ...] = field(default_factory=tuple)
+    budget: float | None = None  # the MACs budget, a fraction of the original's (``maskfx.Budget``)
+    macs_original: int | None = None  # the original model's MACs at transform's example input
+
+    @property
+    def achieved(self) -> float | None:
+        """The deployed MACs as a fraction of the original's (``None``: no budget, or not measured)."""
+        if self.budget is None or self.after.macs is None:
+            return None
+        return self.after.macs / self.macs_original
 
     @property
     def exact(self) -> bool | None:
@@ -81,6 +90,7 @@ class CollapseReport:
         """Plain values for JSON, with the ``exact`` verdicts (``None``: not measured) written out."""
         data = asdict(self)
         data["exact"] = self.exact
+        data["achieved"] = self.achieved
         for step, entry in zip(self.techniques, data["techniques"]):
             entry["exact"] = None if step.shift is None else step.shift.exact
         return data
@@ -98,6 +108,9 @@ class CollapseReport:
         for step in self.techniques:
             shift = f"; {step.shift}" if step.shift is not None else ""
             lines.append(f"  {step.technique}: {step.layers} layers lowered, {step.before} -> {step.after}{shift}")
+        if self.budget is not None:
+            achieved = f"{self.achieved:.3f}" if self.achieved is not None else "not measured (no example inputs)"
+            lines.append(f"  budget: {self.budget} of the original's {self.macs_original:,} MACs; achieved {achieved}")
         return "\n".join(lines)
 
 
@@ -118,8 +131,10 @@ class Probe:
         self.last, self.cost = outputs, cost
         return lowering
 
-    def report(self, mode: str, steps: Sequence[Lowering]) -> CollapseReport:
-        return CollapseReport(mode, self.first, self.cost, _shift(self.start, self.last), tuple(steps))
+    def report(self, mode: str, steps: Sequence[Lowering], budget: float | None = None,
+               macs_original: int | None = None) -> CollapseReport:
+        return CollapseReport(mode, self.first, self.cost, _shift(self.start, self.last), tuple(steps), budget,
+                              macs_original)
 
     def _cost(self, module: nn.Module) -> Cost:
         return Cost(count_parameters(module), None if self.inputs is None else count_macs(module, *self.inputs))

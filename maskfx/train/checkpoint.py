@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from maskfx import techniques
+from maskfx.budget import Budget
 from maskfx.errors import UserError, first_line
 from maskfx.state import META_KEY
 from maskfx.transform import collapse, transform
@@ -48,13 +49,15 @@ class Recipe:
     num_classes: int
     input_shape: tuple[int, ...]
     transform: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: dict[str, float] | None = None  # the maskfx.Budget's fields
 
     @staticmethod
     def of(net: nn.Module, model: str, num_classes: int, input_shape: tuple[int, ...]) -> "Recipe":
         """The recipe of ``net``: its transform configs are read from the net itself."""
         state = getattr(net, "meta", {}).get(META_KEY)
         configs = {} if state is None else {k: dataclasses.asdict(v) for k, v in state.configs.items()}
-        return Recipe(model, num_classes, tuple(input_shape), configs)
+        budget = None if state is None or state.budget is None else dataclasses.asdict(state.budget)
+        return Recipe(model, num_classes, tuple(input_shape), configs, budget)
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor]:
         return (torch.zeros(batch, *self.input_shape),)
@@ -69,7 +72,8 @@ class Recipe:
         if unknown:
             raise CheckpointError(f"unknown technique(s) {sorted(unknown)}; this maskfx knows {sorted(config_types)}")
         configs = {name: config_types[name](**values) for name, values in self.transform.items()}
-        return transform(model, example_inputs=self.example_inputs(), **configs)
+        budget = Budget(**self.budget) if self.budget is not None else None
+        return transform(model, example_inputs=self.example_inputs(), budget=budget, **configs)
 
 
 @dataclass
@@ -175,7 +179,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         recipe = payload["recipe"]
         return Checkpoint(
             recipe=Recipe(recipe["model"], int(recipe["num_classes"]), tuple(recipe["input_shape"]),
-                          dict(recipe["transform"])),
+                          dict(recipe["transform"]), recipe.get("budget")),
             state_dict=payload["state_dict"], collapse=payload["collapse"], optimizer=payload["optimizer"],
             scheduler=payload["scheduler"], progress=dict(payload["progress"]), history=list(payload["history"]))
     except (KeyError, TypeError, ValueError) as error:
