@@ -9,10 +9,13 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     markdown = (tmp_path / "report.md").read_text()
-    assert report["quick"] and [p["title"].split(":")[0] for p in report["parts"]] == ["resnet18", "small ResNeXt (C = 8)"]
+    assert report["quick"] and [p["title"].split(":")[0] for p in report["parts"]] == [
+        "resnet18 at 0.5 of the MACs", "resnet18", "small ResNeXt (C = 8)"]
     for part in report["parts"]:
         rows = {row["model"]: row for row in part["rows"]}
-        assert list(rows) == ["baseline, trained on", "transformed (eval)", "collapsed: expected", "collapsed: prune"]
+        budgeted = part["collapse"]["prune"]["budget"] is not None
+        assert list(rows) == ["baseline, trained on", "transformed (eval)", "collapsed: expected", "collapsed: prune"] \
+            + ["collapsed: prune, BatchNorm recalibrated"] * budgeted
         for name, key in (("baseline, trained on", "baseline, trained on"), ("collapsed: prune", "prune")):
             export = part["exports"][key]  # exported, verified and timed
             assert rows[name]["latency_p50_ms"] > 0 and rows[name]["onnx_nodes"] == export["node_count"] > 0
@@ -27,11 +30,13 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
                                        "macs": rows[f"collapsed: {mode}"]["macs"]}
             assert f"| {mode} | **whole model** |" in markdown
         assert rows["collapsed: prune"]["macs"] <= rows["collapsed: expected"]["macs"]
+        if budgeted:  # the demo's default budget, met within 3% and under it
+            assert 0.97 * 0.5 <= part["collapse"]["prune"]["achieved"] <= 0.5
         assert f"{rows['baseline, trained on']['accuracy']:.4f}" in markdown  # the table shows this run's numbers
         assert [r["epoch"] for r in part["histories"]["transformed"]] == [3, 4]  # after the 2 baseline epochs
         for plot in part["plots"]:
             assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in markdown
-    assert {"resnet_training.png", "resnet_blockout_clusters.png", "resnet_maskconnect.png",
+    assert {"budget_channels.png", "resnet_training.png", "resnet_blockout_clusters.png", "resnet_maskconnect.png",
             "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
-    assert {"resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx", "resnext_pruned.onnx"} <= {
-        p.name for p in tmp_path.iterdir()}
+    assert {"budget_pruned.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx",
+            "resnext_pruned.onnx"} <= {p.name for p in tmp_path.iterdir()}

@@ -1,8 +1,9 @@
 """``maskfx demo``: the real use end to end, offline, with a baseline to compare against.
 
-Per part (a ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect):
-train the untouched model (it stands in for a pretrained one), transform *that trained model*,
-learn structure, freeze, fine-tune; train the baseline on for the same extra epochs; collapse both
+Per part (a ResNet pruned to a MACs budget by channel gates, distilled from its trained start; a
+ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect): train the
+untouched model (it stands in for a pretrained one), transform *that trained model*, learn
+structure, freeze, fine-tune; train the baseline on for the same extra epochs; collapse both
 ways, export baseline and pruned model to ONNX, verify them in ONNX Runtime, time them, and write
 ``report.md``, ``report.json`` and the plots into ``--out``.
 """
@@ -19,17 +20,18 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
-from maskfx.cli.options import Command, positive_int
+from maskfx.cli.options import Command, fraction, positive_int
 from maskfx.report import Measurement, count_macs, count_parameters, ort_latency, plots, write_report
 from maskfx.train import Data, Phase, accuracy, fit, load_data, predict, resolve_device
-from maskfx.train.fit import evaluation_loader
+from maskfx.train.fit import GATE_LR, evaluation_loader
 
 
 @dataclass(frozen=True)
-class Budget:
+class Schedule:
     """Epochs and sizes of one demo run: ``baseline`` epochs train the untouched model; the
     transformed model then learns ``learn`` epochs and fine-tunes ``finetune`` epochs, and the
     baseline trains on for as many."""
@@ -41,8 +43,9 @@ class Budget:
     latency_runs: int
 
 
-FULL = Budget(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
-QUICK = Budget(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10)
+FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
+QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10)
+RECALIBRATION_BATCHES = 20  # BatchNorm statistics of the pruned model recomputed on this many training batches
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
 
 
@@ -64,17 +67,28 @@ def resnext_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.Graph
     return maskfx.transform(model, example_inputs=(example,), gateconnect=True)
 
 
+def budget_transform(budget: float) -> Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]:
+    """Channel gates learned under ``budget`` of the MACs (``maskfx.Budget``); freeze meets it."""
+    def build(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+        return maskfx.transform(model, channels=True, example_inputs=(example,), budget=maskfx.Budget(macs=budget))
+    return build
+
+
 @dataclass(frozen=True)
 class Part:
     key: str
     title: str
     build: Callable[[int], nn.Module]
     transform: Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]
+    distill: bool = False  # learn from the trained start's logits too (it is the teacher)
 
 
-def parts(model: str) -> list[Part]:
-    return [Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect",
-                 lambda n: torchvision.models.get_model(model, weights=None, num_classes=n), resnet_transform),
+def parts(model: str, budget: float) -> list[Part]:
+    def resnet(n: int) -> nn.Module:
+        return torchvision.models.get_model(model, weights=None, num_classes=n)
+    return [Part("budget", f"{model} at {budget} of the MACs: channel gates under the budget, distilled from the "
+                           f"trained start", resnet, budget_transform(budget), distill=True),
+            Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect", resnet, resnet_transform),
             Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform)]
 
 
@@ -82,7 +96,7 @@ def _step(part: Part, index: int, text: str) -> None:
     print(f"[{part.key} {index}/6 {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.device, seed: int) -> dict:
+def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.device, seed: int) -> dict:
     """Baseline, transformed, collapsed and pruned model of one part, measured; the report section."""
     cpu, test = torch.device("cpu"), evaluation_loader(data)
     example = torch.stack([data.test[i][0] for i in range(8)])
@@ -102,7 +116,8 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
     extra = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
     _step(part, 3, f"learn structure {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "
                    "the baseline trains on as long")
-    history["transformed"] = fit(net, phases=extra, desc="transformed", **train)
+    teacher = copy.deepcopy(baseline).eval() if part.distill else None
+    history["transformed"] = fit(net, phases=extra, desc="transformed", teacher=teacher, **train)
     continued = copy.deepcopy(baseline)
     history["baseline, trained on"] = fit(continued, phases=[Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
                                           desc="baseline on", **train)
@@ -123,6 +138,13 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
         after = collapses[mode].after
         rows[mode] = Measurement(f"collapsed: {mode}", score(deploy), after.parameters, after.macs,
                                  verification=f"collapse {collapses[mode].shift}")
+    if collapses["prune"].budget is not None:  # the pruned widths' BatchNorm statistics, recomputed
+        recalibrated = maskfx.recalibrate(copy.deepcopy(deployed["prune"]), DataLoader(data.train, batch_size=64),
+                                          batches=RECALIBRATION_BATCHES)
+        after = collapses["prune"].after
+        rows["prune, recalibrated"] = Measurement("collapsed: prune, BatchNorm recalibrated", score(recalibrated),
+                                                  after.parameters, after.macs,
+                                                  verification=f"{RECALIBRATION_BATCHES} training batches")
 
     _step(part, 5, "export baseline and pruned model to ONNX, verify in ONNX Runtime")
     paths, exports = {}, {}
@@ -141,14 +163,18 @@ def run_part(part: Part, data: Data, budget: Budget, out: Path, device: torch.de
     drawn = [plots.training_curves(history, out / f"{part.key}_training.png"),
              plots.blockout_clusters(sites, out / f"{part.key}_blockout_clusters.png"),
              plots.maskconnect_connectivity(sites, out / f"{part.key}_maskconnect.png"),
-             plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png")]
+             plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png"),
+             plots.channel_widths(sites, out / f"{part.key}_channels.png")]
     notes = [note for step in collapses["prune"].techniques for note in step.notes]
     for mode in deployed:
         print("      " + str(collapses[mode]).replace("\n", "\n      "))
     recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
               f"{budget.learn} epochs (lr {LR}, structure lr {MASK_LR}), freeze, {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
-              f"cosine within each phase, batch 64.")
+              f"cosine within each phase, batch 64"
+              + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")
+              + ("; the transformed model also learns from the trained start's logits (distillation, T = 4, "
+                 "alpha 0.5)." if part.distill else "."))
     return {"title": part.title, "recipe": recipe, "rows": [asdict(row) for row in rows.values()],
             "collapse": {mode: report.to_dict() for mode, report in collapses.items()},
             "exports": {key: report.to_dict() for key, report in exports.items()},
@@ -161,7 +187,7 @@ DATA_NAMES = {"digits": "scikit-learn digits", "mnist": "MNIST", "fashion-mnist"
 def run_demo(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     budget = QUICK if args.quick else FULL
-    budget = Budget(budget.limit, budget.baseline, args.epochs if args.epochs is not None else budget.learn,
+    budget = Schedule(budget.limit, budget.baseline, args.epochs if args.epochs is not None else budget.learn,
                     args.finetune_epochs if args.finetune_epochs is not None else budget.finetune, budget.latency_runs)
     device, out = resolve_device(args.device), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +198,7 @@ def run_demo(args: argparse.Namespace) -> int:
               "quick": args.quick, "budget": asdict(budget), "seed": args.seed,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
               "data": f"{DATA_NAMES.get(args.data, args.data)} at 32x32, {len(data.train)} train / {len(data.test)} test images",
-              "parts": [run_part(part, data, budget, out, device, args.seed) for part in parts(args.model)]}
+              "parts": [run_part(part, data, budget, out, device, args.seed) for part in parts(args.model, args.budget)]}
     report["wall_seconds"] = time.perf_counter() - began
     json_path, md_path = write_report(out, report)
     print(f"wrote {md_path} and {json_path} ({report['wall_seconds']:.0f} s)")
@@ -190,7 +216,9 @@ def resnet_name(text: str) -> str:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI, ~2 min)")
-    parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first part")
+    parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first parts")
+    parser.add_argument("--budget", type=fraction, default=0.5, metavar="FRACTION",
+                        help="the first part's MACs budget, a fraction of the untouched model's (default 0.5)")
     parser.add_argument("--data", default="digits",
                         help="digits (embedded, the fast default), or the same story at full size: fashion-mnist or "
                              "mnist (60,000 / 10,000 images; `make data` fetches them)")

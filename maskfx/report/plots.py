@@ -4,7 +4,8 @@
 - Blockout: each layer's cluster probabilities, nodes x clusters (Blockout paper, Fig. 7);
 - MaskConnect: per chain, which earlier outputs each block reads (MaskConnect paper, Fig. 4);
 - GateConnect: per module, each branch's gates over the previous module's branches, and how
-  many of those branches are still read, per depth (GateConnect paper, Figs. 3-4).
+  many of those branches are still read, per depth (GateConnect paper, Figs. 3-4);
+- channels: per channel space, its width before and what freeze keeps.
 """
 from __future__ import annotations
 
@@ -113,4 +114,20 @@ def gateconnect_gates(sites: list[LearnedSite], path: Path) -> Path | None:
     depth_axis.set(xlabel="depth (gated module)", ylabel="branches read", title="active branches per depth")
     depth_axis.legend(fontsize=7)
     figure.suptitle("GateConnect: learned branch gates (dots: kept)")
+    return _save(figure, path)
+
+
+def channel_widths(sites: list[LearnedSite], path: Path) -> Path | None:
+    """Per channel space (in graph order), its width and the channels kept: where a budget cut."""
+    sites = [s for s in sites if s.technique == "channels"]
+    if not sites:
+        return None
+    figure, axes = _subplots(1, (max(6.0, 0.45 * len(sites) + 2), 3.8), squeeze=False)
+    axis = axes[0][0]
+    positions = range(len(sites))
+    axis.bar(positions, [len(s.values) for s in sites], color="lightgray", label="units")
+    axis.bar(positions, [int(s.keep.sum()) for s in sites], color="tab:green", label="kept")
+    axis.set_xticks(positions, [s.location.removeprefix("channels of ") for s in sites], rotation=70, fontsize=7)
+    axis.set(ylabel="units (channels, or groups)", title="channel gates: width kept per channel space")
+    axis.legend(fontsize=7)
     return _save(figure, path)
