@@ -243,3 +243,19 @@ def test_unreachable_budget_names_the_smallest_reachable_value_and_changes_nothi
     with pytest.raises(maskfx.UserError, match="maskfx.Budget"):
         maskfx.transform(model, channels=True, example_inputs=(x,), budget=0.5)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_one_training_draw_closes_a_channel_in_every_layer_writing_it():
+    """p, q and r write one space: in a training forward they are gated by the same draw."""
+    torch.manual_seed(0)
+    net = maskfx.transform(ConcatAndSharedAdds().train(), channels=True, example_inputs=(torch.randn(2, 3, 8, 8),))
+    gate = next(g for g in gates_of(net).values() if g.space.name == "channels of p")
+    with torch.no_grad():
+        gate.log_alpha.fill_(0.0)  # about half the draws closed
+    seen = []
+    gate.register_forward_hook(lambda module, args, out: seen.append((out == 0).flatten(2).all(-1)[0]))
+    for _ in range(3):
+        seen.clear()
+        net(torch.randn(2, 3, 8, 8))
+        assert len(seen) == 4 and 0 < int(seen[0].sum()) < 32  # p, q, r, the depthwise conv
+        assert all(torch.equal(s, seen[0]) for s in seen[1:])

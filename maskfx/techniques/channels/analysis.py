@@ -189,7 +189,7 @@ class Analysis:
             producer = node.args[0]
             if not module.affine:
                 self._fix(source, f"{node.target} has no affine parameters to fold a gate into")
-            elif producer in self.layouts and self._is_producer(producer) and len(producer.users) == 1:
+            elif self.layouts.get(producer) is not None and self._is_producer(producer) and len(producer.users) == 1:
                 self.norm_of[producer] = node
             else:
                 self._fix(source, f"{node.target} normalises them after they merge")

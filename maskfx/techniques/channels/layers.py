@@ -64,6 +64,10 @@ class ChannelGate(nn.Module):
         self.register_buffer("frozen_mask", torch.ones(units))
         self.register_buffer("frozen", torch.tensor(False))
         self._frozen = False  # host mirror of ``frozen``: forward never syncs on a buffer
+        # One draw per training forward, shared by every layer writing the space (it is called once
+        # per writer): a channel is closed in all of them or in none.
+        self._draw: torch.Tensor | None = None
+        self._uses_left = 0
 
     @property
     def is_frozen(self) -> bool:
@@ -90,9 +94,18 @@ class ChannelGate(nn.Module):
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
     def channel_values(self) -> torch.Tensor:
-        """The gate per channel for this forward (each unit's value repeated over its channels)."""
-        z = self.sample() if self.training and not self.is_frozen else self.deterministic()
-        return z.repeat_interleave(self.space.unit)
+        """The gate per channel for this call (each unit's value repeated over its channels)."""
+        if not self.training or self.is_frozen:
+            return self.deterministic().repeat_interleave(self.space.unit)
+        if self._uses_left == 0:
+            self._draw = self.sample().repeat_interleave(self.space.unit)
+            self._uses_left = len(self.space.producers)
+        self._uses_left -= 1
+        return self._draw
+
+    def train(self, mode: bool = True) -> "ChannelGate":
+        self._uses_left = 0  # a forward cut short leaves no draw behind for the next one
+        return super().train(mode)
 
     @torch.no_grad()
     def freeze(self, keep: torch.Tensor) -> None:

@@ -61,7 +61,7 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
                           f"{space.channels} channels{unit}, {len(producers)} writer(s), "
                           f"{len(record.readers)} reader(s)"))
     rejected = [Rejection(TECHNIQUE, f"channels of {analysis.spaces[i].producers[0][0].target}", reason)
-                for i, reason in analysis.fixed() if analysis.spaces[i].producers[0][0].op == "call_module"]
+                for i, reason in analysis.fixed()]
     if not sites:
         message = ("channels not applied: no channel space could be gated; maskfx.summary(net) lists each "
                    "candidate and why it was rejected")
