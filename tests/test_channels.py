@@ -8,8 +8,9 @@ import torchvision
 from torch import nn
 
 import maskfx
-from maskfx.budget import GROWTH, budget_penalty, expected_ratio
+from maskfx.budget import GROWTH, budget_penalty
 from maskfx.report.measure import count_macs
+from maskfx.techniques.channels.layers import GAMMA, ZETA
 from maskfx.techniques.channels.rewrite import gates_of
 
 
@@ -162,12 +163,45 @@ def test_a_budget_closes_the_channels_that_carry_nothing():
                 p -= 0.1 * p.grad
             model.bn1.weight[16:] = 0
             model.bn1.bias[16:] = 0
-    net = maskfx.transform(model.train(), channels=maskfx.ChannelConfig(round_to=4), example_inputs=(x[:2],),
-                           budget=maskfx.Budget(macs=0.55, warmup=0.5))
+    net = _learn_under_budget(model, x, labels, budget=0.55, round_to=4)
     first = next(g for g in gates_of(net).values() if g.space.name == "channels of conv1")
+    kept = first.frozen_mask.bool()
+    assert kept[:16].all() and not kept[16:].any()
+
+
+class PlantedBranches(nn.Module):
+    """A ResNeXt-like module of 8 branches (a grouped convolution, groups of 4 channels) between
+    two 1x1 convolutions; branches 4-7 are zeroed at their BatchNorm, so they carry nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.reduce, self.bn1 = nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32)
+        self.branches, self.bn2 = nn.Conv2d(32, 32, 3, padding=1, groups=8), nn.BatchNorm2d(32)
+        self.expand, self.bn3 = nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 2)
+        self.kill()
+
+    @torch.no_grad()
+    def kill(self) -> None:
+        self.bn2.weight[16:] = 0
+        self.bn2.bias[16:] = 0
+
+    def forward(self, x):
+        y = torch.relu(self.bn0(self.stem(x)))
+        z = torch.relu(self.bn1(self.reduce(y)))
+        z = torch.relu(self.bn2(self.branches(z)))
+        y = torch.relu(y + self.bn3(self.expand(z)))
+        return self.head(y.mean((2, 3)))
+
+
+def _learn_under_budget(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: float, round_to: int):
+    """The budget's learning as ``fit`` runs it: weights by SGD, gates by Adam at 0.2."""
+    net = maskfx.transform(model.train(), channels=maskfx.ChannelConfig(round_to=round_to), example_inputs=(x[:2],),
+                           budget=maskfx.Budget(macs=budget, warmup=0.5))
     groups = maskfx.param_groups(net, lr=0.01)
     weights = torch.optim.SGD([g for g in groups if g["name"] == "weights"], lr=0.01, momentum=0.9)
-    gates = torch.optim.Adam([dict(g, lr=0.2) for g in groups if g["name"] == "gates"])  # as fit trains them
+    gates = torch.optim.Adam([dict(g, lr=0.2) for g in groups if g["name"] == "gates"])
     net.maskfx_budget.schedule(200)
     for _ in range(200):
         loss = nn.functional.cross_entropy(net(x), labels) + budget_penalty(net)
@@ -176,14 +210,44 @@ def test_a_budget_closes_the_channels_that_carry_nothing():
         loss.backward()
         weights.step()
         gates.step()
-    assert float(expected_ratio(net).detach()) < 0.62
     maskfx.freeze(net)
-    kept = first.frozen_mask.bool()
-    assert kept[:16].all() and not kept[16:].any()
+    return net
 
 
-def test_freeze_lands_under_the_budget_without_training():
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+def test_a_budget_closes_the_branches_that_carry_nothing():
+    """The grouped convolution's unit is a branch. Under a budget that closing the four dead
+    branches meets, learning closes all four (whole: 4 channels each) and the pruned model keeps
+    the start's accuracy. A live branch may close too where the task does not need it: which
+    live branches matter is not planted, that the dead ones go is."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 8, 8)
+    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    model = PlantedBranches()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(200):  # a trained start
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        model.kill()
+    with torch.no_grad():
+        start = float((model.eval()(x).argmax(1) == labels).float().mean())
+    full = count_macs(model, x[:1])
+    net = _learn_under_budget(model, x, labels, budget=0.55, round_to=4)
+    branches = next(g for g in gates_of(net).values() if "branches" in g.space.grouped)
+    assert branches.space.unit == 4 and branches.frozen_mask.sum() == 4
+    closed_in_eval = torch.sigmoid(branches.log_alpha.detach()) * (ZETA - GAMMA) + GAMMA <= 0
+    assert closed_in_eval[4:].all()  # learning closed every dead branch
+    deploy = maskfx.collapse(net, "prune")
+    with torch.no_grad():
+        pruned = float((deploy(x).argmax(1) == labels).float().mean())
+    assert deploy.branches.groups == 4 and count_macs(deploy, x[:1]) / full <= 0.55
+    assert pruned >= start - 0.02
+
+
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow),
+                                  pytest.param("resnext50_32x4d", marks=pytest.mark.slow)])
+def test_freeze_lands_under_the_budget_without_training(name):
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
     for target in (0.75, 0.5):
         net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=target))
@@ -259,3 +323,5 @@ def test_one_training_draw_closes_a_channel_in_every_layer_writing_it():
         net(torch.randn(2, 3, 8, 8))
         assert len(seen) == 4 and 0 < int(seen[0].sum()) < 32  # p, q, r, the depthwise conv
         assert all(torch.equal(s, seen[0]) for s in seen[1:])
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    maskfx.collapse(net, "prune")  # the draw is not kept on the module: a trained net deep-copies

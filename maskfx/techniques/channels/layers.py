@@ -101,10 +101,13 @@ class ChannelGate(nn.Module):
             self._draw = self.sample().repeat_interleave(self.space.unit)
             self._uses_left = len(self.space.producers)
         self._uses_left -= 1
-        return self._draw
+        draw = self._draw
+        if self._uses_left == 0:
+            self._draw = None  # the forward's last use: keep no autograd graph on the module
+        return draw
 
     def train(self, mode: bool = True) -> "ChannelGate":
-        self._uses_left = 0  # a forward cut short leaves no draw behind for the next one
+        self._uses_left, self._draw = 0, None  # a forward cut short leaves no draw behind for the next one
         return super().train(mode)
 
     @torch.no_grad()
