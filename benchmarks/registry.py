@@ -13,6 +13,8 @@ SUITES: dict[str, str] = {  # suite name -> module exposing SUITE and run(quick)
     "papers": "benchmarks.papers",
     "peer_pruning": "benchmarks.peer_pruning",
     "transfer": "benchmarks.transfer",
+    "budget": "benchmarks.budget",
+    "width-latency": "benchmarks.width_latency",
 }
 
 

@@ -1,0 +1,357 @@
+"""A MACs budget: maskfx's learned channel gates (``transform(channels=True,
+budget=maskfx.Budget(macs=...))``) against Torch-Pruning's magnitude channel pruning to the same
+MACs and against the untouched model, resnet18 on Fashion-MNIST.
+
+For every seed one trained start (torchvision resnet18, no weights, a 10-class head, trained
+``pretrain`` epochs on a seeded subset of the training images) and, from it, for every budget:
+
+- maskfx: ``transform(channels=True, budget=...)``, gates and weights learned for ``learn`` epochs
+  (the budget's target annealed), ``freeze`` (selects channels under the budget), ``finetune``
+  epochs, both phases distilled from the start; then ``collapse("prune")``;
+- Torch-Pruning: the same start, L2-magnitude importance, ``round_to=8``, pruned iteratively (many
+  small uniform steps) until its MACs are at or under the same budget, then trained through the
+  same phases with the same distillation;
+- untouched: the start trained on through the same phases (no distillation, no pruning).
+
+Every arm is measured on all 10,000 test images; its difference to the untouched model is paired
+by seed. The first seed's deployable models are exported with ``maskfx.export_onnx`` (verified in
+ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
+latency ratios share the machine's noise.
+
+Budget (the full run; sized from its per-image costs to about 20 minutes on 2 quiet CPU cores,
+other processes on a shared machine stretch it):
+
+- 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
+  channels, as ``load_data`` serves them): 37M MACs an image untouched.
+- 1,280 training images per seed (20 batches of 64, a seeded subset of the 60,000), 3 epochs for
+  the start, then 3 of learning and 2 of fine-tuning for every arm: 7 trainings of 5 epochs per
+  seed, at about 8 ms an image untouched and 13 ms with gates and a teacher (one core's worth).
+- all 10,000 test images for every one of the 8 models of a seed: about 1.5 minutes a seed.
+- 3 seeds; one seed's 7 deployable models exported (about 7 s each) and timed.
+
+The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
+it shows the pipeline runs end to end, not what the methods do.
+
+    python -m benchmarks --only budget [--quick]
+"""
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import Subset
+
+import maskfx
+from benchmarks.arms import example_batch, test_accuracy
+from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table, torch_pruning_or_skip
+from maskfx.report import count_macs, count_parameters, ort_latency
+from maskfx.train import Data, DataError, Phase, fit, load_data, resolve_device
+
+SUITE = "budget"
+TITLE = "A MACs budget: maskfx channel gates vs Torch-Pruning vs untouched (resnet18 on Fashion-MNIST)"
+DATA = "fashion-mnist"  # a load_data spec; the tests may point it elsewhere
+MODEL = "resnet18"
+LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01  # as the digits example (/tmp/fit1.py); gates: Adam at fit's GATE_LR
+BATCH = 64
+ROUND_TO = 8  # Torch-Pruning's channel multiple; maskfx's channel gates keep multiples of 8 by default
+TEMPERATURE, ALPHA = 4.0, 0.5  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA), fit's defaults
+EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX exports
+MAX_PRUNING_RATIO = 0.9  # Torch-Pruning's ratio after its last step; it stops at the first under the target
+GOAL_BUDGET, GOAL_POINTS, GOAL_LATENCY = 0.5, 0.5, 0.55  # the issue: at 0.5 MACs within 0.5 pt, ORT <= 0.55x
+START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
+MASKFX, TORCH_PRUNING = "maskfx", "Torch-Pruning"
+COLUMNS = ["MACs budget", "method", "test acc %", "acc std", "Δ vs untouched (pt, paired)", "Δ std", "MAC ratio",
+           "parameters", "ORT b1 / untouched", "ORT b32 / untouched", "ORT b1 p50 ms", "ORT b32 p50 ms"]
+SEED_COLUMNS = ["seed", "MACs budget", "method", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters",
+                "train s"]
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    """Sizes and epochs of one run (the module docstring says why the full run's)."""
+
+    image_size: int
+    train_images: int  # a seeded subset of the 60,000 (per seed)
+    test_images: int | None  # None: all 10,000
+    pretrain: int  # epochs of the start at LR
+    learn: int  # maskfx: structure learning at LR (gates, masks at MASK_LR); the others: epochs at LR
+    finetune: int  # after freeze (maskfx), at FINETUNE_LR, for every arm
+    budgets: tuple[float, ...]  # MACs fractions
+    seeds: tuple[int, ...]
+    latency_runs: int  # ORT calls per model at batch 1, interleaved
+    batch32_runs: int  # ORT calls per model at batch 32, interleaved
+    prune_steps: int  # Torch-Pruning iterative steps from 0 to MAX_PRUNING_RATIO
+
+
+FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=3, learn=3, finetune=2,
+                 budgets=(0.75, 0.5, 0.35), seeds=(0, 1, 2), latency_runs=200, batch32_runs=30, prune_steps=90)
+# 16 px: the ImageNet stem still leaves a 1x1 map for layer3 and layer4, a quarter of the compute
+QUICK = RunBudget(image_size=16, train_images=96, test_images=96, pretrain=1, learn=1, finetune=1,
+                  budgets=(0.5,), seeds=(0,), latency_runs=5, batch32_runs=3, prune_steps=18)
+
+
+def fashion_data(budget: RunBudget) -> Data:
+    """All of ``DATA`` at ``budget.image_size`` (or ``budget.test_images`` of its test set); ``SuiteSkipped``
+    (how to get it) when the files are not here."""
+    try:
+        data = load_data(DATA, image_size=budget.image_size)
+    except DataError as error:
+        raise SuiteSkipped(str(error)) from None
+    if budget.test_images is not None:
+        data.test = Subset(data.test, range(min(budget.test_images, len(data.test))))
+    return data
+
+
+def training_subset(data: Data, images: int, seed: int) -> Data:
+    """``images`` training images drawn with ``seed`` (as ``load_data``'s ``limit``), the test set whole."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    return Data(Subset(data.train, order[:images].tolist()), data.test, data.num_classes, data.input_shape)
+
+
+def _classifier(model: nn.Module) -> nn.Module:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int],
+                 steps: int) -> list[tuple[nn.Module, int]]:
+    """For each MACs target, a copy of ``start`` pruned by Torch-Pruning (L2
+    magnitude, local, ``round_to=ROUND_TO``, the head kept) in ``steps`` iterative steps up to
+    ``MAX_PRUNING_RATIO``, taken at the first step at or under the target, with how many steps it
+    took. One pruner walks down through all the targets."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(start).cpu().eval()
+    pruner = tp.pruner.BasePruner(model, example[:1], importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=MAX_PRUNING_RATIO, iterative_steps=steps, round_to=ROUND_TO,
+                                  ignored_layers=[_classifier(model)])
+    pruned, step = [], 0
+    for target in sorted(targets, reverse=True):
+        while count_macs(model, example) > target:
+            if step == steps:
+                raise RuntimeError(f"Torch-Pruning reached ratio {MAX_PRUNING_RATIO} above {target:,} MACs")
+            pruner.step()
+            step += 1
+        pruned.append((copy.deepcopy(model), step))
+    order = sorted(range(len(targets)), key=lambda i: -targets[i])
+    return [pruned[order.index(i)] for i in range(len(targets))]
+
+
+@dataclass
+class Arm:
+    """One arm of one seed: what it deploys, its test accuracy (in [0, 1]), size and training
+    seconds (transform, pruning and collapse included)."""
+
+    deploy: nn.Module
+    accuracy: float = 0.0
+    macs: int = 0
+    parameters: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _fit(model: nn.Module, data: Data, phases: list[Phase], seed: int, device: torch.device, desc: str,
+         teacher: nn.Module | None = None) -> nn.Module:
+    fit(model, data, phases, device=device, seed=seed, batch_size=BATCH, evaluate=False, desc=desc,
+        teacher=teacher, distill_temperature=TEMPERATURE, distill_alpha=ALPHA)
+    return model.cpu().eval()
+
+
+def _teacher(start: nn.Module) -> nn.Module:
+    return copy.deepcopy(start).eval()
+
+
+def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, device: torch.device) -> dict[str, Arm]:
+    """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget
+    ``(MASKFX, b)`` and ``(TORCH_PRUNING, b)`` (keys as ``arm_key``)."""
+    data = training_subset(full, budget.train_images, seed)
+    rest = [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)]
+    arms: dict[str, Arm] = {}
+
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(weights=None, num_classes=full.num_classes)
+    start = _fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start")
+    arms[START] = Arm(start, seconds=time.perf_counter() - began)
+
+    began = time.perf_counter()
+    arms[UNTOUCHED] = Arm(_fit(copy.deepcopy(start), data, rest, seed, device, "untouched"),
+                          seconds=time.perf_counter() - began)
+
+    for b in budget.budgets:
+        began = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            net = maskfx.transform(start, channels=True, example_inputs=(example,), budget=maskfx.Budget(macs=b))
+        phases = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
+        net = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
+        deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
+        report = maskfx.summary(deploy).collapse
+        arms[arm_key(MASKFX, b)] = Arm(deploy, seconds=time.perf_counter() - began, notes=[
+            f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), "
+            f"{report.shift}"])
+
+    base_macs = count_macs(start, example)
+    began = time.perf_counter()
+    pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps)
+    pruning = (time.perf_counter() - began) / len(pruned)
+    for b, (model, steps) in zip(budget.budgets, pruned):
+        began = time.perf_counter()
+        arms[arm_key(TORCH_PRUNING, b)] = Arm(
+            _fit(model, data, rest, seed, device, f"Torch-Pruning {b}", teacher=_teacher(start)),
+            seconds=time.perf_counter() - began + pruning, notes=[str(steps)])
+
+    for arm in arms.values():
+        arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
+        arm.macs, arm.parameters = count_macs(arm.deploy, example), count_parameters(arm.deploy)
+    return arms
+
+
+def arm_key(method: str, b: float | None = None) -> str:
+    return method if b is None else f"{method} @ {b}"
+
+
+def latencies(models: dict[str, nn.Module], example: torch.Tensor, budget: RunBudget) -> dict[str, tuple[float, float]]:
+    """Per model: ONNX Runtime p50 ms at batch 1 and at batch 32, every model exported, verified
+    and timed in the same interleaved run (one per batch size)."""
+    batch32 = example.repeat(-(-32 // len(example)), 1, 1, 1)[:32]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {name: maskfx.export_onnx(model, Path(tmp) / f"{i}.onnx", (example,), device="cpu")[0]
+                 for i, (name, model) in enumerate(models.items())}
+        single = ort_latency(paths, example[:1], runs=budget.latency_runs)
+        batch = ort_latency(paths, batch32, runs=budget.batch32_runs)
+    return {name: (single[name][0], batch[name][0]) for name in models}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def rows(runs: list[dict[str, Arm]], budget: RunBudget,
+         latency: dict[str, tuple[float, float]]) -> tuple[list[list[Cell]], list[list[Cell]], dict[str, dict]]:
+    """The summary rows (means over seeds, paired differences), the per-seed rows, and per arm the
+    numbers the notes judge."""
+    keys = [(START, None), (UNTOUCHED, None)] + [(m, b) for b in budget.budgets for m in (MASKFX, TORCH_PRUNING)]
+    base_untouched = latency[UNTOUCHED]
+    summary, per_seed, judged = [], [], {}
+    for method, b in keys:
+        key = arm_key(method, b)
+        accuracies = [100 * run[key].accuracy for run in runs]
+        deltas = [100 * (run[key].accuracy - run[UNTOUCHED].accuracy) for run in runs]
+        macs_ratios = [run[key].macs / run[UNTOUCHED].macs for run in runs]
+        acc, acc_std = _mean_std(accuracies)
+        delta, delta_std = _mean_std(deltas)
+        times = latency.get(key, (None, None))
+        b1, b32 = (None, None) if times[0] is None else (ratio(t, u) for t, u in zip(times, base_untouched))
+        parameters = round(statistics.mean(run[key].parameters for run in runs))
+        summary.append([b, method, _r(acc), _r(acc_std), None if method == UNTOUCHED else _r(delta), _r(delta_std),
+                        round(statistics.mean(macs_ratios), 3), parameters, b1, b32, _r(times[0], 3), _r(times[1], 3)])
+        judged[key] = {"delta": delta, "deltas": deltas, "macs": macs_ratios, "b1": b1, "b32": b32}
+        for seed, run in zip(budget.seeds, runs):
+            arm = run[key]
+            per_seed.append([seed, b, method, _r(100 * arm.accuracy),
+                             None if method == UNTOUCHED else _r(100 * (arm.accuracy - run[UNTOUCHED].accuracy)),
+                             ratio(arm.macs, run[UNTOUCHED].macs), arm.parameters, round(arm.seconds, 1)])
+    return summary, per_seed, judged
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[str]:
+    """The issue's goals at ``GOAL_BUDGET`` and, for every budget, where each method lands."""
+    notes = []
+    n = len(budget.seeds)
+    for b in budget.budgets:
+        ours, peer = judged[arm_key(MASKFX, b)], judged[arm_key(TORCH_PRUNING, b)]
+        under = all(r <= b for r in ours["macs"]), all(r <= b for r in peer["macs"])
+        versus = statistics.mean(o - p for o, p in zip(ours["deltas"], peer["deltas"]))
+        line = (f"Budget {b}: maskfx {ours['delta']:+.2f} pt vs untouched (per seed "
+                f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "
+                f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, {'under' if under[0] else 'OVER'} the budget; ORT "
+                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32); Torch-Pruning {peer['delta']:+.2f} pt "
+                f"(MAC ratio {'/'.join(f'{r:.3f}' for r in peer['macs'])}, {'under' if under[1] else 'OVER'}; ORT "
+                f"{peer['b1']}x / {peer['b32']}x); maskfx - Torch-Pruning {versus:+.2f} pt, paired over {n} seed(s).")
+        if quick:
+            line += " No verdict (smoke budget)."
+        elif b == GOAL_BUDGET:
+            line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and ORT "
+                     f"latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "
+                     f"({ours['delta']:+.2f} pt, the mean paired difference), latency at batch 1 "
+                     f"{_met(ours['b1'] <= GOAL_LATENCY)} ({ours['b1']}x), at batch 32 "
+                     f"{_met(ours['b32'] <= GOAL_LATENCY)} ({ours['b32']}x).")
+        notes.append(line)
+    return notes
+
+
+def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dict[str, dict], quick: bool,
+          started: float) -> list[str]:
+    seeds = len(budget.seeds)
+    size = f"{budget.image_size}x{budget.image_size}"
+    recipe = (f"{MODEL} (torchvision, no weights, 10-class head) at {size} px, three equal channels. Fashion-MNIST: "
+              f"{budget.train_images} training images per seed (a seeded subset of the 60,000), tested on "
+              f"{len(full.test)} test images. Start: {budget.pretrain} epoch(s) at lr {LR}. Then every arm "
+              f"{budget.learn} epoch(s) at lr {LR} (maskfx: gates with Adam, the budget's target annealed from 1 "
+              f"over the first half; masks at {MASK_LR}) and {budget.finetune} at lr {FINETUNE_LR} (maskfx: after "
+              f"freeze, which selects channels under the budget). maskfx and Torch-Pruning distil from the start "
+              f"(cross-entropy {1 - ALPHA} + KL at T={TEMPERATURE:g} {ALPHA}); the untouched model trains on plain. "
+              f"SGD momentum 0.9, weight decay 5e-4, cosine within each phase, batch {BATCH}.")
+    seeds_note = (f"Seeds: {', '.join(map(str, budget.seeds))}" +
+                  (" — one seed only: the differences below carry one run's noise (on 10,000 test images a single "
+                   "accuracy's standard error alone is about 0.3 pt)." if seeds == 1 and not quick else
+                   f"; differences are paired by seed (mean and sample std over {seeds})." if seeds > 1 else "."))
+    peer = (f"Torch-Pruning {_tp_version()}: BasePruner, MagnitudeImportance(p=2), local (uniform per layer), "
+            f"round_to={ROUND_TO}, the classifier kept, iterative_steps={budget.prune_steps} up to ratio "
+            f"{MAX_PRUNING_RATIO}, stopped at the first step at or under each budget's MACs (steps taken, per "
+            f"seed: " + "; ".join(f"{b}: " + "/".join(run[arm_key(TORCH_PRUNING, b)].notes[0] for run in runs)
+                                  for b in budget.budgets) + ").")
+    collapse = "; ".join(f"{k}: {n}" for run in runs[:1] for k, arm in run.items() for n in arm.notes
+                         if k.startswith(MASKFX))
+    return [recipe, seeds_note, peer,
+            f'maskfx: transform(channels=True, budget=maskfx.Budget(macs=b)), collapse("prune") against the frozen '
+            f"net on {EXAMPLES} test images — {collapse}. No BatchNorm recalibration.",
+            f"MAC ratio: torch.utils.flop_counter, one image, to the untouched model (mean over seeds; per seed in "
+            f"the second table). ORT: CPU provider, the first seed's models, p50 of {budget.latency_runs} interleaved "
+            f"runs at batch 1 and {budget.batch32_runs} at batch 32; every export verified against PyTorch in ONNX "
+            f"Runtime.",
+            *goal_notes(budget, judged, quick),
+            f"Training seconds per arm (transform, pruning, collapse included) in the second table. The whole suite "
+            f"{time.perf_counter() - started:.0f} s on {resolve_device('auto')} ({torch.get_num_threads()} torch "
+            f"threads), load average {os.getloadavg()[0]:.1f} at the end."]
+
+
+def _tp_version() -> str:
+    import torch_pruning
+
+    return getattr(torch_pruning, "__version__", "?")
+
+
+def run(quick: bool) -> dict:
+    """Every seed's arms trained and measured, the first seed's exported and timed; ``SuiteSkipped``
+    without the data or Torch-Pruning."""
+    started = time.perf_counter()
+    budget = QUICK if quick else FULL
+    torch_pruning_or_skip()
+    full = fashion_data(budget)
+    example, device = example_batch(full, EXAMPLES), resolve_device("auto")
+    runs = [run_seed(seed, full, budget, example, device) for seed in budget.seeds]
+    deployed = {key: arm.deploy for key, arm in runs[0].items() if key != START}
+    latency = latencies(deployed, example, budget)
+    summary, per_seed, judged = rows(runs, budget, latency)
+    return {**result(SUITE, TITLE + (" [quick: smoke budget]" if quick else ""), [
+        table("maskfx vs Torch-Pruning vs untouched at the same MACs, same start, data, epochs and distillation",
+              COLUMNS, summary, notes(budget, full, runs, judged, quick, started)),
+        table("Per seed", SEED_COLUMNS, per_seed)]), "seeds": list(budget.seeds)}

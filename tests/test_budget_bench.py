@@ -1,0 +1,89 @@
+"""The budget suite end to end on the real Fashion-MNIST files (skipped without them): resnet18
+trained, pruned to a MACs budget by maskfx's channel gates and by Torch-Pruning, fine-tuned with
+distillation, exported and timed against the untouched model, and the result file the page is
+rendered from."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the benchmarks package lives beside maskfx
+
+from benchmarks import budget, harness, render  # noqa: E402
+from test_data_offline import FASHION_INSTALLED  # noqa: E402
+
+RESNET18_10 = 11_181_642  # torchvision resnet18 with a 10-class head
+RESNET18_32PX_MACS = 37_016_576  # one 32x32 image
+
+
+@pytest.mark.skipif(not FASHION_INSTALLED, reason="dataset-fashion-mnist not installed: run `make data`")
+def test_quick_run_measures_every_arm(tmp_path):
+    pytest.importorskip("torch_pruning")
+    record = harness.run_suite(budget.SUITE, quick=True, command="python -m benchmarks --quick --only budget")
+    assert record["status"] == harness.OK, record["reason"]
+    saved = json.loads(harness.write(record, tmp_path / "results").read_text())
+    assert saved["meta"]["quick"] is True and saved["meta"]["seeds"] == list(budget.QUICK.seeds)
+    summary, per_seed = saved["tables"]
+    assert summary["columns"] == budget.COLUMNS and per_seed["columns"] == budget.SEED_COLUMNS
+    rows = {(row[1], row[0]): dict(zip(summary["columns"], row)) for row in summary["rows"]}
+    (b,) = budget.QUICK.budgets
+    assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), (budget.MASKFX, b), (budget.TORCH_PRUNING, b)]
+
+    untouched, start = rows[budget.UNTOUCHED, None], rows[budget.START, None]
+    assert untouched["MAC ratio"] == start["MAC ratio"] == 1.0
+    assert untouched["parameters"] == start["parameters"] == RESNET18_10
+    assert untouched["Δ vs untouched (pt, paired)"] is None
+    assert untouched["ORT b1 / untouched"] == untouched["ORT b32 / untouched"] == 1.0
+    assert start["ORT b1 p50 ms"] is None  # the start is not deployed, only measured
+    for method in (budget.MASKFX, budget.TORCH_PRUNING):  # pruned under the budget, exported, timed
+        row = rows[method, b]
+        assert 0 < row["MAC ratio"] <= b and row["parameters"] < RESNET18_10
+        assert 0 < row["ORT b1 p50 ms"] and 0 < row["ORT b32 p50 ms"]
+        assert row["ORT b1 / untouched"] > 0 and row["ORT b32 / untouched"] > 0
+        difference = row["test acc %"] - untouched["test acc %"]
+        assert row["Δ vs untouched (pt, paired)"] == pytest.approx(difference, abs=0.02)
+    assert all(0 <= row["test acc %"] <= 100 for row in rows.values())
+
+    assert len(per_seed["rows"]) == len(rows) * len(budget.QUICK.seeds)
+    assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, budget.MASKFX, budget.TORCH_PRUNING}
+    notes = summary["notes"]
+    assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
+    assert any(note.startswith(f"Budget {b}: maskfx") and "No verdict (smoke budget)" in note for note in notes)
+    assert f"## {saved['title']} (`budget`)" in render.section(saved)
+
+
+def test_the_untouched_model_costs_what_resnet18_costs():
+    import torch
+    import torchvision
+
+    from maskfx.report import count_macs
+
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    assert count_macs(model, torch.zeros(1, 3, 32, 32)) == RESNET18_32PX_MACS
+
+
+def test_torch_pruning_lands_at_or_under_each_target():
+    pytest.importorskip("torch_pruning")
+    import torch
+    import torchvision
+
+    from maskfx.report import count_macs
+
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    example = torch.randn(2, 3, 32, 32)
+    targets = [int(0.5 * RESNET18_32PX_MACS), int(0.75 * RESNET18_32PX_MACS)]  # out of order on purpose
+    (half, half_steps), (most, most_steps) = budget.torch_pruned(model, example, targets, steps=18)
+    assert count_macs(most, example) <= targets[1] < count_macs(model, example)
+    assert count_macs(half, example) <= targets[0] < count_macs(most, example)
+    assert 0 < most_steps < half_steps <= 18
+    convs = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.out_channels % budget.ROUND_TO == 0 for m in convs)
+    assert half.fc.out_features == 10 and model.fc.in_features == 512  # the head kept, the start untouched
+
+
+def test_absent_data_skips_the_suite_saying_how_to_get_it(monkeypatch, tmp_path):
+    pytest.importorskip("torch_pruning")
+    monkeypatch.setattr(budget, "DATA", f"fashion-mnist:{tmp_path}")
+    record = harness.run_suite(budget.SUITE, quick=True, command="python -m benchmarks --quick --only budget")
+    assert record["status"] == harness.SKIPPED and "make data" in record["reason"]
