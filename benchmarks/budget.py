@@ -18,16 +18,19 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; sized from its per-image costs to about 20 minutes on 2 quiet CPU cores,
-other processes on a shared machine stretch it):
+Budget (the full run; well inside 25 minutes on 2 quiet CPU cores, other processes on a shared
+machine stretch it far beyond their share, as torch then runs more threads than there are cores):
 
 - 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
   channels, as ``load_data`` serves them): 37M MACs an image untouched.
 - 1,280 training images per seed (20 batches of 64, a seeded subset of the 60,000), 3 epochs for
-  the start, then 3 of learning and 2 of fine-tuning for every arm: 7 trainings of 5 epochs per
-  seed, at about 8 ms an image untouched and 13 ms with gates and a teacher (one core's worth).
-- all 10,000 test images for every one of the 8 models of a seed: about 1.5 minutes a seed.
-- 3 seeds; one seed's 7 deployable models exported (about 7 s each) and timed.
+  the start, then 3 of learning and 2 of fine-tuning for every arm. On quiet cores a training
+  step costs about 2.1 ms an image untouched and 2.9 ms with gates and the teacher: the recorded
+  run's seed 1 trained all its 8 models in 2 minutes.
+- all 10,000 test images for every one of the 8 models of a seed.
+- 3 seeds; one seed's 7 deployable models exported and timed. The recorded run took 27 minutes
+  at load averages 2.3-4.8 (two of its three seeds shared the cores); on 2 quiet cores it is an
+  estimated 8-10 minutes.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.
