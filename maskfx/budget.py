@@ -80,14 +80,15 @@ class BudgetPenalty(nn.Module):
         return 1.0 - (1.0 - self.target) * done
 
 
-def _costed() -> list:
+def levers() -> list:
+    """The techniques a budget can use: those that say what MACs their layers cost (``macs``)."""
     return [t for t in techniques.PIPELINE if hasattr(t, "macs")]
 
 
 def _macs(gm: fx.GraphModule, kind: str):
     """The MACs every budget-aware technique of ``gm`` accounts for (``kind`` as their ``macs``)."""
     state = get_state(gm)
-    values = [t.macs(gm, kind) for t in _costed() if t.TECHNIQUE in state.configs]
+    values = [t.macs(gm, kind) for t in levers() if t.TECHNIQUE in state.configs]
     values = [v for v in values if v is not None]
     return sum(values) if values else None
 
@@ -98,7 +99,7 @@ def attach(gm: fx.GraphModule, budget: Budget, macs_original: int) -> None:
     below what removing everything removable reaches."""
     full = _macs(gm, "full")
     if full is None or full == 0:
-        names = ", ".join(t.TECHNIQUE for t in _costed())
+        names = ", ".join(t.TECHNIQUE for t in levers())
         raise UserError(f"a budget needs a technique that can remove MACs ({names}=True), and none of the "
                         f"requested techniques found anything to remove")
     smallest = (macs_original - full + _macs(gm, "min")) / macs_original
@@ -147,5 +148,5 @@ def budget_penalty(net: nn.Module) -> torch.Tensor:
 
 def _gate_parameters(module: nn.Module) -> list[nn.Parameter]:
     from maskfx.train.params import structure_parameters
-    layers = tuple(layer for t in _costed() for layer in t.LEARNED)
+    layers = tuple(layer for t in levers() for layer in t.LEARNED)
     return structure_parameters(module, layers)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from maskfx import techniques
-from maskfx.budget import Budget
+from maskfx.budget import Budget, levers
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
@@ -69,7 +69,7 @@ def budgeted_configs(args: argparse.Namespace) -> tuple[dict, Budget | None]:
     configs = technique_configs(args)
     if args.budget is None:
         return configs, None
-    channels = next(t for t in techniques.PIPELINE if hasattr(t, "macs"))
+    channels = levers()[0]
     configs.setdefault(channels.TECHNIQUE, channels.CONFIG())
     return configs, Budget(macs=args.budget)
 

@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from maskfx.graph.surgery import ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS, ELEMENTWISE_MODULES, module_of, shape_of
+from maskfx.techniques.channels.cost import Term
 
 PASS_MODULES = ELEMENTWISE_MODULES + (nn.Dropout, nn.Dropout2d, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d,
                                       nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, StochasticDepth)
@@ -64,16 +65,9 @@ class Layout:
         return sum(s.size for s in self.segments)
 
 
-@dataclass
-class CostTerm:
-    """The MACs of one convolution or linear call, and the spaces they scale with."""
-
-    module: str
-    macs: int
-    inputs: list[Segment]  # the spaces of its input channels, in order
-    output: int | None  # its output space (None: the same space as its input: depthwise, grouped)
-    in_channels: int
-    out_channels: int
+def _pairs(layout: Layout) -> list[tuple[int, int]]:
+    """A layout's segments as a cost term's inputs: (space, width)."""
+    return [(segment.space, segment.size) for segment in layout.segments]
 
 
 @dataclass
@@ -94,7 +88,7 @@ class Analysis:
         self.parent: list[int] = []
         self.spaces: list[Space] = []
         self.layouts: dict[fx.Node, Layout] = {}
-        self.terms: list[CostTerm] = []
+        self.terms: list[Term] = []  # keyed by space index; the rewrite keys them by gate
         self.norm_of: dict[fx.Node, fx.Node] = {}  # producer node -> the BatchNorm right after it
         calls: dict[str, int] = {}
         for node in gm.graph.nodes:
@@ -224,7 +218,7 @@ class Analysis:
             space.grouped.append(name)
             space.producers.append((node, 1))
             self.layouts[node] = Layout(source.segments, 1)
-            self.terms.append(CostTerm(name, macs, source.segments, None, conv.in_channels, conv.out_channels))
+            self.terms.append(Term(name, macs, _pairs(source), None, True, conv.in_channels, conv.out_channels))
             return
         if conv.groups > 1:
             self._fix(source, f"{name} is a grouped convolution whose groups pruning cannot keep whole")
@@ -232,8 +226,8 @@ class Analysis:
         fixed = f"{name} is called more than once" if self.calls[name] > 1 else None
         self.layouts[node] = self._fresh(node, 1, fixed)
         self.space(self.layouts[node].segments[0].space).producers.append((node, 1))
-        self.terms.append(CostTerm(name, macs, source.segments, self.layouts[node].segments[0].space,
-                                   conv.in_channels, conv.out_channels))
+        self.terms.append(Term(name, macs, _pairs(source), self.layouts[node].segments[0].space, False,
+                               conv.in_channels, conv.out_channels))
 
     def _linear(self, node: fx.Node, linear: nn.Linear, source: Layout) -> None:
         name, shape = node.target, shape_of(node)
@@ -243,8 +237,8 @@ class Analysis:
         fixed = f"{name} is called more than once" if self.calls[name] > 1 else None
         self.layouts[node] = self._fresh(node, dim, fixed)
         self.space(self.layouts[node].segments[0].space).producers.append((node, dim))
-        self.terms.append(CostTerm(name, macs, source.segments, self.layouts[node].segments[0].space,
-                                   linear.in_features, linear.out_features))
+        self.terms.append(Term(name, macs, _pairs(source), self.layouts[node].segments[0].space, False,
+                               linear.in_features, linear.out_features))
 
     def _flatten(self, node: fx.Node, source: Layout) -> None:
         before, after = shape_of(node.args[0]), shape_of(node)

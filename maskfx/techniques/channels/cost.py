@@ -9,27 +9,28 @@ model and the measured MACs of the pruned graph agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Hashable, Mapping
 
 import torch
 
 
 @dataclass
 class Term:
-    """One convolution or linear call. ``inputs``: per segment of its input channels, the gate of
-    that space (``None``: fixed) and its width; ``output``: the gate of its output space (``None``:
-    fixed); ``same``: depthwise or grouped, its output is its input's space."""
+    """One convolution or linear call. ``inputs``: per segment of its input channels, the key of
+    that space (the analysis's space index, then the rewrite's gate name; ``None``: fixed) and its
+    width; ``output``: the key of its output space (``None``: fixed, or ``same``); ``same``:
+    depthwise or grouped, its output is its input's space."""
 
     module: str
     macs: int
-    inputs: list[tuple[str | None, int]]
-    output: str | None
+    inputs: list[tuple[Hashable | None, int]]
+    output: Hashable | None
     same: bool
     in_channels: int
     out_channels: int
 
 
-def cost(terms: list[Term], kept: Mapping[str, torch.Tensor | float]) -> torch.Tensor | float:
+def cost(terms: list[Term], kept: Mapping[Hashable, torch.Tensor | float]) -> torch.Tensor | float:
     """The MACs of ``terms`` with ``kept[gate]`` channels kept per space (expected or exact)."""
     total = 0.0
     for term in terms:

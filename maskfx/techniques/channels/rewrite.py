@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import torch
 import torch.fx as fx
@@ -32,10 +33,8 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
     analysis = Analysis(gm)
     roots = analysis.prunable()
     gate_of = {root: f"s{i}" for i, root in enumerate(roots)}
-    terms = [Term(t.module, t.macs,
-                  [(gate_of.get(analysis.root(s.space)), s.size) for s in t.inputs],
-                  gate_of.get(analysis.root(t.output)) if t.output is not None else None,
-                  t.output is None, t.in_channels, t.out_channels)
+    terms = [replace(t, inputs=[(gate_of.get(analysis.root(space)), width) for space, width in t.inputs],
+                     output=None if t.output is None else gate_of.get(analysis.root(t.output)))
              for t in analysis.terms]
     container = nn.Module()  # holds the gates; the terms are the rewrite's record
     gm.add_submodule(CONTAINER, container)
