@@ -120,7 +120,8 @@ def _step(gate: ChannelGate, round_to: int) -> int:
 def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str, torch.Tensor]:
     """The units each gate keeps. Units close in order of their probability of being open, in
     chunks that keep every width a multiple of ``round_to`` (and never below one chunk), until the
-    gated layers' MACs are at or under ``allowed``; without a budget, the units eval closes go
+    gated layers' MACs are at or under ``allowed``, then the most likely open chunks that still fit
+    reopen (so the last, perhaps large, chunk closed does not leave budget unspent); without a budget, the units eval closes go
     (rounded up to the step). Ties go to the space that keeps the largest share of its width, so
     an untrained net shrinks every width alike (a uniform width multiplier) and still lands under
     its budget deterministically. (Ties by MACs saved per channel, tried first, cut the
@@ -142,29 +143,46 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
     def kept_channels(counts: dict[str, int]) -> dict[str, float]:
         return {n: float(c * gates[n].space.unit) for n, c in counts.items()}
 
-    def next_count(name: str) -> int | None:
-        step = _step(gates[name], round_to) // gates[name].space.unit
-        count = kept_units[name]
+    def step_of(name: str) -> int:
+        return _step(gates[name], round_to) // gates[name].space.unit
+
+    def lower_count(name: str) -> int | None:
+        step, count = step_of(name), kept_units[name]
         lower = ((count - 1) // step) * step
         return lower if lower >= step else None
 
+    def upper_count(name: str) -> int | None:
+        step, count, units = step_of(name), kept_units[name], len(order[name])
+        return min(units, (count // step + 1) * step) if count < units else None
+
+    def chunk_score(name: str, fewer: int, more: int) -> float:
+        """The mean keep probability of the units between two counts (the order's tail is kept)."""
+        units = len(order[name])
+        return float(score[name][order[name][units - more:units - fewer]].mean())
+
     if allowed is not None:
-        current = cost(terms, kept_channels(kept_units))
-        while current > allowed:
-            best = None
-            for name in gates:
-                lower = next_count(name)
-                if lower is None:
-                    continue
-                units = len(order[name])
-                closing = order[name][units - kept_units[name]:units - lower]  # the next least likely open
-                key = (float(score[name][closing].mean()), -kept_units[name] / units)
-                if best is None or key < best[0]:
-                    best = (key, name, lower)
-            if best is None:
+        # Close the least likely open chunk until under the budget ...
+        while cost(terms, kept_channels(kept_units)) > allowed:
+            closing = [((chunk_score(n, lower, kept_units[n]), -kept_units[n] / len(order[n])), n, lower)
+                       for n in gates if (lower := lower_count(n)) is not None]
+            if not closing:
                 break
-            kept_units[best[1]] = best[2]
-            current = cost(terms, kept_channels(kept_units))
+            _, name, lower = min(closing)
+            kept_units[name] = lower
+        # ... then reopen, most likely open first, the chunks that still fit: the last chunk closed
+        # may have been a large one, and a budget left unspent is accuracy thrown away.
+        refused: set[str] = set()
+        while True:
+            opening = sorted(((-chunk_score(n, kept_units[n], upper), n, upper) for n in gates
+                              if n not in refused and (upper := upper_count(n)) is not None))
+            if not opening:
+                break
+            _, name, upper = opening[0]
+            fewer = kept_units[name]
+            kept_units[name] = upper
+            if cost(terms, kept_channels(kept_units)) > allowed:
+                kept_units[name] = fewer
+                refused.add(name)
     # The kept units of a gate: the most likely to be open, however many the count says.
     masks = {}
     for name, gate in gates.items():
