@@ -79,6 +79,15 @@ class Flags:
     options: tuple[Option, ...] = ()
 
 
+class Lowered(Protocol):
+    """What one technique's collapse did, as fields: the technique's own frozen dataclass, which
+    the ``CollapseReport`` carries (``Lowering.facts``); ``notes`` renders it for people, so
+    nothing is known only as prose."""
+
+    def notes(self) -> list[str]:
+        """One line per fact worth reading in a summary (none is fine)."""
+
+
 @runtime_checkable
 class Technique(Protocol):
     """What a technique's package provides."""
@@ -97,8 +106,9 @@ class Technique(Protocol):
     def freeze(self, gm: fx.GraphModule) -> None:
         """Fix this technique's learned structure for fine-tuning (``maskfx.freeze``)."""
 
-    def collapse(self, gm: fx.GraphModule, mode: str, config: Any) -> list[str]:
-        """Lower this technique's layers to plain ones (``mode``: "expected" or "prune"); notes."""
+    def collapse(self, gm: fx.GraphModule, mode: str, config: Any) -> Lowered:
+        """Lower this technique's layers to plain ones (``mode``: "expected" or "prune") and say
+        what that did."""
 
     def structure(self, gm: fx.GraphModule) -> list[LearnedSite]:
         """The learned structure of its sites in the eval graph ``gm``, in graph order."""

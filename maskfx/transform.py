@@ -190,11 +190,11 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     for technique in reversed(techniques.PIPELINE):
         if technique.TECHNIQUE in state.configs:
             layers = sum(isinstance(m, technique.LAYERS) for m in deploy.modules())
-            said = technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
+            facts = technique.collapse(deploy, mode, state.configs[technique.TECHNIQUE])
             finish(deploy)
             deploy.eval()  # layers collapse added start in train mode
-            steps.append(probe.step(deploy, technique.TECHNIQUE, layers, said))
-            notes += said
+            steps.append(probe.step(deploy, technique.TECHNIQUE, layers, facts))
+            notes += steps[-1].notes
     leftovers = [name for name, m in deploy.named_modules() if isinstance(m, _layers())]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")

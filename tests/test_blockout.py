@@ -130,15 +130,15 @@ def test_prune_of_hard_clusters_is_exact_and_smaller(block_ratio):
     assert uses_blocks == (block_ratio == 1.0)  # disjoint clusters: blocks beat dense; ratio 0 forbids them
     # Dense: the nodes in no cluster go. Blocks: also the zeros between the 4 disjoint clusters.
     assert head(pruned) < (head(expected) / 2 if uses_blocks else head(expected) * 0.9)
-    assert "exact: the clusters are hard" in maskfx.summary(pruned).notes[-1]
+    (head,) = maskfx.summary(pruned).collapse.technique("blockout").facts.heads
+    assert head.mode == "prune" and head.weight_changes and head.exact  # measured per layer, and none moved
 
 
 def test_prune_of_soft_clusters_reports_how_far_it_moves():
     net = maskfx.transform(MLPHead(), blockout=maskfx.BlockoutConfig(clusters=3)).eval()
     random_logits(next(m for m in net.modules() if isinstance(m, BlockoutClusters)), 2.0)
-    note = maskfx.summary(maskfx.collapse(net, "prune")).notes[-1]
-    changes = [float(v.rstrip("%,")) for v in note.split("change the weights by ")[1].split(" (")[0].split()]
-    assert len(changes) == 3 and all(0.0 < c < 100.0 for c in changes)
+    (head,) = maskfx.summary(maskfx.collapse(net, "prune")).collapse.technique("blockout").facts.heads
+    assert not head.exact and len(head.weight_changes) == 3 and all(0.0 < c < 1.0 for c in head.weight_changes)
 
 
 def test_freeze_fixes_hard_clusters_so_prune_is_the_trained_function():

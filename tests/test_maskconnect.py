@@ -185,9 +185,10 @@ def test_unused_blocks_are_removed_and_outputs_unchanged():
     assert "layer2_0_conv1" in code and "layer3_0_conv1" in code
     removed = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("layer1.", "layer2.1.")))
     assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters()) - removed
-    note = maskfx.summary(deploy).notes[-1]
-    assert "removed 3 unused blocks: layer1.0, layer1.1, layer2.1" in note
-    assert "layer2.0 <- chain input" in note and "layer3.0 <- layer2.0" in note
+    facts = maskfx.summary(deploy).collapse.technique("maskconnect").facts
+    assert facts.removed_blocks == ("layer1.0", "layer1.1", "layer2.1")
+    wiring = dict(facts.connections)
+    assert wiring["layer2.0"] == ("chain input",) and wiring["layer3.0"] == ("layer2.0",)
 
 
 def test_maskconnect_needs_example_inputs_and_validates_its_config():
@@ -469,7 +470,7 @@ def test_bypassed_downsampling_block_deploys_without_a_pad(name, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
     assert not any("pad" in str(n.target) for n in deploy.graph.nodes)
-    assert "1 channel pad(s) absorbed" in maskfx.summary(deploy).notes[-1]
+    assert maskfx.summary(deploy).collapse.technique("maskconnect").facts.pads_absorbed == 1
     conv1 = model.layer2[1].conv1
     narrow = model.layer1[-1].conv1.in_channels if name == "resnet18" else model.layer1[-1].conv3.out_channels
     removed = sum(p.numel() for p in model.layer2[0].parameters()) + conv1.weight[:, narrow:].numel()

@@ -30,6 +30,14 @@ class ScaleConfig:
     start: float = 1.0
 
 
+@dataclass(frozen=True)
+class ScaleLowered:
+    folded: int
+
+    def notes(self) -> list[str]:
+        return [f"scale: {self.folded} scales folded into their Linear"]
+
+
 class OutputScale(nn.Module):
     """A learned scale per output of the Linear before it; ``freeze`` rounds it to 0.1."""
 
@@ -72,13 +80,15 @@ class scale:  # noqa: N801 (stands for a package module, maskfx/techniques/scale
 
     @staticmethod
     @torch.no_grad()
-    def collapse(gm: fx.GraphModule, mode: str, config: ScaleConfig) -> list[str]:
-        for node, layer in nodes_calling(gm, OutputScale):
+    def collapse(gm: fx.GraphModule, mode: str, config: ScaleConfig) -> ScaleLowered:
+        folded = 0
+        for node, layer in list(nodes_calling(gm, OutputScale)):
             linear = module_of(gm, node.args[0])
             linear.weight.mul_(layer.scale[:, None])
             linear.bias.mul_(layer.scale)
             bypass(gm, node)
-        return []
+            folded += 1
+        return ScaleLowered(folded)
 
     @staticmethod
     def structure(gm: fx.GraphModule) -> list[LearnedSite]:
@@ -120,6 +130,7 @@ def test_a_registered_toy_runs_the_whole_lifecycle(mode, tmp_path):
         assert all(torch.equal(s.values, torch.round(s.values * 10) / 10) for s in sites)
         deploy = maskfx.collapse(net, mode)
         assert not any(isinstance(m, OutputScale) for m in deploy.modules())
+        assert maskfx.summary(deploy).collapse.technique("scale").facts == ScaleLowered(folded=2)
         torch.testing.assert_close(deploy(x), net.eval()(x), rtol=0, atol=1e-5)
         _, report = maskfx.export_onnx(deploy, tmp_path / "toy.onnx", example_inputs=(x,))
         assert report.ok

@@ -50,14 +50,16 @@ class Shift:
 @dataclass(frozen=True)
 class Lowering:
     """One technique's collapse step: how many of its layers were lowered, the whole model's cost
-    before and after this step, the step's own output shift (``None`` without example inputs) and
-    the pass's notes (for people; numbers are in the fields)."""
+    before and after this step, the step's own output shift (``None`` without example inputs),
+    what the technique itself says it did (``facts``: its own dataclass, e.g. MaskConnect's
+    removed blocks) and those facts rendered for people (``notes``)."""
 
     technique: str
     layers: int
     before: Cost
     after: Cost
     shift: Shift | None
+    facts: Any = None
     notes: tuple[str, ...] = ()
 
 
@@ -124,10 +126,11 @@ class Probe:
         self.start = self.last = self._outputs(module)
         self.first = self.cost = self._cost(module)
 
-    def step(self, module: nn.Module, technique: str, layers: int, notes: Sequence[str]) -> Lowering:
+    def step(self, module: nn.Module, technique: str, layers: int, facts: Any) -> Lowering:
         """Record one technique's lowering of ``module`` (in eval mode, already recompiled)."""
         outputs, cost = self._outputs(module), self._cost(module)
-        lowering = Lowering(technique, layers, self.cost, cost, _shift(self.last, outputs), tuple(notes))
+        lowering = Lowering(technique, layers, self.cost, cost, _shift(self.last, outputs), facts,
+                            tuple(facts.notes()))
         self.last, self.cost = outputs, cost
         return lowering
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -201,9 +202,52 @@ def freeze(gm: fx.GraphModule) -> None:
         clusters.freeze()
 
 
+@dataclass(frozen=True)
+class HeadLowered:
+    """One Blockout head as collapse left it. ``weight_changes``: per layer, how far pruning's hard
+    clusters moved the weights from the eval function's expected ones (relative Frobenius norm;
+    empty under "expected", all zero once frozen)."""
+
+    mode: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    weight_changes: tuple[float, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """The collapsed head computes the eval function (the clusters were hard, or "expected")."""
+        return max(self.weight_changes, default=0.0) <= 1e-6
+
+
+@dataclass(frozen=True)
+class BlockoutLowered:
+    """Every head collapse lowered, and the cluster thresholds pruning used."""
+
+    heads: tuple[HeadLowered, ...]
+    prune_threshold: float
+    min_clusters: int
+
+    def notes(self) -> list[str]:
+        notes = []
+        for head in self.heads:
+            note = (f"blockout collapse ({head.mode}): head {head.params_before:,} -> {head.params_after:,} "
+                    f"parameters, {head.macs_before:,} -> {head.macs_after:,} MACs/sample")
+            if head.mode == "prune" and not head.exact:
+                note += (f"; not the eval function: hard clusters (P > {self.prune_threshold}, at least "
+                         f"{self.min_clusters} per node) change the weights by "
+                         f"{', '.join(f'{x:.1%}' for x in head.weight_changes)} (relative Frobenius norm, "
+                         f"per layer); freeze and fine-tune first to prune exactly")
+            elif head.mode == "prune":
+                note += "; exact: the clusters are hard (frozen), so this is the eval function"
+            notes.append(note)
+        return notes
+
+
 @torch.no_grad()
-def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]:
-    notes = []
+def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> BlockoutLowered:
+    heads = []
     for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
         layers = _head_layers(gm, draws)
         p = [q.detach() for q in clusters.probabilities()]
@@ -232,17 +276,9 @@ def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> list[str]
             new_modules.append(module)
             macs_after += macs
         macs_before = sum(m.in_features * m.out_features for _, m in layers)
-        note = (f"blockout collapse ({mode}): head {_count([m for _, m in layers]):,} -> {_count(new_modules):,} "
-                f"parameters, {macs_before:,} -> {macs_after:,} MACs/sample")
-        if mode == "prune" and max(changes, default=0.0) > 1e-6:
-            note += (f"; not the eval function: hard clusters (P > {config.prune_threshold}, at least "
-                     f"{config.min_clusters} per node) change the weights "
-                     f"by {', '.join(f'{x:.1%}' for x in changes)} (relative Frobenius norm, per layer); "
-                     f"freeze and fine-tune first to prune exactly")
-        elif mode == "prune":
-            note += "; exact: the clusters are hard (frozen), so this is the eval function"
-        notes.append(note)
+        heads.append(HeadLowered(mode, _count([m for _, m in layers]), _count(new_modules), macs_before, macs_after,
+                                 tuple(changes)))
         for item in list(draws.users):
             gm.graph.erase_node(item)
         gm.graph.erase_node(draws)
-    return notes
+    return BlockoutLowered(tuple(heads), config.prune_threshold, config.min_clusters)

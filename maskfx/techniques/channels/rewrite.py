@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
@@ -237,14 +237,33 @@ def _slice_in(module: nn.Module, keep: torch.Tensor) -> None:
             setattr(module, attribute, int(keep.numel()))
 
 
+@dataclass(frozen=True)
+class ChannelsLowered:
+    """How many gates collapse folded, and the gated channels there were and are left."""
+
+    mode: str
+    gates: int
+    channels_before: int
+    channels_after: int
+
+    def notes(self) -> list[str]:
+        if not self.gates:
+            return []
+        if self.mode != "prune":
+            return [f"channels collapse: {self.gates} gate(s) folded into the layers writing them; "
+                    f"{self.channels_before} gated channels kept"]
+        return [f"channels collapse: {self.gates} gate(s) folded; {self.channels_before - self.channels_after} of "
+                f"{self.channels_before} gated channels removed from the layers writing and reading them"]
+
+
 @torch.no_grad()
-def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> list[str]:
+def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> ChannelsLowered:
     """Both modes fold each gate's eval value into the layers writing its channels (into their
     BatchNorm when one follows), which keeps the function exactly and the parameter count;
     "prune" then removes the closed channels from every layer writing or reading them."""
     gates = gates_of(gm)
     if not gates:
-        return []
+        return ChannelsLowered(mode, 0, 0, 0)
     values = {name: gate.deterministic().repeat_interleave(gate.space.unit) for name, gate in gates.items()}
     for name, gate in gates.items():
         for producer in gate.space.producers:
@@ -258,8 +277,7 @@ def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> list[str]:
     delattr(gm, CONTAINER)
     before = sum(gate.space.channels for gate in gates.values())
     if mode != "prune":
-        return [f"channels collapse: {len(gates)} gate(s) folded into the layers writing them; "
-                f"{before} gated channels kept"]
+        return ChannelsLowered(mode, len(gates), before, before)
     removed_in: dict[str, list[int]] = {}
     kept_total = 0
     for name, gate in gates.items():
@@ -286,5 +304,4 @@ def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> list[str]:
         width = module.weight.shape[1]
         gone = set(closed)
         _slice_in(module, torch.tensor([c for c in range(width) if c not in gone], dtype=torch.long))
-    return [f"channels collapse: {len(gates)} gate(s) folded; {before - kept_total} of {before} gated channels "
-            f"removed from the layers writing and reading them"]
+    return ChannelsLowered(mode, len(gates), before, kept_total)

@@ -251,24 +251,47 @@ def freeze(gm: fx.GraphModule) -> None:
     freeze_modules(gm, LAYERS)
 
 
-def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> list[str]:
+@dataclass(frozen=True)
+class ChainLowered:
+    """One chain as collapse left it: per module, its name, the branches kept and the branches it
+    had; ``merged``: every gate was on, so the chain became the original ResNeXt modules."""
+
+    modules: tuple[tuple[str, int, int], ...]
+    merged: bool
+
+
+@dataclass(frozen=True)
+class GateConnectLowered:
+    mode: str
+    chains: tuple[ChainLowered, ...]
+
+    def notes(self) -> list[str]:
+        return [f"gateconnect collapse ({self.mode}): every gate on, {len(chain.modules)} original ResNeXt modules"
+                if chain.merged else
+                f"gateconnect collapse ({self.mode}): active branches "
+                + ", ".join(f"{name}: {kept}/{branches}" for name, kept, branches in chain.modules)
+                for chain in self.chains]
+
+
+def collapse(gm: fx.GraphModule, mode: str, config: GateConnectConfig) -> GateConnectLowered:
     """Each chain becomes plain convolutions with its gates fixed (``deploy_chain``); ``"prune"``
     also drops the branches nobody reads. A chain whose gates are all on (K = C) becomes the
     original ResNeXt modules again."""
-    notes = []
+    lowered = []
     for chain in _gate_chains(gm):
         gates = [gm.get_submodule(g.target).active() if g is not None else None for g, _ in chain]
         modules = [gm.get_submodule(b.target) for _, b in chain]
         if all(g is None or bool(g.all()) for g in gates):
+            lowered.append(ChainLowered(tuple((b.target, m.branches, m.branches) for (_, b), m in zip(chain, modules)),
+                                        merged=True))
             _replace_chain(gm, chain, nn.Sequential(*(m.merged() for m in modules)))
-            notes.append(f"gateconnect collapse ({mode}): every gate on, {len(chain)} original ResNeXt modules")
             continue
         used = [list(range(m.branches)) for m in modules]
         if mode == "prune":  # from the last module back: a branch is used if a used branch reads it
             for i in range(len(chain) - 2, -1, -1):
                 readers = gates[i + 1][used[i + 1]]
                 used[i] = torch.nonzero(readers.sum(0)).flatten().tolist()
-        counts = [f"{b.target}: {len(u)}/{m.branches}" for (_, b), m, u in zip(chain, modules, used)]
+        lowered.append(ChainLowered(tuple((b.target, len(u), m.branches) for (_, b), m, u in zip(chain, modules, used)),
+                                    merged=False))
         _replace_chain(gm, chain, deploy_chain(modules, gates, used))
-        notes.append(f"gateconnect collapse ({mode}): active branches {', '.join(counts)}")
-    return notes
+    return GateConnectLowered(mode, tuple(lowered))

@@ -9,6 +9,7 @@ their call sites get no Jumpout and are listed, with the reason, in the summary'
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
@@ -173,9 +174,19 @@ def freeze(gm: fx.GraphModule) -> None:
     """Jumpout learns no structure: nothing to fix."""
 
 
-def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> list[str]:
+@dataclass(frozen=True)
+class JumpoutLowered:
+    """How many Jumpout layers collapse removed."""
+
+    removed: int
+
+    def notes(self) -> list[str]:
+        return [f"jumpout: removed {self.removed} layers (identity at inference)"] if self.removed else []
+
+
+def collapse(gm: fx.GraphModule, mode: str, config: JumpoutConfig) -> JumpoutLowered:
     """Jumpout is the identity at inference: both modes simply remove it."""
     removed = [node for node, _ in nodes_calling(gm, Jumpout)]
     for node in removed:
         bypass(gm, node)
-    return [f"jumpout: removed {len(removed)} layers (identity at inference)"] if removed else []
+    return JumpoutLowered(len(removed))

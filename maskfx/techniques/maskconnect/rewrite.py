@@ -185,15 +185,33 @@ def freeze(gm: fx.GraphModule) -> None:
     freeze_modules(gm, LAYERS)
 
 
-def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[str]:
+@dataclass(frozen=True)
+class MaskConnectLowered:
+    """The connectivity collapse fixed (each block with the inputs it reads, in graph order), the
+    blocks it removed because nothing read them, and the channel pads folded into convolutions."""
+
+    connections: tuple[tuple[str, tuple[str, ...]], ...]
+    removed_blocks: tuple[str, ...]
+    pads_absorbed: int
+
+    def notes(self) -> list[str]:
+        if not self.connections:
+            return []
+        wiring = "; ".join(f"{block} <- {', '.join(sources)}" for block, sources in self.connections)
+        return [f"maskconnect collapse: connections {wiring}; removed {len(self.removed_blocks)} unused blocks: "
+                f"{', '.join(self.removed_blocks) or 'none'}"
+                + (f"; {self.pads_absorbed} channel pad(s) absorbed into the convolutions reading them"
+                   if self.pads_absorbed else "")]
+
+
+def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> MaskConnectLowered:
     """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed."""
-    notes = []
     names = block_names(gm)
     connections = []
     for node, layer in list(nodes_calling(gm, MaskedConnection)):
-        sources = [names.get(a.meta.get(BLOCK), "chain input")
-                   for a, on in zip(node.args, layer.active().tolist()) if on]
-        connections.append(f"{names[node.meta[BLOCK]]} <- {', '.join(sources)}")
+        sources = tuple(names.get(a.meta.get(BLOCK), "chain input")
+                        for a, on in zip(node.args, layer.active().tolist()) if on)
+        connections.append((names[node.meta[BLOCK]], sources))
         summed = _static_sum(gm, node, layer)
         node.replace_all_uses_with(summed)
         gm.graph.erase_node(node)
@@ -207,9 +225,5 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> list[s
                 removed = True
     absorbed = absorb_channel_pads(gm)
     kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
-    gone = [name for key, name in names.items() if key not in kept]
-    if connections:
-        notes.append(f"maskconnect collapse: connections {'; '.join(connections)}; "
-                     f"removed {len(gone)} unused blocks: {', '.join(gone) or 'none'}"
-                     + (f"; {absorbed} channel pad(s) absorbed into the convolutions reading them" if absorbed else ""))
-    return notes
+    gone = tuple(name for key, name in names.items() if key not in kept)
+    return MaskConnectLowered(tuple(connections), gone, absorbed)
