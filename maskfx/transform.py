@@ -168,8 +168,14 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
              example_inputs: Sequence[torch.Tensor] | None = None) -> fx.GraphModule:
     """Lower every maskfx layer to plain PyTorch ops; returns a new graph module in eval mode.
 
-    ``"expected"`` keeps the eval-mode function exactly (expected-value weights); ``"prune"``
-    also removes what the learned structure leaves unused, so the graph really shrinks. The
+    One meaning per mode, for every technique: ``"expected"`` keeps the eval-mode function exactly
+    (expected-value weights) and every unit the structure learns over (channel, branch, head node),
+    so the original's parameter count; ``"prune"`` also removes what the learned structure leaves
+    unread, so the graph really shrinks, and is the same function wherever the structure is
+    discrete (frozen). Stated exceptions: MaskConnect removes the blocks nobody reads in both modes
+    (a block no connection reads computes nothing the model returns), and GateConnect's chains
+    lower to plain convolutions with their BatchNorm folded in (fewer parameters, every branch
+    kept). ``tests/test_collapse_modes.py`` holds this technique by technique. The
     trained ``net`` is left as it is. What was done is a ``CollapseReport`` carried by the result,
     ``maskfx.summary(deploy).collapse``: parameters before and after, and per technique what was
     lowered. With ``example_inputs`` it also has MACs per input and how far each step moved the
