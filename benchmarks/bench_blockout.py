@@ -19,7 +19,8 @@ from torch import nn
 
 import maskfx
 from maskfx.techniques.blockout.layers import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
-from maskfx.train import accuracy, digits_loaders, param_groups, predict, train_epochs
+from maskfx.train import Phase, accuracy, fit, load_data, predict
+from maskfx.train.fit import evaluation_loader
 from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, print_ratio
 
 
@@ -67,14 +68,13 @@ def bench_prune_forms(rounds: int, sizes=(64, 256, 1024, 2048, 4096), k: int = 6
 def bench_prune_vs_expected(args) -> None:
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    train_loader, test_loader = digits_loaders(seed=0)
+    data = load_data("digits", seed=0)
+    test_loader = evaluation_loader(data)
     net = maskfx.transform(torchvision.models.resnet18(num_classes=10), blockout=True)
-    optimizer = torch.optim.SGD(param_groups(net, lr=0.01, mask_lr=1.0, weight_decay=5e-4), momentum=0.9)
-    train_epochs(net, train_loader, optimizer, args.epochs, cpu, desc="joint")
+    fit(net, data, [Phase(args.epochs, lr=0.01, mask_lr=1.0)], device=cpu, evaluate=False, desc="joint")
     results = {"expected": maskfx.collapse(net, "expected"), "prune (no fine-tune)": maskfx.collapse(net, "prune")}
-    maskfx.freeze(net)
-    optimizer = torch.optim.SGD(param_groups(net, lr=0.005, weight_decay=5e-4), momentum=0.9)
-    train_epochs(net, train_loader, optimizer, args.finetune_epochs, cpu, desc="fine-tune")
+    fit(net, data, [Phase(args.finetune_epochs, lr=0.005, freeze_first=True)], device=cpu, evaluate=False,
+        desc="fine-tune")
     results["freeze + fine-tune + prune"] = maskfx.collapse(net, "prune")
     x = next(iter(test_loader))[0][:32]
     print(f"digits, resnet18 + Blockout(k=6) head, {args.epochs} joint epochs, {args.finetune_epochs} fine-tune:")

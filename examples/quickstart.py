@@ -10,7 +10,8 @@ import torch
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
-from maskfx.train import Phase, accuracy, digits_loaders, maskconnect_recipe, predict, run_phases
+from maskfx.train import Phase, accuracy, fit, load_data, maskconnect_recipe, predict
+from maskfx.train.fit import evaluation_loader
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--epochs", type=int, default=2, help="joint epochs; fine-tuning takes as many again")
@@ -18,7 +19,8 @@ parser.add_argument("--out", default="quickstart-out")
 args = parser.parse_args()
 torch.manual_seed(0)
 cpu = torch.device("cpu")
-train_loader, test_loader = digits_loaders(batch_size=64)
+data = load_data("digits")
+test_loader = evaluation_loader(data)
 x = next(iter(test_loader))[0][:8]
 
 # A small ResNeXt (C = 8 branches per module); any traceable nn.Module works the same way.
@@ -34,7 +36,7 @@ print(maskfx.summary(net))
 
 # The paper's recipe, shortened: joint learning, freeze (top-K gates, hard clusters), fine-tune.
 joint, frozen, *_ = maskconnect_recipe(lr=0.02, mask_lr=0.3, epochs=(args.epochs, args.epochs, 0, 0))
-run_phases(net, train_loader, [joint, frozen, Phase(args.epochs, lr=0.002)], cpu, weight_decay=5e-4)
+fit(net, data, [joint, frozen, Phase(args.epochs, lr=0.002)], device=cpu, evaluate=False)  # clips the masks too
 logits, labels = predict(net, test_loader, cpu)
 print(f"trained: test accuracy {accuracy(logits, labels):.4f}")
 

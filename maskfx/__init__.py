@@ -8,6 +8,7 @@
 from maskfx.budget import Budget, budget_penalty
 from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
+from maskfx.layers.kofn import clip_masks
 from maskfx.record import StateMismatchError
 from maskfx.report.collapse import CollapseReport
 from maskfx.structure import LearnedSite, structure
@@ -17,11 +18,11 @@ from maskfx.techniques.gateconnect.config import GateConnectConfig
 from maskfx.techniques.jumpout.config import JumpoutConfig
 from maskfx.techniques.maskconnect.config import MaskConnectConfig
 from maskfx.tracing import TraceError
-from maskfx.train import param_groups, recalibrate
+from maskfx.train import clip_masks_after_steps, param_groups, recalibrate
 from maskfx.transform import Summary, collapse, freeze, summary, transform
 
 __all__ = [
     "BlockoutConfig", "Budget", "ChannelConfig", "GateConnectConfig", "JumpoutConfig", "MaskConnectConfig", "CollapseReport", "ExportReport", "LearnedSite", "StateMismatchError", "Summary", "TraceError",
     "UserError",
-    "budget_penalty", "collapse", "export_onnx", "freeze", "param_groups", "recalibrate", "structure", "summary", "transform",
+    "budget_penalty", "clip_masks", "clip_masks_after_steps", "collapse", "export_onnx", "freeze", "param_groups", "recalibrate", "structure", "summary", "transform",
 ]

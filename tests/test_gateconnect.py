@@ -167,6 +167,7 @@ def test_train_freeze_and_prune_to_fewer_branches(tmp_path):
     x = torch.randn(4, 3, 32, 32)
     net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=1), example_inputs=(x,))
     opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=0.5), momentum=0.9)
+    maskfx.clip_masks_after_steps(opt, net)
     before = [g.mask.detach().clone() for g in gates_of(net)]
     for _ in range(2):
         opt.zero_grad()

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
 from maskfx.nn import BlockSparseLinear
 from maskfx.techniques.blockout.layers import MASK_SCALE, _ClusterSumLinear, _MaskedLinear
-from maskfx.train import NonFiniteLossError, Phase, Recipe, fit, run_phases
+from maskfx.train import NonFiniteLossError, Phase, Recipe, fit
 from maskfx.train.data import Data, digits_split
 from maskfx.train.models import build_model
 
@@ -93,14 +93,6 @@ def test_skipping_every_batch_of_an_epoch_stops():
     with pytest.raises(NonFiniteLossError, match="every batch"):
         fit(net, data, [Phase(1, lr=0.05, mask_lr=0.5)], device=CPU, batch_size=32, evaluate=False, skip_nonfinite=True)
     assert nonfinite(net) == []
-
-
-def test_run_phases_stops_at_a_nan_batch():
-    data = digits(train_images=64, nan_at=40)
-    net, _ = transformed(data)
-    with pytest.raises(NonFiniteLossError, match=r"phase 1/1 epoch 1/1, step 2"):
-        run_phases(net, DataLoader(data.train, batch_size=32), [Phase(1, lr=0.05, mask_lr=0.5)], CPU)
-    assert nonfinite(net, buffers=False) == []
 
 
 DDP_SCRIPT = """

@@ -2,6 +2,7 @@
 (BinaryConnect gradients on real masks, K-of-N sampling, clipping) recovers the one right input."""
 import torch
 
+import maskfx
 from maskfx.nn import BranchGates, MaskedConnection
 
 
@@ -11,6 +12,7 @@ def test_maskconnect_mask_finds_the_planted_input():
     target = candidates[2]  # the block should read candidate 2 alone
     layer = MaskedConnection([(8, (1, 1))] * 5, fan_in=1).train()
     optimizer = torch.optim.SGD([layer.mask], lr=0.02)
+    maskfx.clip_masks_after_steps(optimizer, layer)
     for _ in range(150):
         optimizer.zero_grad()
         (layer(*candidates) - target).square().mean().backward()
@@ -26,6 +28,7 @@ def test_gateconnect_gates_find_each_branchs_planted_source():
     target = torch.relu(u[:, planted].mean(2))
     gates = BranchGates(4, 6, fan_in=2).train()
     optimizer = torch.optim.SGD([gates.mask], lr=0.05)
+    maskfx.clip_masks_after_steps(optimizer, gates)
     for _ in range(300):
         optimizer.zero_grad()
         (gates(u) - target).square().mean().backward()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.utils.data import TensorDataset
 
 import maskfx
 from maskfx.graph.channel_pad import absorb_channel_pads
@@ -16,7 +17,7 @@ from maskfx.graph.surgery import finish
 from maskfx.layers.adapt import adapt, pad_channels
 from maskfx.layers.kofn import SWITCH_MARGIN
 from maskfx.nn import MaskedConnection
-from maskfx.train import maskconnect_recipe, preset
+from maskfx.train import Data, fit, maskconnect_recipe, preset
 from models import HandResidual, TwoInputs
 
 
@@ -70,6 +71,7 @@ def test_clipping_and_all_zero_guard_hold_after_optimizer_steps(optimizer):
     torch.manual_seed(3)
     layer = connection(4, 2).train()
     opt = optimizer(maskfx.param_groups(layer, lr=0.0, mask_lr=5.0))
+    maskfx.clip_masks_after_steps(opt, layer)
     for direction in (1.0, -1.0, -1.0):
         opt.zero_grad()
         layer.mask.grad = torch.full((4,), direction)  # push every entry past a bound
@@ -146,6 +148,7 @@ def test_train_freeze_collapse_and_export(name, tmp_path):
     masks = [m.mask for m in net.modules() if isinstance(m, MaskedConnection)]
     before = [m.detach().clone() for m in masks]
     opt = torch.optim.SGD(maskfx.param_groups(net, lr=0.01, mask_lr=0.3, weight_decay=1e-4), momentum=0.9)
+    maskfx.clip_masks_after_steps(opt, net)
     for _ in range(2):
         opt.zero_grad()
         F.cross_entropy(net.train()(x), torch.tensor([0, 1, 2, 3])).backward()
@@ -201,13 +204,14 @@ def test_maskconnect_needs_example_inputs_and_validates_its_config():
 
 
 def test_phase_recipe_runs_joint_then_frozen_phases():
-    from maskfx.train import run_phases
     phases = maskconnect_recipe(lr=0.05, mask_lr=0.2, epochs=(1, 1, 1, 0))
     assert [(p.lr, p.mask_lr, p.freeze_first) for p in phases] == [
         (0.05, 0.2, False), (0.05, 0.0, True), (0.005, 0.0, False), (0.0005, 0.0, False)]
     net = maskfx.transform(HandResidual(), maskconnect=True, example_inputs=(torch.randn(2, 3, 8, 8),))
-    data = [(torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))) for _ in range(2)]
-    losses = run_phases(net, data, phases, torch.device("cpu"))
+    train = TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,)))
+    history = fit(net, Data(train, train, 4, (3, 8, 8)), phases, device=torch.device("cpu"), batch_size=8,
+                  evaluate=False)
+    losses = [record["loss"] for record in history]
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert all(m.frozen for m in net.modules() if isinstance(m, MaskedConnection))
     with pytest.raises(ValueError, match="epochs"):
@@ -310,6 +314,7 @@ def test_no_mask_row_is_ever_all_zero_after_an_optimizer_step(optimizer, lr):
     torch.manual_seed(8)
     masks = KOfNMasks((3, 4), fan_in=2)
     opt = optimizer([masks.mask], lr=lr)  # not param_groups: this test must not depend on its grouping
+    maskfx.clip_masks_after_steps(opt, masks)
     for step in range(6):
         opt.zero_grad()
         grad = torch.full((3, 4), 1.0)  # push rows 0 and 1 below zero ...
@@ -409,6 +414,7 @@ def test_top_k_from_the_previous_start_trains_the_original_network():
 def _switches(layer: MaskedConnection, candidates, target, steps: int = 60) -> tuple[int, list[int]]:
     """Train ``layer``'s mask towards ``target``; how often its training wiring changed, and where it ends."""
     optimizer = torch.optim.SGD([layer.mask], lr=0.1)
+    maskfx.clip_masks_after_steps(optimizer, layer)
     wirings = []
     for _ in range(steps):
         optimizer.zero_grad()

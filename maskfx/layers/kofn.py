@@ -1,13 +1,10 @@
 """K-of-N masks: the learned choice of K inputs out of N that MaskConnect's connections and
 GateConnect's branch gates both make (Ahmed & Torresani, 2018), and the clipping that keeps the
-real masks in ``[0, 1]`` after any optimizer step."""
+real masks in ``[0, 1]`` after an optimizer step (``clip_masks``)."""
 from __future__ import annotations
-
-import weakref
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from maskfx.errors import UserError
 
@@ -21,11 +18,6 @@ ALL_ZERO_FLOOR = 1e-3  # a mask row clipped to all zeros is lifted to this unifo
 # margin of 0.3, no switch, and the trained chain kept its accuracy.
 SWITCH_MARGIN = 0.3
 
-# id -> mask; tensors compare elementwise, so membership is by identity, not by a WeakSet's ==.
-_clipped_masks: "weakref.WeakValueDictionary[int, nn.Parameter]" = weakref.WeakValueDictionary()
-_hook_handle = None
-
-
 @torch.no_grad()
 def clip_mask_(mask: torch.Tensor) -> None:
     """Clip to ``[0, 1]``; each row (last dim: one K-of-N choice) clipped to all zeros becomes
@@ -35,19 +27,14 @@ def clip_mask_(mask: torch.Tensor) -> None:
     mask.add_((mask.sum(-1, keepdim=True) == 0).to(mask.dtype) * ALL_ZERO_FLOOR)
 
 
-def _clip_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if _clipped_masks.get(id(p)) is p:
-                clip_mask_(p)
-
-
-def register_clipped_mask(mask: nn.Parameter) -> None:
-    """Keep ``mask`` in ``[0, 1]`` after every ``torch.optim`` step, whichever optimizer it is."""
-    global _hook_handle
-    _clipped_masks[id(mask)] = mask
-    if _hook_handle is None:
-        _hook_handle = register_optimizer_step_post_hook(_clip_after_step)
+def clip_masks(net: nn.Module) -> None:
+    """Clip the real masks of every K-of-N layer in ``net`` (``net`` may be one) to ``[0, 1]``,
+    lifting all-zero rows (``clip_mask_``): the clip of the papers' update
+    ``m <- clip(m - lr * dL/dm)``. Call it after each optimizer step that updates the masks, or let
+    ``maskfx.train.clip_masks_after_steps`` call it after every step of that one optimizer."""
+    for module in net.modules():
+        if isinstance(module, KOfNMasks):
+            clip_mask_(module.mask)
 
 
 def check_kofn_args(fan_in: int, init: str, sampling: str = "multinomial") -> None:
@@ -68,7 +55,8 @@ class KOfNMasks(nn.Module):
     one's by ``SWITCH_MARGIN``, so a switch sticks), returned as a binary tensor whose gradient
     flows to every entry of ``m~`` (straight-through, as BinaryConnect). Eval: the top K of each
     row (``"top-k"``: the selected K, what training used). ``freeze`` fixes that choice for good.
-    The masks stay in ``[0, 1]`` after any ``torch.optim`` step and never become all zero.
+    ``clip_masks`` keeps the masks in ``[0, 1]`` with no all-zero row; ``fit`` calls it after
+    every step.
     """
 
     def __init__(self, shape: tuple[int, ...], fan_in: int, init: str = "uniform", sampling: str = "multinomial") -> None:
@@ -82,7 +70,6 @@ class KOfNMasks(nn.Module):
         if init == "previous":
             start[..., -1] = 1.0
         self.mask = nn.Parameter(start)
-        register_clipped_mask(self.mask)
         self.register_buffer("frozen_mask", torch.zeros(shape))
         self.register_buffer("frozen", torch.tensor(False))
         self.register_buffer("selected", self.top_k())  # the wiring "top-k" sampling trains on
@@ -141,13 +128,12 @@ class KOfNMasks(nn.Module):
     def sample(self) -> torch.Tensor:
         """K distinct candidates per row drawn from the normalised masks (or the selected K, updated
         with the switch margin), as a binary mask."""
-        register_clipped_mask(self.mask)  # again: a deep copy of this layer skipped __init__
         if self.sampling == "top-k":
             with torch.no_grad():
                 self.selected.copy_(self._switched())
             return self.selected.clone()
         with torch.no_grad():
-            clip_mask_(self.mask)  # a safety net for updates made outside torch.optim
+            clip_mask_(self.mask)  # the draw needs it: a loop may step the masks without clip_masks
             weights = self.mask.detach() + 1e-12  # zero entries stay drawable when fewer than K are positive
             drawn = torch.multinomial(weights / weights.sum(-1, keepdim=True), self.fan_in, replacement=False)
         return torch.zeros_like(self.frozen_mask).scatter_(-1, drawn, 1.0)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from maskfx.errors import UserError
 
@@ -68,15 +68,6 @@ def digits_split(image_size: int = 32, test_fraction: float = 0.25, seed: int = 
     test, train = order[:n_test], order[n_test:]
     return Data(TensorDataset(images[train], labels[train]), TensorDataset(images[test], labels[test]),
                 NUM_CLASSES, tuple(images.shape[1:]))
-
-
-def digits_loaders(batch_size: int = 64, image_size: int = 32, test_fraction: float = 0.25,
-                   seed: int = 0) -> tuple[DataLoader, DataLoader]:
-    """Shuffled train loader and ordered test loader over a fixed, seeded split."""
-    data = digits_split(image_size, test_fraction, seed)
-    train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(seed))
-    return train_loader, DataLoader(data.test, batch_size=256)
 
 
 class GrayImages(Dataset):

@@ -1,8 +1,8 @@
 """Data-parallel training with ``torchrun``: process group, model wrapping, shared structure draws.
 
 How the replicas stay identical:
-- weights and structure parameters: DistributedDataParallel averages every gradient, and the
-  masks clip themselves after each (identical) optimizer step;
+- weights and structure parameters: DistributedDataParallel averages every gradient, and
+  ``fit`` clips the masks after each (identical) optimizer step;
 - BatchNorm statistics: DDP broadcasts rank 0's buffers before each forward, and ``fit`` once
   more after each epoch (``sync_buffers``);
 - the random structure a training forward draws (each technique's ``DRAWS`` layers: Blockout

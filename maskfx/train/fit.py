@@ -21,7 +21,7 @@ from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
 from maskfx.train.data import Data
 from maskfx.train.distill import Distillation
 from maskfx.train.loop import accuracy, predict, run_epoch
-from maskfx.train.params import param_groups
+from maskfx.train.params import clip_masks_after_steps, param_groups
 from maskfx.train.optimizers import Optimizers
 from maskfx.train.phases import Phase
 from maskfx.transform import freeze
@@ -36,12 +36,13 @@ GATE_LR = 0.2  # Adam's learning rate for channel gates (CoFi trains its L0 gate
 
 def _optimizers(net: nn.Module, phase: Phase, momentum: float,
                 weight_decay: float) -> tuple[torch.optim.Optimizer | Optimizers, torch.optim.SGD]:
-    """SGD for the weights and the masks; Adam for channel gates, whose budget gradient is of the
-    order of their share of the MACs, which Adam's normalisation evens out. Returns the optimizer
-    the loop steps and the SGD the learning-rate schedule follows."""
+    """SGD for the weights and the masks, which it clips after each step; Adam for channel gates,
+    whose budget gradient is of the order of their share of the MACs, which Adam's normalisation
+    evens out. Returns the optimizer the loop steps and the SGD the learning-rate schedule follows."""
     groups = param_groups(net, lr=phase.lr, mask_lr=phase.mask_lr, weight_decay=weight_decay)
     gates = [g for g in groups if g["name"] == "gates"]
     sgd = torch.optim.SGD([g for g in groups if g["name"] != "gates"], lr=phase.lr, momentum=momentum)
+    clip_masks_after_steps(sgd, net)
     if not gates or phase.mask_lr == 0:  # a phase without structure learning leaves the gates as they are
         return sgd, sgd
     for group in gates:

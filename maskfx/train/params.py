@@ -1,10 +1,14 @@
-"""Optimizer parameter groups that keep structure parameters apart from weights."""
+"""Optimizer parameter groups that keep structure parameters apart from weights, and the mask
+clipping that completes an optimizer's step on them."""
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from maskfx import techniques
 from maskfx.errors import UserError
+from maskfx.layers.kofn import clip_masks
 
 
 def structure_parameters(net: nn.Module, layers: type | tuple[type, ...] = nn.Module) -> list[nn.Parameter]:
@@ -55,3 +59,15 @@ def param_groups(net: nn.Module, lr: float, mask_lr: float | None = None, weight
     weights = [p for p in net.parameters() if p.requires_grad and id(p) not in taken]
     return [{"params": weights, "lr": lr, "weight_decay": weight_decay, "name": "weights"},
             *(g for g in structure.values() if g["params"])]
+
+
+def clip_masks_after_steps(optimizer: torch.optim.Optimizer, net: nn.Module) -> RemovableHandle:
+    """Clip ``net``'s K-of-N masks (``maskfx.clip_masks``) after every step of ``optimizer``, the
+    one that updates them: the papers' ``m <- clip(m - lr * dL/dm)`` with any optimizer. The hook
+    is this optimizer's alone (``register_step_post_hook``), so other optimizers and other models
+    in the process are left as they are. Returns the handle that removes it.
+    """
+    def clip(_optimizer: torch.optim.Optimizer, _args: tuple, _kwargs: dict) -> None:
+        clip_masks(net)
+
+    return optimizer.register_step_post_hook(clip)

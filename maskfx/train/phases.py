@@ -4,20 +4,13 @@ The papers' recipes are named presets (``preset("maskconnect-resnet")``), taken 
 appendix A.6 and GateConnect's appendix E: four phases -- joint learning of weights (lr 0.1) and
 masks/gates, then the top-K connectivity frozen and the weights fine-tuned at 0.1, 0.01 and 0.001
 -- with SGD at momentum 0.9 on the weights and plain gradient descent on the masks (the papers'
-update ``m <- clip(m - lr * dL/dm)``; see ``param_groups``).
+update ``m <- clip(m - lr * dL/dm)``; see ``param_groups``). ``fit`` trains a net through them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
-
-import torch
-from torch import nn
 
 from maskfx.errors import UserError
-from maskfx.train.loop import train_epochs
-from maskfx.train.params import param_groups
-from maskfx.transform import freeze
 
 
 @dataclass(frozen=True)
@@ -80,20 +73,3 @@ def preset(name: str) -> Preset:
         raise UserError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]
 
-
-def run_phases(net: nn.Module, loader: Iterable, phases: Iterable[Phase], device: torch.device,
-               momentum: float = 0.9, weight_decay: float = 1e-4, amp: bool = True,
-               skip_nonfinite: bool = False) -> list[float]:
-    """Train ``net`` through ``phases`` with SGD; returns each phase's last-epoch mean loss. A
-    non-finite loss raises ``NonFiniteLossError`` before its step, or skips the batch with
-    ``skip_nonfinite`` (``run_epoch``)."""
-    phases, losses = list(phases), []
-    for i, phase in enumerate(phases):
-        if phase.freeze_first:
-            freeze(net)
-        groups = param_groups(net, lr=phase.lr, mask_lr=phase.mask_lr, weight_decay=weight_decay)
-        optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=momentum)
-        if phase.epochs:
-            losses.append(train_epochs(net, loader, optimizer, phase.epochs, device, amp=amp,
-                                       desc=f"phase {i + 1}/{len(phases)}", skip_nonfinite=skip_nonfinite))
-    return losses
