@@ -4,6 +4,7 @@ import operator
 from unittest import mock
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.data import TensorDataset
 
 import maskfx
-from maskfx.graph.channel_pad import absorb_channel_pads
+from maskfx.export.peepholes import apply_peepholes
+from maskfx.graph.channel_pad import absorb_channel_pads, is_channel_pad
 from maskfx.graph.surgery import finish
 from maskfx.layers.adapt import adapt, pad_channels
 from maskfx.layers.kofn import SWITCH_MARGIN
@@ -464,8 +466,9 @@ def _read_two_back(net, location: str) -> None:
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_bypassed_downsampling_block_deploys_without_a_pad(name, tmp_path):
     """layer2.1 reads layer1's output (subsampled, zero-padded) once layer2.0 is bypassed: the pruned
-    graph feeds layer2.1's first conv the narrow tensor and adds it to the leading channels only,
-    so no Pad is left (ONNX Runtime's CPU layout has none) and the output is the same."""
+    graph pads it, exactly. Exported for ONNX Runtime's CPU provider (whose layout has no Pad),
+    layer2.1's first conv reads the narrow tensor and the residual adds it to the leading channels
+    only, so no Pad is left, the output is the same, and the deploy module is left as it was."""
     torch.manual_seed(6)
     model = torchvision.models.get_model(name, num_classes=4).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -475,18 +478,27 @@ def test_bypassed_downsampling_block_deploys_without_a_pad(name, tmp_path):
     deploy = maskfx.collapse(net, "prune")
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
-    assert not any("pad" in str(n.target) for n in deploy.graph.nodes)
-    assert maskfx.summary(deploy).collapse.technique("maskconnect").facts.pads_absorbed == 1
+    assert sum(map(is_channel_pad, deploy.graph.nodes)) == 1
+    bypassed = sum(p.numel() for p in model.layer2[0].parameters())
+    assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters()) - bypassed
     conv1 = model.layer2[1].conv1
     narrow = model.layer1[-1].conv1.in_channels if name == "resnet18" else model.layer1[-1].conv3.out_channels
-    removed = sum(p.numel() for p in model.layer2[0].parameters()) + conv1.weight[:, narrow:].numel()
-    assert sum(p.numel() for p in deploy.parameters()) == sum(p.numel() for p in model.parameters()) - removed
-    _, report = maskfx.export_onnx(deploy, tmp_path / "pruned.onnx", example_inputs=(x,))
-    assert report.ok and "Pad" not in report.op_counts and report.op_counts["Concat"] == 1
+    rewritten, _ = apply_peepholes(deploy, "CPUExecutionProvider", (x,))
+    assert sum(p.numel() for p in rewritten.parameters()) == \
+        sum(p.numel() for p in deploy.parameters()) - conv1.weight[:, narrow:].numel()
+    code, state = deploy.code, copy.deepcopy(deploy.state_dict())
+    path, report = maskfx.export_onnx(deploy, tmp_path / "pruned.onnx", example_inputs=(x,), device="cpu")
+    proto = onnx.load(path)
+    ops = [n.op_type for n in proto.graph.node] + [n.op_type for f in proto.functions for n in f.node]
+    assert report.ok and report.peepholes == {"channel_pad": 1}
+    assert "Pad" not in ops and ops.count("Concat") == 1
+    assert deploy.code == code and not deploy.training and deploy.state_dict().keys() == state.keys()
+    assert all(torch.equal(deploy.state_dict()[key], value) for key, value in state.items())
 
 
 def test_a_pad_summed_with_another_candidate_is_kept_and_exact():
-    """At K = 2 layer2.1 reads layer2.0 plus layer1.1 padded: the add is not a conv's, so the pad stays."""
+    """At K = 2 layer2.1 reads layer2.0 plus layer1.1 padded: the add is not a conv's, so the CPU
+    peephole keeps the pad."""
     torch.manual_seed(7)
     model = torchvision.models.resnet18(num_classes=4).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -499,7 +511,11 @@ def test_a_pad_summed_with_another_candidate_is_kept_and_exact():
     deploy = maskfx.collapse(maskfx.freeze(net).eval(), "prune")
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), net(x), rtol=1e-5, atol=1e-5)
-    assert sum("pad" in str(n.target) for n in deploy.graph.nodes) == 3  # layer2.1, layer3.1, layer4.1
+    rewritten, rewrites = apply_peepholes(deploy, "CPUExecutionProvider", (x,))
+    assert rewrites == {"channel_pad": 0}
+    assert sum(map(is_channel_pad, rewritten.graph.nodes)) == 3  # layer2.1, layer3.1, layer4.1
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), net(x), rtol=1e-5, atol=1e-5)
 
 
 def test_channel_pad_lowering_leaves_a_shared_convolution_alone():

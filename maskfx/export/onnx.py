@@ -13,7 +13,8 @@ from torch import nn
 
 from maskfx import techniques
 from maskfx.errors import UserError
-from maskfx.export.runtime import RuntimeSession, open_session
+from maskfx.export.peepholes import apply_peepholes
+from maskfx.export.runtime import RuntimeSession, open_session, providers_for
 
 # No random op may survive into a deployed graph.
 RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal",
@@ -55,7 +56,8 @@ class BatchCheck:
 @dataclass
 class ExportReport:
     """What ``export_onnx`` wrote and checked: the file, the ONNX Runtime provider that ran it,
-    its nodes per op type, any random op, and the parity with PyTorch per batch size."""
+    its nodes per op type, any random op, the parity with PyTorch per batch size, and the backend
+    peepholes applied for the provider ``device`` picked, with the rewrites each made."""
 
     path: Path
     provider: str
@@ -64,6 +66,7 @@ class ExportReport:
     op_counts: dict[str, int]
     random_ops: list[str]
     checks: list[BatchCheck] = field(default_factory=list)
+    peepholes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -79,8 +82,9 @@ class ExportReport:
 
     def __str__(self) -> str:
         parity = ", ".join(map(str, self.checks))
+        rewrites = ", ".join(f"{name} x{count}" for name, count in self.peepholes.items()) or "none"
         return (f"{self.path} ({self.file_bytes / 2**20:.1f} MiB, {self.node_count} nodes) on "
-                f"{self.provider}; random ops: {self.random_ops or 'none'}; {parity}; "
+                f"{self.provider}; peepholes: {rewrites}; random ops: {self.random_ops or 'none'}; {parity}; "
                 f"{'verified' if self.ok else 'FAILED'}")
 
 
@@ -160,13 +164,17 @@ def export_onnx(
     A failed check raises ``ExportVerificationError`` carrying the report. A ``maskfx.transform``
     result that still holds learned structure raises ``ValueError`` before anything is exported:
     ``collapse`` it first (a net with only Jumpout, the identity in eval mode, exports as it is).
-    Returns the path and the report; the file is a single ``.onnx`` unless the weights exceed
-    protobuf's 2 GiB.
+    The graph exported is ``model`` after the backend peepholes of the provider ``device`` picks
+    (``maskfx.export.peepholes``: exact rewrites, applied to a copy, so ``model`` is left as it is);
+    to export for a CPU deployment from a GPU machine, pass ``device="cpu"``. The parity check runs
+    ``model`` itself. Returns the path and the report; the file is a single ``.onnx`` unless the
+    weights exceed protobuf's 2 GiB.
     """
     example_inputs = tuple(example_inputs)
     if not example_inputs or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 for x in example_inputs):
         raise UserError("example_inputs must be a non-empty sequence of tensors with a batch dimension")
     _check_collapsed(model)
+    provider = providers_for(device)[0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -176,16 +184,17 @@ def export_onnx(
         trace_inputs = _batched(example_inputs, max(2, example_inputs[0].shape[0])) if dynamic_batch else example_inputs
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} for _ in trace_inputs) if dynamic_batch else None
-        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        exported, peepholes = apply_peepholes(model, provider, trace_inputs)
+        param_bytes = sum(p.numel() * p.element_size() for p in exported.parameters())
         with torch.no_grad():
-            torch.onnx.export(model, trace_inputs, path, dynamo=True, verbose=False, opset_version=opset,
+            torch.onnx.export(exported, trace_inputs, path, dynamo=True, verbose=False, opset_version=opset,
                               dynamic_shapes=dynamic_shapes, external_data=param_bytes > SINGLE_FILE_LIMIT)
         onnx.checker.check_model(os.fspath(path))
         proto = onnx.load(os.fspath(path), load_external_data=False)
         ops = op_histogram(proto)
         session = open_session(path, device=device)
         report = ExportReport(path, session.provider, path.stat().st_size, sum(ops.values()), dict(ops),
-                              sorted(op for op in ops if op in RANDOM_OPS))
+                              sorted(op for op in ops if op in RANDOM_OPS), peepholes=peepholes)
         if verify:
             sizes = (1, example_inputs[0].shape[0] + 2) if dynamic_batch else (example_inputs[0].shape[0],)
             report.checks += [_check_batch(model, session, _batched(example_inputs, size), atol, rtol)

@@ -51,17 +51,24 @@ class RuntimeSession:
         return self.session.run(None, self.feeds(inputs))
 
 
+def providers_for(device: str = "auto") -> list[str]:
+    """The providers a session for ``device`` asks ONNX Runtime for, first choice first: known
+    before any file exists, so an export can pick the rewrites for the provider that will run it."""
+    if device not in DEVICES:
+        raise UserError(f"device must be one of {DEVICES}, got {device!r}")
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and _cuda_provider_offered():
+        providers.insert(0, "CUDAExecutionProvider")
+    return providers
+
+
 def open_session(path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> RuntimeSession:
     """Open ``path`` in ONNX Runtime.
 
     ``device="auto"`` uses CUDA when torch sees a GPU and ORT's CUDA provider loads, else CPU;
     ``"cuda"`` raises if the CUDA provider does not load; ``"cpu"`` never tries it.
     """
-    if device not in DEVICES:
-        raise UserError(f"device must be one of {DEVICES}, got {device!r}")
-    providers = ["CPUExecutionProvider"]
-    if device != "cpu" and _cuda_provider_offered():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = providers_for(device)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; which provider runs is reported on the result
     if threads:

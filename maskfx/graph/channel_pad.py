@@ -1,10 +1,12 @@
-"""Deploy lowering of zero-padded channels: a pruned graph reads the narrow tensor itself.
+"""ONNX Runtime CPU peephole for zero-padded channels: the exported graph reads the narrow tensor itself.
 
 When a block reads a candidate narrower than its own input (a bypassed downsampling block, say),
-``collapse`` adds ``pad_channels``: zeros appended to dim 1. ONNX Runtime's CPU layout (NCHWc)
-has no Pad, so a Pad forces layout reorders and stops the Conv + Add + Relu fusion of its block
-and of every block after it (a pruned resnet50 with three pads kept 10 unfused Adds and 19
-reorders). A residual block uses its input twice, and both uses are rewritten exactly:
+``collapse`` adds ``pad_channels``: zeros appended to dim 1, a plain op every backend runs. ONNX
+Runtime's CPU layout (NCHWc) has no Pad, so a Pad forces layout reorders and stops the Conv + Add +
+Relu fusion of its block and of every block after it (a pruned resnet50 with three pads kept 10
+unfused Adds and 19 reorders). ``export_onnx`` therefore applies this rewrite, for the CPU provider
+only (``maskfx.export.peepholes``), to a copy of the deployed module. A residual block uses its
+input twice, and both uses are rewritten exactly:
 
 - a convolution reading ``pad(t)`` reads ``t`` with the weight's columns for the zero channels
   dropped: ``conv(pad(t)) == conv'(t)``;
@@ -12,7 +14,7 @@ reorders). A residual block uses its input twice, and both uses are rewritten ex
   BatchNorm), becomes ``cat([f[:, :c] + t, f[:, c:]], 1)`` with the convolution and BatchNorm
   split by output channel (both act per output channel), so no Slice is needed either.
 
-Anything else keeps its Pad: the lowering never changes what the graph computes.
+Anything else keeps its Pad: the rewrite never changes what the graph computes.
 """
 from __future__ import annotations
 
@@ -24,17 +26,23 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx.graph.surgery import add_operands, fresh_name, module_of, replace_with_module, shape_of
-from maskfx.layers.adapt import pad_channels, subsample
+from maskfx.layers.adapt import pad_channels
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+def is_channel_pad(node: fx.Node) -> bool:
+    """``node`` zero-pads channels (what ``absorb_channel_pads`` may rewrite)."""
+    return node.op == "call_function" and node.target is pad_channels
+
+
 def absorb_channel_pads(gm: fx.GraphModule) -> int:
     """Rewrite the consumers of every ``pad_channels`` node (see the module docstring); pads left
-    with no user are removed. Returns how many pads were removed."""
+    with no user are removed. Reads the widths shape propagation recorded: a pad whose input's
+    width is unknown is kept. Returns how many pads were removed."""
     removed = 0
-    for pad in [n for n in gm.graph.nodes if n.op == "call_function" and n.target is pad_channels]:
+    for pad in [n for n in gm.graph.nodes if is_channel_pad(n)]:
         narrow = pad.args[0]
         channels = _channels(narrow)
         if channels is None:
@@ -51,11 +59,7 @@ def absorb_channel_pads(gm: fx.GraphModule) -> int:
 
 
 def _channels(node: fx.Node) -> int | None:
-    """Channels of ``node``: recorded by shape propagation, or read through the subsampling and
-    same-width adds that ``collapse`` inserts (which keep them)."""
-    while shape_of(node) is None and node.op == "call_function" and \
-            (node.target is subsample or node.target is operator.add) and isinstance(node.args[0], fx.Node):
-        node = node.args[0]
+    """Channels of ``node``, as shape propagation recorded them."""
     shape = shape_of(node)
     return int(shape[1]) if shape is not None and len(shape) >= 2 else None
 

@@ -18,7 +18,6 @@ import torch
 import torch.fx as fx
 
 from maskfx.errors import UserError
-from maskfx.graph.channel_pad import absorb_channel_pads
 from maskfx.graph.marks import BLOCK, RESNEXT, block_name
 from maskfx.graph.surgery import add_operands, freeze_modules, fresh_name, is_elementwise, model_device, module_of, \
     nodes_calling, propagate_shapes, shape_of
@@ -187,25 +186,24 @@ def freeze(gm: fx.GraphModule) -> None:
 
 @dataclass(frozen=True)
 class MaskConnectLowered:
-    """The connectivity collapse fixed (each block with the inputs it reads, in graph order), the
-    blocks it removed because nothing read them, and the channel pads folded into convolutions."""
+    """The connectivity collapse fixed (each block with the inputs it reads, in graph order) and the
+    blocks it removed because nothing read them."""
 
     connections: tuple[tuple[str, tuple[str, ...]], ...]
     removed_blocks: tuple[str, ...]
-    pads_absorbed: int
 
     def notes(self) -> list[str]:
         if not self.connections:
             return []
         wiring = "; ".join(f"{block} <- {', '.join(sources)}" for block, sources in self.connections)
         return [f"maskconnect collapse: connections {wiring}; removed {len(self.removed_blocks)} unused blocks: "
-                f"{', '.join(self.removed_blocks) or 'none'}"
-                + (f"; {self.pads_absorbed} channel pad(s) absorbed into the convolutions reading them"
-                   if self.pads_absorbed else "")]
+                f"{', '.join(self.removed_blocks) or 'none'}"]
 
 
 def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> MaskConnectLowered:
-    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed."""
+    """Both modes fix the top-K (or frozen) connectivity; blocks nobody reads are removed. A
+    narrower candidate is read through a plain ``pad_channels``, exact on every backend; the
+    rewrite that suits ONNX Runtime's CPU provider is applied by ``export_onnx``."""
     names = block_names(gm)
     connections = []
     for node, layer in list(nodes_calling(gm, MaskedConnection)):
@@ -223,7 +221,6 @@ def collapse(gm: fx.GraphModule, mode: str, config: MaskConnectConfig) -> MaskCo
             if BLOCK in node.meta and not node.users and node.op != "output":
                 gm.graph.erase_node(node)
                 removed = True
-    absorbed = absorb_channel_pads(gm)
     kept = {n.meta[BLOCK] for n in gm.graph.nodes if BLOCK in n.meta}
     gone = tuple(name for key, name in names.items() if key not in kept)
-    return MaskConnectLowered(tuple(connections), gone, absorbed)
+    return MaskConnectLowered(tuple(connections), gone)
