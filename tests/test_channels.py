@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 import maskfx
 from maskfx.budget import GROWTH, budget_penalty
@@ -195,6 +196,17 @@ class PlantedBranches(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+def _trained_start(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int) -> nn.Module:
+    """``model`` trained on the planted task by SGD, what is planted dead kept dead (``kill``)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        model.kill()
+    return model
+
+
 def _learn_under_budget(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: float, round_to: int):
     """The budget's learning as ``fit`` runs it: weights by SGD, gates by Adam at 0.2."""
     net = maskfx.transform(model.train(), channels=maskfx.ChannelConfig(round_to=round_to), example_inputs=(x[:2],),
@@ -223,13 +235,7 @@ def test_a_budget_closes_the_branches_that_carry_nothing():
     torch.manual_seed(0)
     x = torch.randn(256, 1, 8, 8)
     labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
-    model = PlantedBranches()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(200):  # a trained start
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), labels).backward()
-        optimizer.step()
-        model.kill()
+    model = _trained_start(PlantedBranches(), x, labels, steps=200)
     full = count_macs(model.eval(), x[:1])
     net = _learn_under_budget(model, x, labels, budget=0.55, round_to=4)
     branches = next(g for g in gates_of(net).values() if "branches" in g.space.grouped)
@@ -238,6 +244,52 @@ def test_a_budget_closes_the_branches_that_carry_nothing():
     assert closed_in_eval[4:].all()  # learning closed every dead branch
     deploy = maskfx.collapse(net, "prune")
     assert deploy.branches.groups == 4 and count_macs(deploy, x[:1]) / full <= 0.55
+
+
+class PlantedBlocks(nn.Module):
+    """A stem and four residual blocks (torchvision's ``BasicBlock``); blocks 1 and 3 are zeroed
+    at their last BatchNorm, and stay zero (not trained), so their residual branch adds nothing:
+    each is its input, ReLU'd."""
+
+    DEAD = (1, 3)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.blocks = nn.Sequential(*(BasicBlock(16, 16) for _ in range(4)))
+        self.head = nn.Linear(16, 2)
+        self.kill()
+
+    @torch.no_grad()
+    def kill(self) -> None:
+        for index in self.DEAD:
+            for parameter in (self.blocks[index].bn2.weight, self.blocks[index].bn2.bias):
+                parameter.zero_().requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(self.blocks(torch.relu(self.bn(self.stem(x)))).mean((2, 3)))
+
+
+def test_a_budget_removes_the_blocks_that_add_nothing():
+    """Depth through the same gates as width: a block's inside is a space that may close
+    entirely. Under a budget that removing the two dead blocks nearly meets, learning closes
+    their insides entirely and only narrows the live blocks (the planted task does not need
+    every live channel: which of those go is not planted, that no live block goes is), and the
+    pruned graph has lost exactly the dead blocks' convolutions, exactly."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 8, 8)
+    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    model = _trained_start(PlantedBlocks(), x, labels, steps=100)
+    full = count_macs(model.eval(), x[:1])
+    net = _learn_under_budget(model, x, labels, budget=0.45, round_to=4)
+    insides = {g.space.name: int(g.frozen_mask.sum()) for g in gates_of(net).values() if g.space.closable}
+    assert set(insides) == {f"channels of blocks.{i}.conv1" for i in range(4)}
+    assert [insides[f"channels of blocks.{i}.conv1"] == 0 for i in range(4)] == [i in PlantedBlocks.DEAD
+                                                                               for i in range(4)]
+    deploy = maskfx.collapse(net.eval(), "prune", example_inputs=(x[:8],))
+    assert maskfx.summary(deploy).collapse.exact and count_macs(deploy, x[:1]) / full <= 0.45
+    layers = {n.target for n in deploy.graph.nodes if n.op == "call_module"}
+    assert all((f"blocks.{i}.conv1" in layers) == (i not in PlantedBlocks.DEAD) for i in range(4))
 
 
 @pytest.mark.parametrize("name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow),

@@ -7,7 +7,8 @@ tensors joins their spaces (a closed channel must be closed in both, or the sum 
 there); depthwise and grouped convolutions map a space to itself, in units of one group. A space
 is *fixed* (never gated) when something reads it that pruning could not follow or that would not
 keep a closed channel at zero: a model output or input, an op this pass does not know, a
-BatchNorm after a merge, a layer called twice.
+BatchNorm after a merge, a layer called twice. A space may close *entirely* when every layer
+reading it ends a residual branch (``branch_ends``): a block's inside, whose closing removes it.
 
 This is the project's own analysis rather than Torch-Pruning's ``DependencyGraph``: that one
 couples a grouped convolution's input channels and not its groups (ResNeXt's branches would be
@@ -28,6 +29,7 @@ from torchvision.ops import StochasticDepth
 
 from maskfx.graph.surgery import ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS, ELEMENTWISE_MODULES, module_of, shape_of
 from maskfx.techniques.channels.cost import Term
+from maskfx.techniques.channels.layers import BranchEnd
 
 PASS_MODULES = ELEMENTWISE_MODULES + (nn.Dropout, nn.Dropout2d, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d,
                                       nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, StochasticDepth)
@@ -40,6 +42,7 @@ NONZERO_AT_ZERO_FUNCTIONS = {torch.sigmoid, F.hardsigmoid}
 JOIN_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul}
 JOIN_METHODS = {"add", "add_", "mul", "mul_"}
 PRODUCT = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 FLATTENS = {torch.flatten, "flatten", "view", "reshape", "squeeze", torch.squeeze, torch.reshape}
 REDUCTIONS = {"mean", "sum", "amax", torch.mean, torch.sum, torch.amax}
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -322,6 +325,39 @@ class Analysis:
             if space.fixed is None and space.producers and space.channels % space.unit == 0:
                 roots.append(index)
         return roots
+
+    def branch_ends(self, roots: list[int]) -> dict[int, list[BranchEnd]]:
+        """The spaces among ``roots`` that may close entirely, with their readers as branch ends.
+
+        A branch end reads only its space, is called once, and its output, through at most its
+        BatchNorm, is only added to another tensor of the same shape. Two branch ends added to
+        each other would leave a constant without the batch's shape, so their spaces stay open.
+        """
+        nodes = {n.target: n for n in self.gm.graph.nodes if n.op == "call_module"}
+        candidates: dict[int, list[tuple[BranchEnd, fx.Node, fx.Node]]] = {}
+        for root in roots:
+            ends = [self._branch_end(nodes[module], offset) for module, offset in self.spaces[root].readers]
+            if ends and all(end is not None for end in ends):
+                candidates[root] = ends
+        tails = {tail: root for root, ends in candidates.items() for _, tail, _ in ends}
+        return {root: [end for end, _, _ in ends] for root, ends in candidates.items()
+                if not any(other in tails for _, tail, add in ends for other in add.all_input_nodes
+                           if other is not tail)}
+
+    def _branch_end(self, node: fx.Node, offset: int) -> tuple[BranchEnd, fx.Node, fx.Node] | None:
+        """``node`` as a branch end, with its tail (it or its BatchNorm) and the add reading that."""
+        layout = self._layout(node.args[0])
+        if offset != 0 or layout is None or len(layout.segments) != 1 or self.calls[node.target] != 1:
+            return None
+        tail, norm = node, None
+        if len(node.users) == 1 and isinstance(module_of(self.gm, next(iter(node.users))), NORMS):
+            tail = next(iter(node.users))
+            norm = tail.target
+        add = next(iter(tail.users)) if len(tail.users) == 1 else None
+        if add is None or add.target not in ADDS or len(add.all_input_nodes) != 2 \
+                or any(shape_of(v) != shape_of(add) for v in add.all_input_nodes):
+            return None
+        return BranchEnd(node.target, norm, len(shape_of(tail)), layout.dim), tail, add
 
     def fixed(self) -> list[tuple[int, str]]:
         """Each fixed space written by a layer, with the reason (the summary lists them)."""

@@ -38,9 +38,23 @@ class Reader:
 
 
 @dataclass
+class BranchEnd:
+    """A layer that reads only this space and whose output (through its BatchNorm ``norm``) is
+    only added to another tensor: with the space closed it adds a constant, its bias through the
+    BatchNorm, shaped to broadcast (``rank`` dims, channels on ``dim``)."""
+
+    module: str
+    norm: str | None
+    rank: int
+    dim: int
+
+
+@dataclass
 class ChannelSpace:
     """The record of one set of channels that must go together: joined by adds or elementwise
-    products, read by depthwise or grouped convolutions (whose unit, a group, goes whole)."""
+    products, read by depthwise or grouped convolutions (whose unit, a group, goes whole).
+    ``ends``: when every reader is a ``BranchEnd``, the space may close entirely, and the residual
+    branch it is the inside of goes with it (depth, through the same gates as width)."""
 
     name: str
     channels: int
@@ -48,6 +62,11 @@ class ChannelSpace:
     producers: list[Producer] = field(default_factory=list)
     grouped: list[str] = field(default_factory=list)  # grouped/depthwise convs mapping the space to itself
     readers: list[Reader] = field(default_factory=list)
+    ends: list[BranchEnd] = field(default_factory=list)
+
+    @property
+    def closable(self) -> bool:
+        return bool(self.ends)
 
 
 class ChannelGate(nn.Module):

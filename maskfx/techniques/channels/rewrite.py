@@ -4,6 +4,7 @@ and, in "prune" mode, removes every closed channel from each layer it touches.""
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from dataclasses import dataclass, replace
 
@@ -12,12 +13,12 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx.errors import UserError
-from maskfx.graph.surgery import nodes_calling, propagate_shapes
+from maskfx.graph.surgery import fresh_name, nodes_calling, propagate_shapes
 from maskfx.state import Rejection, Rewrite, Site, get_state
 from maskfx.techniques.channels.analysis import Analysis
 from maskfx.techniques.channels.config import ChannelConfig
 from maskfx.techniques.channels.cost import Term, cost
-from maskfx.techniques.channels.layers import ChannelGate, ChannelSpace, Producer, Reader
+from maskfx.techniques.channels.layers import BranchEnd, ChannelGate, ChannelSpace, Producer, Reader
 
 TECHNIQUE = "channels"
 CONFIG = ChannelConfig
@@ -32,6 +33,7 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
     propagate_shapes(gm, example_inputs)
     analysis = Analysis(gm)
     roots = analysis.prunable()
+    ends = analysis.branch_ends(roots)
     gate_of = {root: f"s{i}" for i, root in enumerate(roots)}
     terms = [replace(t, inputs=[(gate_of.get(analysis.root(space)), width) for space, width in t.inputs],
                      output=None if t.output is None else gate_of.get(analysis.root(t.output)))
@@ -46,7 +48,7 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
         producers = [Producer(node.target, getattr(analysis.norm_of.get(node), "target", None), dim)
                      for node, dim in space.producers]
         record = ChannelSpace(f"channels of {producers[0].module}", space.channels, space.unit, producers,
-                              list(space.grouped), [Reader(m, o) for m, o in space.readers])
+                              list(space.grouped), [Reader(m, o) for m, o in space.readers], ends.get(root, []))
         gate = ChannelGate(record, config.init_keep, config.temperature).to(_device(gm))
         name = gate_of[root]
         container.add_module(name, gate)
@@ -56,9 +58,10 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
                 call = gm.graph.call_module(f"{CONTAINER}.{name}", (after, dim))
             after.replace_all_uses_with(call, delete_user_cb=lambda user: user is not call)
         unit = f", unit {space.unit}" if space.unit > 1 else ""
+        closable = ", may close entirely (a residual branch)" if record.closable else ""
         sites.append(Site(TECHNIQUE, f"{CONTAINER}.{name}", record.name,
                           f"{space.channels} channels{unit}, {len(producers)} writer(s), "
-                          f"{len(record.readers)} reader(s)"))
+                          f"{len(record.readers)} reader(s){closable}"))
     rejected = [Rejection(TECHNIQUE, f"channels of {analysis.spaces[i].producers[0][0].target}", reason)
                 for i, reason in analysis.fixed()]
     if not sites:
@@ -101,7 +104,8 @@ def macs(gm: fx.GraphModule, kind: str) -> torch.Tensor | float | None:
     elif kind == "kept":
         kept = {name: float((g.deterministic() > 0).sum()) * g.space.unit for name, g in gates.items()}
     elif kind == "min":
-        kept = {name: float(min(_step(g, _round_to(gm)), g.space.channels)) for name, g in gates.items()}
+        kept = {name: 0.0 if g.space.closable else float(min(_step(g, _round_to(gm)), g.space.channels))
+                for name, g in gates.items()}
     else:
         raise ValueError(f"kind must be full, expected, kept or min, got {kind!r}")
     return cost(terms_of(gm), kept)
@@ -119,7 +123,8 @@ def _step(gate: ChannelGate, round_to: int) -> int:
 # -- freeze -----------------------------------------------------------------------------------------
 def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str, torch.Tensor]:
     """The units each gate keeps. Units close in order of their probability of being open, in
-    chunks that keep every width a multiple of ``round_to`` (and never below one chunk), until the
+    chunks that keep every width a multiple of ``round_to`` (and never below one chunk, unless the
+    space may close entirely: the inside of a residual branch), until the
     gated layers' MACs are at or under ``allowed``, then the most likely open chunks that still fit
     reopen (so the last, perhaps large, chunk closed does not leave budget unspent); without a budget, the units eval closes go
     (rounded up to the step). Ties go to the space that keeps the largest share of its width, so
@@ -136,7 +141,8 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
         if allowed is None:
             open_units = int((gate.deterministic() > 0).sum())
             step = _step(gate, round_to) // gate.space.unit
-            kept_units[name] = min(units, max(step, math.ceil(open_units / step) * step))
+            least = 0 if gate.space.closable else step
+            kept_units[name] = min(units, max(least, math.ceil(open_units / step) * step))
         else:
             kept_units[name] = units
 
@@ -149,11 +155,13 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
     def lower_count(name: str) -> int | None:
         step, count = step_of(name), kept_units[name]
         lower = ((count - 1) // step) * step
-        return lower if lower >= step else None
+        return lower if lower >= step or (count > 0 and gates[name].space.closable) else None
 
     def upper_count(name: str) -> int | None:
+        """The next larger count; none for a branch closed whole (one chunk would bring back two
+        layers' latency for a sliver of their MACs)."""
         step, count, units = step_of(name), kept_units[name], len(order[name])
-        return min(units, (count // step + 1) * step) if count < units else None
+        return min(units, (count // step + 1) * step) if 0 < count < units else None
 
     def chunk_score(name: str, fewer: int, more: int) -> float:
         """The mean keep probability of the units between two counts (the order's tail is kept)."""
@@ -183,6 +191,12 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
             if cost(terms, kept_channels(kept_units)) > allowed:
                 kept_units[name] = fewer
                 refused.add(name)
+        # A branch whose every kept unit eval already closes goes whole: the eval function has only
+        # its constant, and what is left of it would cost two layers' latency for nothing.
+        for name, gate in gates.items():
+            kept = order[name][len(order[name]) - kept_units[name]:]
+            if gate.space.closable and kept and not (gate.deterministic().detach()[kept] > 0).any():
+                kept_units[name] = 0
     # The kept units of a gate: the most likely to be open, however many the count says.
     masks = {}
     for name, gate in gates.items():
@@ -279,11 +293,14 @@ def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> ChannelsLo
     if mode != "prune":
         return ChannelsLowered(mode, len(gates), before, before)
     removed_in: dict[str, list[int]] = {}
-    kept_total = 0
+    kept_total, closed_branches = 0, []
     for name, gate in gates.items():
         keep = (values[name] > 0).nonzero().flatten()
         kept_total += keep.numel()
         if keep.numel() == gate.space.channels:
+            continue
+        if keep.numel() == 0:  # a closable space: its branch ends become constants, the rest is dead
+            closed_branches += gate.space.ends
             continue
         closed = (values[name] == 0).nonzero().flatten().tolist()
         for producer in gate.space.producers:
@@ -304,4 +321,31 @@ def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> ChannelsLo
         width = module.weight.shape[1]
         gone = set(closed)
         _slice_in(module, torch.tensor([c for c in range(width) if c not in gone], dtype=torch.long))
+    for end in closed_branches:
+        _add_a_constant(gm, end)
+    gm.graph.eliminate_dead_code()  # the closed branches' insides: nothing reads them now
     return ChannelsLowered(mode, len(gates), before, kept_total)
+
+
+def _add_a_constant(gm: fx.GraphModule, end: BranchEnd) -> None:
+    """A branch end whose input space closed: its output is its bias (zero without one) through
+    its BatchNorm, the same at every position, so the add reads that constant instead."""
+    layer = gm.get_submodule(end.module)
+    value = layer.bias.detach() if getattr(layer, "bias", None) is not None else layer.weight.new_zeros(
+        layer.weight.shape[0])
+    nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
+    tail = nodes[end.module]
+    if end.norm is not None:
+        norm = gm.get_submodule(end.norm)
+        value = nn.functional.batch_norm(value[None], norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                         False, 0.0, norm.eps)[0]
+        tail = nodes[end.norm]
+    shape = [1] * end.rank
+    shape[end.dim] = -1
+    name = fresh_name(gm, f"{end.module.replace('.', '_')}_constant")
+    gm.register_buffer(name, value.reshape(shape).clone())
+    with gm.graph.inserting_before(tail):
+        constant = gm.graph.get_attr(name)
+    tail.replace_all_uses_with(constant)
+    (add,) = constant.users  # out of place: an in-place add into the constant would write the buffer
+    add.target = {operator.iadd: operator.add, "add_": "add"}.get(add.target, add.target)
