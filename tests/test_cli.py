@@ -39,8 +39,8 @@ def test_transform_train_export_summary(tmp_path, capsys):
                  "--out", str(tmp_path / "t.pt")]) == 0
     assert main(["train", "--checkpoint", str(tmp_path / "t.pt"), "--image-size", "16", "--limit", "64",
                  "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "run")]) == 0
-    assert "epoch 2 (phase 2)" in capsys.readouterr().out
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "epoch 2 (phase 2)" in out and "BatchNorm recalibrated (up to 20 training batches): test accuracy" in out
     assert main(["export", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "verified" in out and (tmp_path / "m.onnx").is_file()

@@ -58,3 +58,31 @@ def test_jumpout_is_the_identity_while_statistics_are_gathered():
     torch.testing.assert_close(norm.running_var, plain[3].running_var, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(noisy, plain[3].running_var, rtol=0.05)  # the noise did shift them
     assert net.training
+
+
+def test_fit_recalibrates_after_its_last_epoch_and_saves_that(tmp_path):
+    """``fit(recalibrate_batches=N)`` ends with the statistics ``recalibrate`` gives over N seeded
+    training batches, in the returned net and in the last checkpoint, and records the accuracy."""
+    from torch.utils.data import DataLoader
+
+    from maskfx.train import Phase, Recipe, fit, load_checkpoint, load_data
+
+    data = load_data("digits", 8, limit=256)
+    nets = [maskfx.transform(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)),
+                             jumpout=True) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    recipe = Recipe("test", 10, (3, 8, 8))
+    history = fit(nets[0], data, [Phase(1, lr=0.05)], device=torch.device("cpu"), recalibrate_batches=3,
+                  recipe=recipe, checkpoint=tmp_path / "c.pt")
+    fit(nets[1], data, [Phase(1, lr=0.05)], device=torch.device("cpu"))
+    norm = nets[1].get_submodule("1")
+    trained_mean = norm.running_mean.clone()
+    maskfx.recalibrate(nets[1], DataLoader(data.train, batch_size=64, shuffle=True,
+                                           generator=torch.Generator().manual_seed(0)), batches=3)
+    assert not torch.allclose(trained_mean, norm.running_mean)  # training's statistics were not the eval ones
+    torch.testing.assert_close(nets[0].get_submodule("1").running_mean, norm.running_mean)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "c.pt").state_dict["1.running_mean"], norm.running_mean)
+    assert 0.0 <= history[-1]["recalibrated_test_accuracy"] <= 1.0
+    with pytest.raises(maskfx.UserError, match="recalibrate_batches"):
+        fit(nets[1], data, [Phase(1, lr=0.05)], device=torch.device("cpu"), recalibrate_batches=-1)

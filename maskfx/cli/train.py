@@ -13,6 +13,7 @@ from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_mo
 from maskfx.errors import UserError
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
 from maskfx.train.phases import PRESETS, preset
+from maskfx.train.recalibrate import DEFAULT_BATCHES
 
 
 def _transform_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--skip-nonfinite", action="store_true",
                           help="skip a batch whose loss is NaN or infinite instead of stopping (each epoch's record "
                                "counts them); training still stops once the weights themselves are not finite")
+    parser.add_argument("--recalibrate", type=count, default=DEFAULT_BATCHES, metavar="BATCHES",
+                        help="after training a transformed net, recompute its BatchNorm statistics over this many "
+                             "training batches in eval mode (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json (rank 0 writes)")
@@ -124,12 +128,16 @@ def run_train(args: argparse.Namespace) -> int:
         def report(record: dict) -> None:
             print(f"epoch {record['epoch']} (phase {record['phase'] + 1}): loss {record['loss']:.4f}, "
                   f"test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.1f} s"
-                  + (f", {record['skipped']} batch(es) skipped" if record.get("skipped") else ""), flush=True)
+                  + (f", {record['skipped']} batch(es) skipped" if record.get("skipped") else "")
+                  + (f"; BatchNorm recalibrated (up to {args.recalibrate} training batches): test accuracy "
+                     f"{record['recalibrated_test_accuracy']:.4f}" if "recalibrated_test_accuracy" in record else ""),
+                  flush=True)
 
         history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
                       **sgd_settings(args), seed=args.seed, checkpoint=out / "checkpoint.pt",
                       resume=saved if args.resume else None, job=job, on_epoch=report,
-                      skip_nonfinite=args.skip_nonfinite, teacher=teacher)
+                      skip_nonfinite=args.skip_nonfinite, teacher=teacher,
+                      recalibrate_batches=args.recalibrate if recipe.transform else 0)
         digest = ddp.check_replicas(net, job)
         ddp.on_main(job, lambda: (out / "history.json").write_text(json.dumps(history, indent=2) + "\n"))
         if job.main:

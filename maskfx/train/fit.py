@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from maskfx.budget import penalty_state
+from maskfx.errors import UserError
 from maskfx.train import ddp
 from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
 from maskfx.train.data import Data
@@ -24,6 +25,7 @@ from maskfx.train.loop import accuracy, predict, run_epoch
 from maskfx.train.params import clip_masks_after_steps, param_groups
 from maskfx.train.optimizers import Optimizers
 from maskfx.train.phases import Phase
+from maskfx.train.recalibrate import recalibrate
 from maskfx.transform import freeze
 
 
@@ -66,7 +68,7 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
         job: ddp.Distributed = ddp.Distributed(), desc: str = "train", evaluate: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True,
         skip_nonfinite: bool = False, teacher: nn.Module | None = None, distill_temperature: float = 4.0,
-        distill_alpha: float = 0.5) -> list[dict[str, Any]]:
+        distill_alpha: float = 0.5, recalibrate_batches: int = 0) -> list[dict[str, Any]]:
     """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase; channel
     gates with Adam, see ``_optimizers``). A net with a budget (``maskfx.Budget``) adds its
     penalty to the loss; its target anneals over the structure-learning epochs before the first
@@ -76,6 +78,12 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     (and ``"skipped"``, the batches ``skip_nonfinite`` skipped) and, given ``checkpoint`` and
     ``recipe``, saves one; ``resume`` (a loaded checkpoint whose state ``net`` already holds)
     continues after its last finished epoch. Returns the history.
+
+    ``recalibrate_batches``: after the last epoch, recompute the BatchNorm statistics over that
+    many training batches with the net in eval mode (``maskfx.recalibrate``; the same seeded
+    batches on every rank), before the final checkpoint. Statistics gathered in training describe
+    the training forward (Jumpout's noise, gates drawn before freeze), not the function that ships;
+    the record then also has ``"recalibrated_test_accuracy"``.
 
     A non-finite loss raises ``NonFiniteLossError`` before its optimizer step, so the checkpoint
     keeps the last good epoch; ``skip_nonfinite`` skips such a batch instead (``run_epoch``).
@@ -88,6 +96,8 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     weights and buffers stay as they are (``requires_grad`` untouched; ``UserError`` if it shares
     parameters that ``net`` trains). It is not saved in checkpoints: resuming needs it passed again.
     """
+    if isinstance(recalibrate_batches, bool) or not isinstance(recalibrate_batches, int) or recalibrate_batches < 0:
+        raise UserError(f"recalibrate_batches must be an int >= 0 (0: no recalibration), got {recalibrate_batches!r}")
     distill = Distillation(teacher, distill_temperature, distill_alpha) if teacher is not None else None
     history = list(resume.history) if resume else []
     start_phase, start_epoch = (resume.progress.get("phase", 0), resume.progress.get("epoch", 0)) if resume else (0, 0)
@@ -95,7 +105,7 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     loader = DataLoader(data.train, batch_size=batch_size, sampler=sampler)
     evaluation = evaluation_loader(data) if evaluate and job.main else None
     hooks = ddp.share_structure_draws(net, seed) if job.active else []
-    done = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    done, total = sum(p.epochs for p in phases[:start_phase]) + start_epoch, sum(p.epochs for p in phases)
     budget = penalty_state(net)
     if budget is not None and resume is None:
         budget.schedule(_learning_epochs(phases) * len(loader))
@@ -127,6 +137,11 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                 if evaluation is not None:
                     record["test_accuracy"] = accuracy(*predict(net, evaluation, device))
                 history.append(record)
+                if recalibrate_batches and done == total:  # the last epoch: BatchNorm for the eval function
+                    recalibrate(net, DataLoader(data.train, batch_size=batch_size, shuffle=True,
+                                                generator=torch.Generator().manual_seed(seed)), recalibrate_batches)
+                    if evaluation is not None:
+                        record["recalibrated_test_accuracy"] = accuracy(*predict(net, evaluation, device))
                 if checkpoint is not None and recipe is not None:
                     state = Checkpoint(recipe, net.state_dict(), optimizer=optimizer.state_dict(),
                                        scheduler=scheduler.state_dict(),
