@@ -5,7 +5,8 @@
     deploy = maskfx.collapse(net, mode="expected")
     path, report = maskfx.export_onnx(deploy, "model.onnx", example_inputs=(x,))
 """
-from maskfx.budget import Budget, budget_penalty
+from maskfx.budget import budget_penalty
+from maskfx.config import Budget
 from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
 from maskfx.layers.kofn import clip_masks

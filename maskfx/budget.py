@@ -25,36 +25,21 @@ are at or under the budget (``channels``' ``select``), so ``collapse("prune")`` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from maskfx import techniques
+from maskfx.config import Budget
 from maskfx.errors import UserError
 from maskfx.state import get_state
+from maskfx.technique import structure_parameters
 
 GROWTH = 1.1  # the multiplier's factor per step over the target
 SHRINK = 4  # under the target it shrinks by GROWTH ** SHRINK per step: the gates' momentum overshoots
 MULTIPLIER_RANGE = (1e-3, 1e7)
 MODULE = "maskfx_budget"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """``macs``: the fraction of the original model's MACs (at the example input) that the pruned
-    model may keep, in (0, 1]. ``warmup``: the fraction of the structure-learning steps over which
-    the target anneals from 1 to ``macs``; the rest learns at the target."""
-
-    macs: float
-    warmup: float = 0.5
-
-    def __post_init__(self) -> None:
-        if isinstance(self.macs, bool) or not isinstance(self.macs, (int, float)) or not 0 < self.macs <= 1:
-            raise UserError(f"budget macs must be a fraction in (0, 1] of the original model's MACs, got {self.macs!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
-            raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")
 
 
 class BudgetPenalty(nn.Module):
@@ -106,19 +91,12 @@ def attach(gm: fx.GraphModule, budget: Budget, macs_original: int) -> None:
     if budget.macs < smallest:
         raise UserError(f"budget macs={budget.macs} is unreachable: removing everything removable leaves "
                         f"{smallest:.3f} of the original MACs; ask for at least {math.ceil(smallest * 1000) / 1000}")
+    get_state(gm).macs_allowed = budget.macs * macs_original - (macs_original - full)
     gm.add_module(MODULE, BudgetPenalty(budget).to(next(iter(gm.buffers()), torch.empty(0)).device))
 
 
 def penalty_state(gm: nn.Module) -> BudgetPenalty | None:
     return getattr(gm, MODULE, None) if isinstance(getattr(gm, MODULE, None), BudgetPenalty) else None
-
-
-def allowed_macs(gm: fx.GraphModule, technique: str) -> float | None:
-    """The MACs ``technique``'s layers may keep under ``gm``'s budget (``None``: no budget)."""
-    state = get_state(gm)
-    if state.budget is None:
-        return None
-    return state.budget.macs * state.macs_original - (state.macs_original - _macs(gm, "full"))
 
 
 def expected_ratio(gm: fx.GraphModule) -> torch.Tensor:
@@ -147,6 +125,5 @@ def budget_penalty(net: nn.Module) -> torch.Tensor:
 
 
 def _gate_parameters(module: nn.Module) -> list[nn.Parameter]:
-    from maskfx.train.params import structure_parameters
     layers = tuple(layer for t in levers() for layer in t.LEARNED)
     return structure_parameters(module, layers)

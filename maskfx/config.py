@@ -1,7 +1,9 @@
-"""What technique configs share. Each config validates itself on construction, so a bad value
-raises ``UserError`` naming the field before ``transform`` touches anything."""
+"""What technique configs share, and the budget's config. Each config validates itself on
+construction, so a bad value raises ``UserError`` naming the field before ``transform`` touches
+anything."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from maskfx.errors import UserError
@@ -28,3 +30,19 @@ def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | No
     if isinstance(value, config_type):
         return value
     raise UserError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``macs``: the fraction of the original model's MACs (at the example input) that the pruned
+    model may keep, in (0, 1]. ``warmup``: the fraction of the structure-learning steps over which
+    the target anneals from 1 to ``macs``; the rest learns at the target."""
+
+    macs: float
+    warmup: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.macs, bool) or not isinstance(self.macs, (int, float)) or not 0 < self.macs <= 1:
+            raise UserError(f"budget macs must be a fraction in (0, 1] of the original model's MACs, got {self.macs!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
+            raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")

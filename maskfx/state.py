@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch.fx as fx
 
+from maskfx.config import Budget
 from maskfx.errors import UserError
 
 if TYPE_CHECKING:
-    from maskfx.budget import Budget
     from maskfx.report.collapse import CollapseReport
 
 META_KEY = "maskfx"
@@ -57,6 +57,7 @@ class MaskfxState:
     records: dict[str, Any] = field(default_factory=dict)  # technique name -> what its pass recorded for later stages
     budget: Budget | None = None  # the MACs budget transform was given
     macs_original: int | None = None  # the original model's MACs at the example input (with a budget)
+    macs_allowed: float | None = None  # what the budget leaves to the layers that techniques gate (freeze meets it)
 
 
 def get_state(gm: fx.GraphModule) -> MaskfxState:

@@ -114,6 +114,24 @@ class Technique(Protocol):
         """The learned structure of its sites in the eval graph ``gm``, in graph order."""
 
 
+def structure_parameters(net: nn.Module, layers: type | tuple[type, ...] = nn.Module) -> list[nn.Parameter]:
+    """Learnable structure (cluster logits, connection masks) of the ``layers`` in ``net`` (every
+    maskfx layer by default), once each.
+
+    A maskfx layer declares its own through a ``structure_parameters()`` method; ``net`` may be
+    such a layer itself.
+    """
+    found, seen = [], set()
+    for module in net.modules():
+        if not (isinstance(module, layers) and callable(getattr(module, "structure_parameters", None))):
+            continue
+        for p in module.structure_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                found.append(p)
+    return found
+
+
 def no_structure(gm: fx.GraphModule) -> list[LearnedSite]:
     """The structure view of a technique that learns none."""
     return []

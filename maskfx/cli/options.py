@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from maskfx import techniques
-from maskfx.budget import Budget, levers
+from maskfx.budget import levers
+from maskfx.config import Budget
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP

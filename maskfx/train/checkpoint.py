@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from maskfx import techniques
-from maskfx.budget import Budget
+from maskfx.config import Budget
 from maskfx.errors import UserError, first_line
 from maskfx.state import META_KEY
 from maskfx.transform import collapse, transform

@@ -9,24 +9,7 @@ from torch.utils.hooks import RemovableHandle
 from maskfx import techniques
 from maskfx.errors import UserError
 from maskfx.layers.kofn import clip_masks
-
-
-def structure_parameters(net: nn.Module, layers: type | tuple[type, ...] = nn.Module) -> list[nn.Parameter]:
-    """Learnable structure (cluster logits, connection masks) of the ``layers`` in ``net`` (every
-    maskfx layer by default), once each.
-
-    A maskfx layer declares its own through a ``structure_parameters()`` method; ``net`` may be
-    such a layer itself.
-    """
-    found, seen = [], set()
-    for module in net.modules():
-        if not (isinstance(module, layers) and callable(getattr(module, "structure_parameters", None))):
-            continue
-        for p in module.structure_parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                found.append(p)
-    return found
+from maskfx.technique import structure_parameters
 
 
 def param_groups(net: nn.Module, lr: float, mask_lr: float | None = None, weight_decay: float = 0.0,

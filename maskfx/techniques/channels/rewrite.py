@@ -208,11 +208,10 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
 
 def freeze(gm: fx.GraphModule) -> None:
     """Fix every gate at the channels ``select`` keeps: under the net's budget, if it has one."""
-    from maskfx.budget import allowed_macs  # the budget reads this technique's cost: import at use
     gates = gates_of(gm)
     if not gates or all(g.is_frozen for g in gates.values()):
         return
-    masks = select(gm, allowed_macs(gm, TECHNIQUE), _round_to(gm))
+    masks = select(gm, get_state(gm).macs_allowed, _round_to(gm))
     for name, gate in gates.items():
         gate.freeze(masks[name].to(gate.frozen_mask.device))
 
