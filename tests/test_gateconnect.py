@@ -11,6 +11,7 @@ import maskfx
 from maskfx.export.onnx import op_histogram
 from maskfx.nn import BranchedBottleneck, BranchGates, DeployedModule, MaskedConnection
 from maskfx.techniques.gateconnect.kernels import POINTWISE_GEMM_MIN_PIXELS, grouped_pointwise, pointwise_and_identity
+from maskfx.techniques.gateconnect.layers import DeployedBranches, DeployedEnd
 from models import StyledResNeXt, calibrated
 
 
@@ -269,9 +270,11 @@ def test_pruned_deploy_graph(tmp_path, name, k):
     ops = op_histogram(onnx.load(report.path))
     assert not {"Gather", "GatherElements", "GatherND", "ReduceSum"} & set(ops)
     assert ops.get("ReduceMean", 0) == 1  # the head's pooling only
-    # Mul only for the chain ends' mean coefficients that no rescaling can absorb.
-    assert ops.get("Mul", 0) == sum(a != 1 for m in deployed if m.mix is not None for a, _ in m.mix)
+    # Mul only for the chain ends' mean coefficients that no rescaling can absorb (chains this
+    # short rescale no module's sums).
+    assert all(m.rescale == 1 for m in deployed)
+    assert ops.get("Mul", 0) == sum(a != 1 for m in deployed if isinstance(m, DeployedEnd) for a, _ in m.mix)
     convs = sum(isinstance(m, nn.Conv2d) for m in pruned.modules())
-    assert ops["Conv"] == convs + sum(len(m.conv3_weights) for m in deployed if m.mix is None)
+    assert ops["Conv"] == convs + sum(len(m.conv3_weights) for m in deployed if isinstance(m, DeployedBranches))
     if k == 1:  # inputs are the previous outputs themselves: no add or ReLU between modules
         assert ops.get("Sum", 0) == 0 and all(len(s) == 1 for m in deployed if m.sets for s in m.sets)

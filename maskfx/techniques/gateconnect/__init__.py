@@ -1,8 +1,10 @@
 """GateConnect (Ahmed & Torresani, 2018): learned branch connectivity in chains of ResNeXt modules."""
 from maskfx.layers.kofn import KOfNMasks
 from maskfx.technique import Flags, Option, ParamGroup, positive_int
+from maskfx.techniques.gateconnect.config import TECHNIQUE
 from maskfx.techniques.gateconnect.layers import BranchedBottleneck
-from maskfx.techniques.gateconnect.rewrite import CONFIG, LAYERS, TECHNIQUE, collapse, freeze, rewrite
+from maskfx.techniques.gateconnect.lower import collapse, freeze
+from maskfx.techniques.gateconnect.rewrite import CONFIG, LAYERS, rewrite
 from maskfx.techniques.gateconnect.structure import structure
 
 LEARNED = (BranchedBottleneck, KOfNMasks)

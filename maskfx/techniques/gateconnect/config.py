@@ -1,9 +1,12 @@
-"""GateConnect's config: K, the branches each branch reads."""
+"""GateConnect's name (the key of its config, sites and records) and its config: K, the branches each
+branch reads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from maskfx.layers.kofn import check_kofn_args
+
+TECHNIQUE = "gateconnect"
 
 
 @dataclass(frozen=True)

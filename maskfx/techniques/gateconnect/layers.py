@@ -5,15 +5,16 @@ A ResNeXt module computes ``relu(x + bn3(sum_j conv3_j(h_j)))``. ``BranchedBottl
 branches apart as ``u_j = x_j + C * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
 module ``relu(mean of K of the u_k)``. ReLU's positive homogeneity and the mean make this exact:
 with all gates on it is the original network, in eval and in train mode, and at any K each
-branch's identity path has the original's scale. ``deploy_chain`` lowers a chain whose gates are
-fixed to plain convolutions (``DeployedModule``) for inference.
+branch's identity path has the original's scale.
+
+The deployed layers are what ``collapse`` lowers a chain with fixed gates to (``deploy``):
+``DeployedBranches`` for each module but the last, which return every kept branch's output, and
+``DeployedEnd`` for the last, which returns the chain's output.
 """
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +62,8 @@ class BottleneckParts:
         return None
 
 
-def _conv(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int, weight: torch.Tensor,
-          bias: torch.Tensor | None = None) -> nn.Conv2d:
+def conv_like(reference: nn.Conv2d, in_channels: int, out_channels: int, groups: int, weight: torch.Tensor,
+              bias: torch.Tensor | None = None) -> nn.Conv2d:
     """A conv shaped like ``reference`` (kernel, stride, padding) with the given weight and bias."""
     conv = nn.Conv2d(in_channels, out_channels, reference.kernel_size, reference.stride, reference.padding,
                      reference.dilation, groups, bias=bias is not None).to(weight.device, weight.dtype)
@@ -77,13 +78,6 @@ def _affine(norm: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> tupl
     """``(scale, shift)`` with ``norm(v) = scale * v + shift`` for statistics ``mean``, ``var``."""
     scale = norm.weight * torch.rsqrt(var + norm.eps)
     return scale, norm.bias - mean * scale
-
-
-def folded(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of a bias-free conv with eval-mode ``norm`` after it folded in: a deployed
-    graph computes each conv + BatchNorm as one conv."""
-    scale, shift = _affine(norm, norm.running_mean, norm.running_var)
-    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), shift
 
 
 def uses_batch_statistics(norm: nn.BatchNorm2d) -> bool:
@@ -146,60 +140,14 @@ class BranchedBottleneck(nn.Module):
         if shared_input:
             self.conv1 = block.conv1
         else:  # branch j's conv1 rows see only branch j's input: the same weight as a grouped conv
-            self.conv1 = _conv(block.conv1, c * self.in_channels, width, c, block.conv1.weight)
+            self.conv1 = conv_like(block.conv1, c * self.in_channels, width, c, block.conv1.weight)
         self.bn1, self.conv2, self.bn2, self.relu = block.bn1, block.conv2, block.bn2, nn.ReLU()
         w3 = block.conv3.weight.view(out, c, w).permute(1, 0, 2).reshape(c * out, w, 1, 1)
-        self.conv3 = _conv(block.conv3, width, c * out, c, w3)
+        self.conv3 = conv_like(block.conv3, width, c * out, c, w3)
         self.bn3 = block.bn3
         self.downsample = nn.Sequential(*block.projection) if block.projection is not None else None
 
-    @torch.no_grad()
-    def deployed(self, order: list[int], sets: list[list[int]] | None, readers: list[int], in_scale: float,
-                 out_scale: float, mix: list[tuple[float, list[int]]] | None, rectify: bool) -> "DeployedModule":
-        """This module with fixed wiring, for inference (``DeployedModule`` says what the arguments
-        mean): branches ``order`` kept, BatchNorms folded into the convs; ``in_scale`` and
-        ``out_scale`` are the constants the module's inputs and outputs are multiplied by, folded
-        into the weights in place of Mul nodes."""
-        w, out = self.conv2.in_channels // self.branches, self.out_channels
-        device = self.conv2.weight.device
-
-        def rows(branches: list[int], size: int) -> torch.Tensor:
-            return torch.tensor([t * size + r for t in branches for r in range(size)], device=device)
-
-        w1, b1 = folded(self.conv1.weight, self.bn1)
-        conv1 = []
-        for g in range(max(readers) + 1):
-            r = rows([t for t, reads in zip(order, readers) if reads == g], w)
-            conv1.append(_conv(self.conv1, self.in_channels, len(r), 1, w1[r] / in_scale, b1[r]))
-        w2, b2 = folded(self.conv2.weight, self.bn2)
-        r = rows(order, w)
-        conv2 = _conv(self.conv2, len(r), len(r), len(order), w2[r], b2[r])
-        scale3, shift3 = _affine(self.bn3, self.bn3.running_mean, self.bn3.running_var)
-        w3 = self.conv3.weight.view(self.branches, out, w) * scale3.view(1, out, 1)
-        shortcut = None
-        if self.downsample is not None:
-            weight, bias = folded(self.downsample[0].weight, self.downsample[1])
-            shortcut = _conv(self.downsample[0], self.in_channels, out, 1, weight * out_scale, bias * out_scale)
-        elif self.shared_input and out_scale != 1:
-            raise ValueError("an identity shortcut cannot carry an output scale")
-        if mix is not None:  # a chain's end: the branches' conv3 as one dense conv over h
-            dense = w3[order].permute(1, 0, 2).reshape(out, len(order) * w, 1, 1)
-            conv3 = _conv(self.conv3, len(order) * w, out, 1, dense, shift3)
-            return DeployedModule(sets, conv1, conv2, readers, conv3, None, shortcut, mix, False)
-        branch_weights = [(w3[t] * (self.scale * out_scale)).view(out, w, 1, 1) for t in order]
-        return DeployedModule(sets, conv1, conv2, readers, branch_weights, shift3 * out_scale, shortcut, None,
-                              rectify)
-
-    def merged(self) -> "ResNeXtBlock":
-        """The original module again, for when every branch reads the same input (all gates on)."""
-        c, out = self.branches, self.out_channels
-        w = self.conv2.in_channels // c
-        conv1 = self.conv1 if self.shared_input else _conv(self.conv1, self.in_channels, c * w, 1, self.conv1.weight)
-        conv3 = _conv(self.conv3, c * w, out, 1, self._dense_conv3_weight())
-        projection = tuple(self.downsample) if self.downsample is not None else None
-        return ResNeXtBlock(BottleneckParts(conv1, self.bn1, self.conv2, self.bn2, conv3, self.bn3, projection))
-
-    def _dense_conv3_weight(self) -> torch.Tensor:
+    def dense_conv3_weight(self) -> torch.Tensor:
         """conv3 as the original's dense ``(out, C * width, 1, 1)`` weight: the sum of all branches."""
         c, out = self.branches, self.out_channels
         return self.conv3.weight.view(c, out, -1).permute(1, 0, 2).reshape(out, -1, 1, 1)
@@ -215,7 +163,7 @@ class BranchedBottleneck(nn.Module):
         h = self.relu(self.bn2(self.conv2(h)))
         # bn3 normalises the sum of the branches, as in the original: in training its statistics come
         # from that sum, computed as the original's dense conv3 (a C-th of the branch outputs' size).
-        summed = F.conv2d(h, self._dense_conv3_weight()) if uses_batch_statistics(self.bn3) else None
+        summed = F.conv2d(h, self.dense_conv3_weight()) if uses_batch_statistics(self.bn3) else None
         scale, shift = norm_affine(self.bn3, summed)
         # bn3's scale (times C) folded into the branch weights, so the C-fold branch outputs take no
         # multiply and no per-channel reduction in the backward.
@@ -275,89 +223,74 @@ def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 class DeployedModule(nn.Module):
-    """One ResNeXt module of a chain with fixed branch wiring, lowered for inference (BatchNorms
-    folded into the convs; eval only).
+    """What every lowered module of a chain computes first, for inference (BatchNorms folded into
+    the convs; eval only): its inputs, and the branches' hidden maps ``h`` before conv3.
 
-    Input ``g`` is the chain input (``sets is None``: the first module) or
-    ``relu(sum of the previous module's outputs listed in sets[g])``; at K = 1 that is one output,
-    which the previous module already rectified, so no op at all. The branches reading input ``g``
-    are contiguous and their conv1 is one conv (branch ``t`` reads input ``readers[t]``); conv2 of
-    every branch is one grouped conv. A module inside the chain returns each branch's output
-    ``conv3_t(h_t) + its input`` (its shortcut's, in the first module), rectified at K = 1; the
-    chain's last module returns the mean of its branch outputs,
-    ``relu(conv3(h) + sum_g a_g * input_g)``, with all branches' conv3 as one dense conv and
-    ``mix`` listing ``(a, inputs)`` groups (no Mul where ``a = 1``). The factors of eq. 2's means
-    (1/K, and C on each branch) are folded into the weights, as scales that the next module's
-    weights undo.
+    The input is the chain's (``sets is None``: the first module), or input ``g`` is
+    ``relu(sum of the previous module's outputs listed in sets[g]) * rescale``; at K = 1 that is one
+    output, which the previous module already rectified, so no op at all. The means' factors (1/K,
+    and C on each branch) are folded into the weights as per-module scales (``plan``); ``rescale``
+    is 1, no Mul, but where the plan resets a module's scale. The branches reading input ``g`` are
+    contiguous and their conv1 is one conv (branch ``p`` reads input ``readers[p]``); conv2 of
+    every branch is one grouped conv.
     """
 
-    def __init__(self, sets: list[list[int]] | None, conv1: list[nn.Conv2d], conv2: nn.Conv2d, readers: list[int],
-                 conv3: nn.Conv2d | list[torch.Tensor], conv3_bias: torch.Tensor | None, shortcut: nn.Module | None,
-                 mix: list[tuple[float, list[int]]] | None, rectify: bool) -> None:
+    def __init__(self, sets: list[list[int]] | None, rescale: float, readers: list[int], conv1: list[nn.Conv2d],
+                 conv2: nn.Conv2d) -> None:
         super().__init__()
-        self.sets, self.readers, self.mix, self.rectify = sets, readers, mix, rectify
-        self.conv1, self.conv2, self.shortcut = nn.ModuleList(conv1), conv2, shortcut
-        self.width = conv2.in_channels // conv2.groups
-        if isinstance(conv3, nn.Conv2d):
-            self.conv3 = conv3
-        else:
-            self.conv3_weights = nn.ParameterList(conv3)
-            self.conv3_bias = nn.Parameter(conv3_bias.clone())
+        self.sets, self.rescale, self.readers = sets, rescale, readers
+        self.conv1, self.conv2 = nn.ModuleList(conv1), conv2
 
-    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    def inputs(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
         if self.sets is None:
-            inputs = [x]
-            identities = [self.shortcut(x) if self.shortcut is not None else x]
-        else:
-            inputs = [x[s[0]] if len(s) == 1 else torch.relu(_total([x[k] for k in s])) for s in self.sets]
-            identities = inputs
+            return [x]
+        summed = [x[s[0]] if len(s) == 1 else torch.relu(_total([x[k] for k in s])) for s in self.sets]
+        return summed if self.rescale == 1 else [v * self.rescale for v in summed]
+
+    def hidden(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         parts = [torch.relu(conv(v)) for conv, v in zip(self.conv1, inputs)]
-        h = torch.relu(self.conv2(parts[0] if len(parts) == 1 else torch.cat(parts, 1)))
-        if self.mix is not None:
-            mixed = [_total([inputs[g] for g in members]) for _, members in self.mix]
-            mixed = _total([v if a == 1 else v * a for (a, _), v in zip(self.mix, mixed)])
-            return torch.relu(self.conv3(h) + mixed)
+        return torch.relu(self.conv2(parts[0] if len(parts) == 1 else torch.cat(parts, 1)))
+
+    def extra_repr(self) -> str:
+        return f"branches={len(self.readers)}, inputs={len(self.conv1)}, rescale={self.rescale:g}"
+
+
+class DeployedBranches(DeployedModule):
+    """A module of a chain but its last, lowered: returns each kept branch's output
+    ``conv3_p(h_p) + bias + its input`` (the first module's: its shortcut's), rectified at K = 1
+    (``rectify``), as the next module's inputs read them."""
+
+    def __init__(self, sets: list[list[int]] | None, rescale: float, readers: list[int], conv1: list[nn.Conv2d],
+                 conv2: nn.Conv2d, conv3_weights: list[torch.Tensor], conv3_bias: torch.Tensor,
+                 shortcut: nn.Module | None, rectify: bool) -> None:
+        super().__init__(sets, rescale, readers, conv1, conv2)
+        self.conv3_weights = nn.ParameterList(conv3_weights)
+        self.conv3_bias = nn.Parameter(conv3_bias.clone())
+        self.shortcut, self.rectify = shortcut, rectify
+        self.width = conv2.in_channels // conv2.groups
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        inputs = self.inputs(x)
+        identities = [self.shortcut(x)] if self.shortcut is not None else inputs
         outputs = []
-        for piece, weight, g in zip(h.split(self.width, 1), self.conv3_weights, self.readers):
+        for piece, weight, g in zip(self.hidden(inputs).split(self.width, 1), self.conv3_weights, self.readers):
             u = F.conv2d(piece, weight, self.conv3_bias) + identities[g]
             outputs.append(torch.relu(u) if self.rectify else u)
         return outputs
 
-    def extra_repr(self) -> str:
-        return f"branches={len(self.readers)}, inputs={len(self.conv1)}, end={self.mix is not None}"
 
+class DeployedEnd(DeployedModule):
+    """A chain's last module, lowered: the mean of its branch outputs,
+    ``relu(conv3(h) + sum_g a_g * input_g)``, with all branches' conv3 as one dense conv and ``mix``
+    listing ``(a, inputs)`` groups (no Mul where ``a = 1``)."""
 
-def deploy_chain(blocks: list[BranchedBottleneck], gates: list[torch.Tensor | None],
-                 kept: list[list[int]]) -> nn.Sequential:
-    """A chain of ``BranchedBottleneck`` with fixed gates, lowered to ``DeployedModule``s.
+    def __init__(self, sets: list[list[int]], rescale: float, readers: list[int], conv1: list[nn.Conv2d],
+                 conv2: nn.Conv2d, conv3: nn.Conv2d, mix: list[tuple[float, list[int]]]) -> None:
+        super().__init__(sets, rescale, readers, conv1, conv2)
+        self.conv3, self.mix = conv3, mix
 
-    ``gates[i]`` (binary, targets x sources; None for the first module) says which branches of
-    module i-1 each branch of module i reads; ``kept[i]`` lists the branches of module i that
-    stay (every branch a kept branch reads, and all of the last module's). Module i's outputs
-    carry the scale ``s * K**i`` (the inputs' sums are not divided by K); with a projection
-    shortcut ``s`` is chosen so the end's most frequent mean coefficient is 1 (one Mul fewer).
-    """
-    fan_in = int(gates[1].sum(1).max())
-    last = len(blocks) - 1
-    reads = [{t: () for t in kept[0]}] + [{t: tuple(torch.nonzero(gates[i][t]).flatten().tolist()) for t in kept[i]}
-                                          for i in range(1, last + 1)]
-    counts = Counter(reads[last].values())  # the end's inputs, by how many branches read each
-    common = Counter(counts.values()).most_common(1)[0][0]
-    branches = Fraction(int(blocks[last].scale))
-    scale = common / (branches * fan_in ** last) if blocks[0].downsample is not None else Fraction(1)
-    stages, position = [], {}
-    for i, block in enumerate(blocks):
-        inputs = list(dict.fromkeys(reads[i].values()))
-        order = [t for s in inputs for t in kept[i] if reads[i][t] == s]
-        readers = [inputs.index(reads[i][t]) for t in order]
-        in_scale, out_scale = (Fraction(1) if i == 0 else scale * fan_in ** i), scale * fan_in ** i
-        mix = None
-        if i == last:
-            by_coefficient: dict[Fraction, list[int]] = {}
-            for g, s in enumerate(inputs):
-                by_coefficient.setdefault(counts[s] / (branches * in_scale), []).append(g)
-            mix = [(float(a), members) for a, members in by_coefficient.items()]
-        sets = [[position[k] for k in s] for s in inputs] if i else None
-        stages.append(block.deployed(order, sets, readers, float(in_scale), float(out_scale), mix, fan_in == 1))
-        position = {t: p for p, t in enumerate(order)}
-    return nn.Sequential(*stages)
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        inputs = self.inputs(x)
+        mixed = [_total([inputs[g] for g in members]) for _, members in self.mix]
+        mixed = _total([v if a == 1 else v * a for (a, _), v in zip(self.mix, mixed)])
+        return torch.relu(self.conv3(self.hidden(inputs)) + mixed)
