@@ -1,5 +1,5 @@
-"""A MACs budget: the user states a fraction of the original's MACs; the learning knows it from
-the start, and ``freeze`` meets it.
+"""A budget: the user states a fraction of the original's MACs, of its parameters, or both; the
+learning knows it from the start, and ``freeze`` meets it.
 
 The learning minimises the task loss plus ``multiplier * max(0, expected ratio - target)``, where
 the expected ratio is the MACs the net would have if each gate stayed open with its current
@@ -19,8 +19,12 @@ around 0.5, as it reopens the channels the task does not resist fastest. On the 
 66 learning steps, budget 0.5) a linear penalty that never goes silent kept closing gates to an
 expected ratio of 0.23.
 
+With both targets, the penalty is the multiplier times the sum of the two excesses (one
+multiplier: both are fractions of the same kind).
+
 ``freeze`` then selects the kept units deterministically, most likely open first, until the MACs
-are at or under the budget (``channels``' ``select``), so ``collapse("prune")`` lands there.
+(and parameters) are at or under the budget (``channels``' ``select``), so ``collapse("prune")``
+lands there.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx import techniques
-from maskfx.config import Budget
+from maskfx.config import RESOURCE_NAMES, Budget
 from maskfx.errors import UserError
 from maskfx.state import get_state
 from maskfx.technique import structure_parameters
@@ -48,7 +52,7 @@ class BudgetPenalty(nn.Module):
 
     def __init__(self, budget: Budget) -> None:
         super().__init__()
-        self.target = float(budget.macs)
+        self.targets = {resource: float(value) for resource, value in budget.targets().items()}
         self.warmup = float(budget.warmup)
         self.register_buffer("multiplier", torch.tensor(1.0))
         self.register_buffer("step", torch.tensor(0))
@@ -59,39 +63,50 @@ class BudgetPenalty(nn.Module):
         self.step.zero_()
         self.warmup_steps.fill_(int(round(self.warmup * steps)))
 
-    def current_target(self) -> float:
+    def current_target(self, resource: str) -> float:
         steps = int(self.warmup_steps)
         done = 1.0 if steps == 0 else min(1.0, int(self.step) / steps)
-        return 1.0 - (1.0 - self.target) * done
+        return 1.0 - (1.0 - self.targets[resource]) * done
 
 
 def levers() -> list:
-    """The techniques a budget can use: those that say what MACs their layers cost (``macs``)."""
-    return [t for t in techniques.PIPELINE if hasattr(t, "macs")]
+    """The techniques a budget can use: those that say what their layers cost (``budget_cost``)."""
+    return [t for t in techniques.PIPELINE if hasattr(t, "budget_cost")]
 
 
-def _macs(gm: fx.GraphModule, kind: str):
-    """The MACs every budget-aware technique of ``gm`` accounts for (``kind`` as their ``macs``)."""
+def _cost(gm: fx.GraphModule, kind: str, resource: str):
+    """The MACs or parameters every budget-aware technique of ``gm`` accounts for (``kind`` as
+    their ``budget_cost``)."""
     state = get_state(gm)
-    values = [t.macs(gm, kind) for t in levers() if t.TECHNIQUE in state.configs]
+    values = [t.budget_cost(gm, kind, resource) for t in levers() if t.TECHNIQUE in state.configs]
     values = [v for v in values if v is not None]
     return sum(values) if values else None
 
 
-def attach(gm: fx.GraphModule, budget: Budget, macs_original: int) -> None:
+def original(gm: fx.GraphModule, resource: str) -> int:
+    """The original model's MACs at the example input, or its parameters."""
+    state = get_state(gm)
+    return state.macs_original if resource == "macs" else state.params_original
+
+
+def attach(gm: fx.GraphModule, budget: Budget) -> None:
     """Check that ``budget`` can be met on the freshly transformed ``gm`` and give it the penalty's
-    state; a ``UserError`` (before any training) if no technique can remove MACs or the budget is
+    state; a ``UserError`` (before any training) if no technique can remove MACs or a target is
     below what removing everything removable reaches."""
-    full = _macs(gm, "full")
-    if full is None or full == 0:
-        names = ", ".join(t.TECHNIQUE for t in levers())
-        raise UserError(f"a budget needs a technique that can remove MACs ({names}=True), and none of the "
-                        f"requested techniques found anything to remove")
-    smallest = (macs_original - full + _macs(gm, "min")) / macs_original
-    if budget.macs < smallest:
-        raise UserError(f"budget macs={budget.macs} is unreachable: removing everything removable leaves "
-                        f"{smallest:.3f} of the original MACs; ask for at least {math.ceil(smallest * 1000) / 1000}")
-    get_state(gm).macs_allowed = budget.macs * macs_original - (macs_original - full)
+    allowed = {}
+    for resource, target in budget.targets().items():
+        full, whole = _cost(gm, "full", resource), original(gm, resource)
+        if full is None or full == 0:
+            names = ", ".join(t.TECHNIQUE for t in levers())
+            raise UserError(f"a budget needs a technique that can remove {RESOURCE_NAMES[resource]} ({names}=True), "
+                            f"and none of the requested techniques found anything to remove")
+        smallest = (whole - full + _cost(gm, "min", resource)) / whole
+        if target < smallest:
+            raise UserError(f"budget {resource}={target} is unreachable: removing everything removable leaves "
+                            f"{smallest:.3g} of the original {RESOURCE_NAMES[resource]}; ask for at least "
+                            f"{math.ceil(smallest * 1000) / 1000}")
+        allowed[resource] = target * whole - (whole - full)
+    get_state(gm).allowed = allowed
     gm.add_module(MODULE, BudgetPenalty(budget).to(next(iter(gm.buffers()), torch.empty(0)).device))
 
 
@@ -99,11 +114,11 @@ def penalty_state(gm: nn.Module) -> BudgetPenalty | None:
     return getattr(gm, MODULE, None) if isinstance(getattr(gm, MODULE, None), BudgetPenalty) else None
 
 
-def expected_ratio(gm: fx.GraphModule) -> torch.Tensor:
-    """The MACs ``gm`` would keep, as a fraction of the original's, if every gate stayed open with
-    its current probability (differentiable)."""
-    state = get_state(gm)
-    return (state.macs_original - _macs(gm, "full") + _macs(gm, "expected")) / state.macs_original
+def expected_ratio(gm: fx.GraphModule, resource: str = "macs") -> torch.Tensor:
+    """The MACs (or parameters) ``gm`` would keep, as a fraction of the original's, if every gate
+    stayed open with its current probability (differentiable)."""
+    whole = original(gm, resource)
+    return (whole - _cost(gm, "full", resource) + _cost(gm, "expected", resource)) / whole
 
 
 def budget_penalty(net: nn.Module) -> torch.Tensor:
@@ -114,14 +129,14 @@ def budget_penalty(net: nn.Module) -> torch.Tensor:
     penalty = penalty_state(module)
     if penalty is None or not _gate_parameters(module):
         return torch.zeros(())
-    ratio = expected_ratio(module)
-    target = penalty.current_target()
+    excess = sum((expected_ratio(module, resource) - penalty.current_target(resource)).clamp(min=0)
+                 for resource in penalty.targets)
     if module.training:
         with torch.no_grad():
-            over = bool(ratio.detach() > target)
+            over = bool(excess.detach() > 0)
             penalty.multiplier.mul_(GROWTH if over else GROWTH ** -SHRINK).clamp_(*MULTIPLIER_RANGE)
             penalty.step.add_(1)
-    return penalty.multiplier * (ratio - target).clamp(min=0)
+    return penalty.multiplier * excess
 
 
 def _gate_parameters(module: nn.Module) -> list[nn.Parameter]:

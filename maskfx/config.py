@@ -32,17 +32,30 @@ def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | No
     raise UserError(f"{argument} must be None, False, True or a {config_type.__name__}, got {value!r}")
 
 
+RESOURCE_NAMES = {"macs": "MACs", "params": "parameters"}
+
+
 @dataclass(frozen=True)
 class Budget:
     """``macs``: the fraction of the original model's MACs (at the example input) that the pruned
-    model may keep, in (0, 1]. ``warmup``: the fraction of the structure-learning steps over which
-    the target anneals from 1 to ``macs``; the rest learns at the target."""
+    model may keep, in (0, 1]; ``params``: the same for its parameters; one or both. ``warmup``:
+    the fraction of the structure-learning steps over which each target anneals from 1 to its
+    fraction; the rest learns at the targets."""
 
-    macs: float
+    macs: float | None = None
     warmup: float = 0.5
+    params: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.macs, bool) or not isinstance(self.macs, (int, float)) or not 0 < self.macs <= 1:
-            raise UserError(f"budget macs must be a fraction in (0, 1] of the original model's MACs, got {self.macs!r}")
+        if self.macs is None and self.params is None:
+            raise UserError("a budget needs macs= or params= (or both): fractions in (0, 1] of the original's")
+        for name, value in self.targets().items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise UserError(f"budget {name} must be a fraction in (0, 1] of the original model's "
+                                f"{RESOURCE_NAMES[name]}, got {value!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
             raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")
+
+    def targets(self) -> dict[str, float]:
+        """Each resource the budget bounds, with its fraction of the original's."""
+        return {name: value for name, value in (("macs", self.macs), ("params", self.params)) if value is not None}

@@ -57,7 +57,7 @@ class MaskfxState:
     records: dict[str, Any] = field(default_factory=dict)  # technique name -> what its pass recorded for later stages
     budget: Budget | None = None  # the MACs budget transform was given
     macs_original: int | None = None  # the original model's MACs at the example input (with a budget)
-    macs_allowed: float | None = None  # what the budget leaves to the layers that techniques gate (freeze meets it)
+    allowed: dict[str, float] | None = None  # per resource, what the budget leaves to the gated layers (freeze meets it)
 
 
 def get_state(gm: fx.GraphModule) -> MaskfxState:

@@ -86,7 +86,7 @@ def transform(model: nn.Module, *, example_inputs: Sequence[torch.Tensor] | None
                                     rejected=done.rejected, records=records, budget=budget,
                                     macs_original=macs_original)
     if budget is not None:
-        attach(gm, budget, macs_original)
+        attach(gm, budget)
     return gm
 
 
@@ -205,11 +205,11 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     leftovers = [name for name, m in deploy.named_modules() if isinstance(m, _layers())]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
-    budget = None if state.budget is None else state.budget.macs
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
                                         notes=state.notes + notes, rejected=list(state.rejected),
-                                        collapse_report=probe.report(mode, steps, budget, state.macs_original),
+                                        collapse_report=probe.report(mode, steps, state.budget, state.macs_original,
+                                                                     state.params_original),
                                         records=dict(state.records),
                                         budget=state.budget,
                                         macs_original=state.macs_original)

@@ -304,6 +304,23 @@ def test_freeze_lands_under_the_budget_without_training(name):
         assert 0.97 * target <= ratio <= target
 
 
+@pytest.mark.parametrize("budget", [maskfx.Budget(params=0.5), maskfx.Budget(macs=0.6, params=0.4)])
+def test_a_parameters_budget_lands_within_three_percent_under_it(budget):
+    """The parameters are a second resource of the same cost model: a budget on them, alone or
+    beside a MACs budget, lands as exactly, and the report states both."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=budget)
+    maskfx.freeze(net)
+    deploy = maskfx.collapse(net, "prune", example_inputs=(x,))
+    report = maskfx.summary(deploy).collapse
+    params = sum(p.numel() for p in deploy.parameters()) / sum(p.numel() for p in model.parameters())
+    assert report.achieved_params == pytest.approx(params) and 0.97 * budget.params <= params <= budget.params
+    if budget.macs is not None:
+        assert report.achieved <= budget.macs
+    assert report.exact and "parameters; achieved" in str(report)
+
+
 def test_without_a_budget_freeze_keeps_what_eval_keeps_rounded_up():
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -336,6 +353,8 @@ def test_budget_penalty_adapts_and_is_zero_without_a_budget():
 @pytest.mark.parametrize("budget, message", [
     (dict(macs=0), "fraction in \\(0, 1\\]"), (dict(macs=1.5), "fraction in \\(0, 1\\]"),
     (dict(macs=-0.2), "fraction in \\(0, 1\\]"), (dict(macs=0.5, warmup=2), "warmup"),
+    (dict(), "needs macs= or params="), (dict(params=0), "params must be a fraction in \\(0, 1\\]"),
+    (dict(macs=0.5, params=True), "params must be"),
 ])
 def test_bad_budgets_are_one_clear_error(budget, message):
     with pytest.raises(maskfx.UserError, match=message):
@@ -348,6 +367,9 @@ def test_unreachable_budget_names_the_smallest_reachable_value_and_changes_nothi
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(maskfx.UserError, match=r"unreachable: removing everything removable leaves 0\.\d+"):
         maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.001))
+    with pytest.raises(maskfx.UserError, match=r"params=1e-06 is unreachable: removing everything removable "
+                                               r"leaves 0\.\d+ of the original parameters; ask for"):
+        maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(params=1e-6))
     with pytest.raises(maskfx.UserError, match="needs a technique that can remove MACs"):
         maskfx.transform(model, jumpout=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.5))
     with pytest.raises(maskfx.UserError, match="example_inputs"):

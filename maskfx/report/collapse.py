@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from maskfx.config import Budget
 from maskfx.graph.surgery import model_device
 from maskfx.report.measure import count_macs, count_parameters
 
@@ -75,13 +76,20 @@ class CollapseReport:
     techniques: tuple[Lowering, ...] = field(default_factory=tuple)
     budget: float | None = None  # the MACs budget, a fraction of the original's (``maskfx.Budget``)
     macs_original: int | None = None  # the original model's MACs at transform's example input
+    params_budget: float | None = None  # the parameters budget, a fraction of the original's
+    params_original: int | None = None  # the original model's parameters
 
     @property
     def achieved(self) -> float | None:
-        """The deployed MACs as a fraction of the original's (``None``: no budget, or not measured)."""
+        """The deployed MACs as a fraction of the original's (``None``: no MACs budget, or not measured)."""
         if self.budget is None or self.after.macs is None:
             return None
         return self.after.macs / self.macs_original
+
+    @property
+    def achieved_params(self) -> float | None:
+        """The deployed parameters as a fraction of the original's (``None``: no parameters budget)."""
+        return None if self.params_budget is None else self.after.parameters / self.params_original
 
     @property
     def exact(self) -> bool | None:
@@ -93,6 +101,7 @@ class CollapseReport:
         data = asdict(self)
         data["exact"] = self.exact
         data["achieved"] = self.achieved
+        data["achieved_params"] = self.achieved_params
         for step, entry in zip(self.techniques, data["techniques"]):
             entry["exact"] = None if step.shift is None else step.shift.exact
         return data
@@ -113,6 +122,9 @@ class CollapseReport:
         if self.budget is not None:
             achieved = f"{self.achieved:.3f}" if self.achieved is not None else "not measured (no example inputs)"
             lines.append(f"  budget: {self.budget} of the original's {self.macs_original:,} MACs; achieved {achieved}")
+        if self.params_budget is not None:
+            lines.append(f"  budget: {self.params_budget} of the original's {self.params_original:,} parameters; "
+                         f"achieved {self.achieved_params:.3f}")
         return "\n".join(lines)
 
 
@@ -134,10 +146,11 @@ class Probe:
         self.last, self.cost = outputs, cost
         return lowering
 
-    def report(self, mode: str, steps: Sequence[Lowering], budget: float | None = None,
-               macs_original: int | None = None) -> CollapseReport:
-        return CollapseReport(mode, self.first, self.cost, _shift(self.start, self.last), tuple(steps), budget,
-                              macs_original)
+    def report(self, mode: str, steps: Sequence[Lowering], budget: Budget | None = None,
+               macs_original: int | None = None, params_original: int | None = None) -> CollapseReport:
+        return CollapseReport(mode, self.first, self.cost, _shift(self.start, self.last), tuple(steps),
+                              None if budget is None else budget.macs, macs_original,
+                              None if budget is None else budget.params, params_original)
 
     def _cost(self, module: nn.Module) -> Cost:
         return Cost(count_parameters(module), None if self.inputs is None else count_macs(module, *self.inputs))

@@ -2,7 +2,7 @@
 that must go together sharing one; what the budget cuts where the MACs are."""
 from maskfx.technique import Flags, Option, ParamGroup, positive_int
 from maskfx.techniques.channels.layers import ChannelGate
-from maskfx.techniques.channels.rewrite import CONFIG, LAYERS, TECHNIQUE, collapse, freeze, macs, rewrite
+from maskfx.techniques.channels.rewrite import CONFIG, LAYERS, TECHNIQUE, budget_cost, collapse, freeze, rewrite
 from maskfx.techniques.channels.structure import structure
 
 LEARNED = (ChannelGate,)
@@ -13,5 +13,5 @@ PARAM_GROUP = ParamGroup("gates", (ChannelGate,), mask_momentum=False)
 FLAGS = Flags("learned channel gates (width) on every prunable convolution and linear layer",
               (Option("round_to", "channel counts kept as multiples of this (default 8)", positive_int),))
 
-__all__ = ["CONFIG", "DRAWS", "FLAGS", "LAYERS", "LEARNED", "PARAM_GROUP", "TECHNIQUE", "collapse", "freeze",
-           "macs", "rewrite", "structure"]
+__all__ = ["CONFIG", "DRAWS", "FLAGS", "LAYERS", "LEARNED", "PARAM_GROUP", "TECHNIQUE", "budget_cost", "collapse",
+           "freeze", "rewrite", "structure"]

@@ -68,6 +68,11 @@ class Layout:
         return sum(s.size for s in self.segments)
 
 
+def _weights_and_biases(layer: nn.Module) -> tuple[int, int]:
+    bias = getattr(layer, "bias", None)
+    return layer.weight.numel(), 0 if bias is None else bias.numel()
+
+
 def _pairs(layout: Layout) -> list[tuple[int, int]]:
     """A layout's segments as a cost term's inputs: (space, width)."""
     return [(segment.space, segment.size) for segment in layout.segments]
@@ -183,6 +188,9 @@ class Analysis:
         elif isinstance(module, nn.Linear):
             self._linear(node, module, self._channels_on(source, len(shape_of(node)) - 1, node))
         elif isinstance(module, NORMS) and source is not None:
+            affine = sum(p.numel() for p in module.parameters(recurse=False))  # scales with its channels
+            self.terms.append(Term(node.target, 0, _pairs(source), None, True, source.channels, source.channels,
+                                   affine))
             producer = node.args[0]
             if not module.affine:
                 self._fix(source, f"{node.target} has no affine parameters to fold a gate into")
@@ -221,7 +229,8 @@ class Analysis:
             space.grouped.append(name)
             space.producers.append((node, 1))
             self.layouts[node] = Layout(source.segments, 1)
-            self.terms.append(Term(name, macs, _pairs(source), None, True, conv.in_channels, conv.out_channels))
+            self.terms.append(Term(name, macs, _pairs(source), None, True, conv.in_channels, conv.out_channels,
+                                   *_weights_and_biases(conv)))
             return
         if conv.groups > 1:
             self._fix(source, f"{name} is a grouped convolution whose groups pruning cannot keep whole")
@@ -230,7 +239,7 @@ class Analysis:
         self.layouts[node] = self._fresh(node, 1, fixed)
         self.space(self.layouts[node].segments[0].space).producers.append((node, 1))
         self.terms.append(Term(name, macs, _pairs(source), self.layouts[node].segments[0].space, False,
-                               conv.in_channels, conv.out_channels))
+                               conv.in_channels, conv.out_channels, *_weights_and_biases(conv)))
 
     def _linear(self, node: fx.Node, linear: nn.Linear, source: Layout) -> None:
         name, shape = node.target, shape_of(node)
@@ -241,7 +250,7 @@ class Analysis:
         self.layouts[node] = self._fresh(node, dim, fixed)
         self.space(self.layouts[node].segments[0].space).producers.append((node, dim))
         self.terms.append(Term(name, macs, _pairs(source), self.layouts[node].segments[0].space, False,
-                               linear.in_features, linear.out_features))
+                               linear.in_features, linear.out_features, *_weights_and_biases(linear)))
 
     def _flatten(self, node: fx.Node, source: Layout) -> None:
         before, after = shape_of(node.args[0]), shape_of(node)

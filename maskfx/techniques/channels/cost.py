@@ -1,10 +1,11 @@
-"""MACs as a function of the kept channels: the expected cost the budget trains against, and the
-exact cost its selection meets.
+"""MACs and parameters as functions of the kept channels: the expected cost the budget trains
+against, and the exact cost its selection meets.
 
 Every convolution and linear call is a term ``macs * (kept inputs / inputs) * (kept outputs /
-outputs)``; a depthwise or grouped convolution maps a space to itself and scales once with it.
-MACs are counted as ``torch.utils.flop_counter`` counts them (2 FLOPs per MAC), so the cost
-model and the measured MACs of the pruned graph agree.
+outputs)``, and its weights likewise (its bias scales with the kept outputs alone); a depthwise or
+grouped convolution, and a BatchNorm's affine, map a space to itself and scale once with it.
+MACs are counted as ``torch.utils.flop_counter`` counts them (2 FLOPs per MAC) and parameters as
+``count_parameters`` does, so the cost model and the measured pruned graph agree.
 """
 from __future__ import annotations
 
@@ -28,17 +29,29 @@ class Term:
     same: bool
     in_channels: int
     out_channels: int
+    weights: int = 0  # parameters that scale as the MACs do
+    biases: int = 0  # parameters that scale with the kept outputs alone
+
+    def full(self, resource: str) -> int:
+        return self.macs if resource == "macs" else self.weights
 
 
-def cost(terms: list[Term], kept: Mapping[Hashable, torch.Tensor | float]) -> torch.Tensor | float:
-    """The MACs of ``terms`` with ``kept[gate]`` channels kept per space (expected or exact)."""
+RESOURCES = ("macs", "params")
+
+
+def cost(terms: list[Term], kept: Mapping[Hashable, torch.Tensor | float],
+         resource: str = "macs") -> torch.Tensor | float:
+    """The MACs (or parameters) of ``terms`` with ``kept[gate]`` channels kept per space (expected
+    or exact)."""
+    params = resource == "params"
     total = 0.0
     for term in terms:
         if term.same:
             gate = term.inputs[0][0]
-            total = total + term.macs * (kept[gate] / term.in_channels if gate else 1.0)
+            share = kept[gate] / term.in_channels if gate else 1.0
+            total = total + (term.full(resource) + params * term.biases) * share
             continue
         into = sum(kept[gate] if gate else width for gate, width in term.inputs) / term.in_channels
         out = kept[term.output] / term.out_channels if term.output else 1.0
-        total = total + term.macs * into * out
+        total = total + term.full(resource) * into * out + params * term.biases * out
     return total

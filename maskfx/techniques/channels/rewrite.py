@@ -90,10 +90,11 @@ def terms_of(gm: fx.GraphModule) -> list[Term]:
 
 
 # -- cost -------------------------------------------------------------------------------------------
-def macs(gm: fx.GraphModule, kind: str) -> torch.Tensor | float | None:
-    """MACs of the gated layers: ``"full"`` (nothing closed), ``"expected"`` (differentiable, from
-    each unit's probability of being open), ``"kept"`` (the frozen or deterministic choice), or
-    ``"min"`` (every space at its narrowest allowed width)."""
+def budget_cost(gm: fx.GraphModule, kind: str, resource: str = "macs") -> torch.Tensor | float | None:
+    """MACs (or parameters, ``resource="params"``) of the gated layers: ``"full"`` (nothing
+    closed), ``"expected"`` (differentiable, from each unit's probability of being open),
+    ``"kept"`` (the frozen or deterministic choice), or ``"min"`` (every space at its narrowest
+    allowed width)."""
     gates = gates_of(gm)
     if not gates:
         return None
@@ -108,7 +109,7 @@ def macs(gm: fx.GraphModule, kind: str) -> torch.Tensor | float | None:
                 for name, g in gates.items()}
     else:
         raise ValueError(f"kind must be full, expected, kept or min, got {kind!r}")
-    return cost(terms_of(gm), kept)
+    return cost(terms_of(gm), kept, resource)
 
 
 def _round_to(gm: fx.GraphModule) -> int:
@@ -121,11 +122,11 @@ def _step(gate: ChannelGate, round_to: int) -> int:
 
 
 # -- freeze -----------------------------------------------------------------------------------------
-def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str, torch.Tensor]:
+def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) -> dict[str, torch.Tensor]:
     """The units each gate keeps. Units close in order of their probability of being open, in
     chunks that keep every width a multiple of ``round_to`` (and never below one chunk, unless the
     space may close entirely: the inside of a residual branch), until the
-    gated layers' MACs are at or under ``allowed``, then the most likely open chunks that still fit
+    gated layers' MACs (and parameters) are at or under ``allowed``'s, then the most likely open chunks that still fit
     reopen (so the last, perhaps large, chunk closed does not leave budget unspent); without a budget, the units eval closes go
     (rounded up to the step). Ties go to the space that keeps the largest share of its width, so
     an untrained net shrinks every width alike (a uniform width multiplier) and still lands under
@@ -163,6 +164,10 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
         step, count, units = step_of(name), kept_units[name], len(order[name])
         return min(units, (count // step + 1) * step) if 0 < count < units else None
 
+    def over(counts: dict[str, int]) -> bool:
+        kept = kept_channels(counts)
+        return any(cost(terms, kept, resource) > limit for resource, limit in allowed.items())
+
     def chunk_score(name: str, fewer: int, more: int) -> float:
         """The mean keep probability of the units between two counts (the order's tail is kept)."""
         units = len(order[name])
@@ -170,7 +175,7 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
 
     if allowed is not None:
         # Close the least likely open chunk until under the budget ...
-        while cost(terms, kept_channels(kept_units)) > allowed:
+        while over(kept_units):
             closing = [((chunk_score(n, lower, kept_units[n]), -kept_units[n] / len(order[n])), n, lower)
                        for n in gates if (lower := lower_count(n)) is not None]
             if not closing:
@@ -188,7 +193,7 @@ def select(gm: fx.GraphModule, allowed: float | None, round_to: int) -> dict[str
             _, name, upper = opening[0]
             fewer = kept_units[name]
             kept_units[name] = upper
-            if cost(terms, kept_channels(kept_units)) > allowed:
+            if over(kept_units):
                 kept_units[name] = fewer
                 refused.add(name)
         # A branch whose every kept unit eval already closes goes whole: the eval function has only
@@ -211,7 +216,7 @@ def freeze(gm: fx.GraphModule) -> None:
     gates = gates_of(gm)
     if not gates or all(g.is_frozen for g in gates.values()):
         return
-    masks = select(gm, get_state(gm).macs_allowed, _round_to(gm))
+    masks = select(gm, get_state(gm).allowed, _round_to(gm))
     for name, gate in gates.items():
         gate.freeze(masks[name].to(gate.frozen_mask.device))
 
