@@ -9,7 +9,8 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
   (the budget's target annealed), ``freeze`` (selects channels under the budget), ``finetune``
   epochs, both phases distilled from the start; then ``collapse("prune")``;
 - Torch-Pruning: the same start, L2-magnitude importance, ``round_to=8``, pruned iteratively (many
-  small uniform steps) until its MACs are at or under the same budget, then trained through the
+  small uniform steps, ``maskfx.peers.torch_pruning.pruned_iteratively``, one pruner walking down
+  through the budgets) until its MACs are at or under the same budget, then trained through the
   same phases with the same distillation;
 - untouched: the start trained on through the same phases (no distillation, no pruning).
 
@@ -55,7 +56,8 @@ from torch.utils.data import Subset
 
 import maskfx
 from benchmarks.arms import example_batch, test_accuracy
-from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table, torch_pruning_or_skip
+from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table
+from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
 from maskfx.train import Data, DataError, Phase, fit, load_data, resolve_device
 
@@ -68,7 +70,7 @@ BATCH = 64
 ROUND_TO = 8  # Torch-Pruning's channel multiple; maskfx's channel gates keep multiples of 8 by default
 TEMPERATURE, ALPHA = 4.0, 0.5  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA), fit's defaults
 EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX exports
-MAX_PRUNING_RATIO = 0.9  # Torch-Pruning's ratio after its last step; it stops at the first under the target
+MAX_PRUNING_RATIO = peer.MAX_RATIO  # Torch-Pruning's ratio after its last step; it stops at the first under the target
 GOAL_BUDGET, GOAL_POINTS, GOAL_LATENCY = 0.5, 0.5, 0.55  # the issue: at 0.5 MACs within 0.5 pt, ORT <= 0.55x
 START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
 MASKFX, TORCH_PRUNING = "maskfx", "Torch-Pruning"
@@ -120,32 +122,11 @@ def training_subset(data: Data, images: int, seed: int) -> Data:
     return Data(Subset(data.train, order[:images].tolist()), data.test, data.num_classes, data.input_shape)
 
 
-def _classifier(model: nn.Module) -> nn.Module:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
-def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int],
-                 steps: int) -> list[tuple[nn.Module, int]]:
-    """For each MACs target, a copy of ``start`` pruned by Torch-Pruning (L2
-    magnitude, local, ``round_to=ROUND_TO``, the head kept) in ``steps`` iterative steps up to
-    ``MAX_PRUNING_RATIO``, taken at the first step at or under the target, with how many steps it
-    took. One pruner walks down through all the targets."""
-    import torch_pruning as tp
-
-    model = copy.deepcopy(start).cpu().eval()
-    pruner = tp.pruner.BasePruner(model, example[:1], importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=MAX_PRUNING_RATIO, iterative_steps=steps, round_to=ROUND_TO,
-                                  ignored_layers=[_classifier(model)])
-    pruned, step = [], 0
-    for target in sorted(targets, reverse=True):
-        while count_macs(model, example) > target:
-            if step == steps:
-                raise RuntimeError(f"Torch-Pruning reached ratio {MAX_PRUNING_RATIO} above {target:,} MACs")
-            pruner.step()
-            step += 1
-        pruned.append((copy.deepcopy(model), step))
-    order = sorted(range(len(targets)), key=lambda i: -targets[i])
-    return [pruned[order.index(i)] for i in range(len(targets))]
+def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int], steps: int) -> list[peer.Pruned]:
+    """For each MACs target, a copy of ``start`` pruned by Torch-Pruning with this suite's settings
+    (``round_to=ROUND_TO``, ``steps`` iterative steps up to ``MAX_PRUNING_RATIO``, one pruner walking
+    down through the targets), taken at the first step at or under the target."""
+    return peer.pruned_iteratively(start, example, targets, round_to=ROUND_TO, steps=steps, max_ratio=MAX_PRUNING_RATIO)
 
 
 @dataclass
@@ -206,11 +187,11 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
     began = time.perf_counter()
     pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps)
     pruning = (time.perf_counter() - began) / len(pruned)
-    for b, (model, steps) in zip(budget.budgets, pruned):
+    for b, got in zip(budget.budgets, pruned):
         began = time.perf_counter()
         arms[arm_key(TORCH_PRUNING, b)] = Arm(
-            _fit(model, data, rest, seed, device, f"Torch-Pruning {b}", teacher=_teacher(start)),
-            seconds=time.perf_counter() - began + pruning, notes=[str(steps)])
+            _fit(got.model, data, rest, seed, device, f"Torch-Pruning {b}", teacher=_teacher(start)),
+            seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
 
     for arm in arms.values():
         arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
@@ -279,15 +260,15 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
     notes = []
     n = len(budget.seeds)
     for b in budget.budgets:
-        ours, peer = judged[arm_key(MASKFX, b)], judged[arm_key(TORCH_PRUNING, b)]
-        under = all(r <= b for r in ours["macs"]), all(r <= b for r in peer["macs"])
-        versus = statistics.mean(o - p for o, p in zip(ours["deltas"], peer["deltas"]))
+        ours, theirs = judged[arm_key(MASKFX, b)], judged[arm_key(TORCH_PRUNING, b)]
+        under = all(r <= b for r in ours["macs"]), all(r <= b for r in theirs["macs"])
+        versus = statistics.mean(o - p for o, p in zip(ours["deltas"], theirs["deltas"]))
         line = (f"Budget {b}: maskfx {ours['delta']:+.2f} pt vs untouched (per seed "
                 f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "
                 f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, {'under' if under[0] else 'OVER'} the budget; ORT "
-                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32); Torch-Pruning {peer['delta']:+.2f} pt "
-                f"(MAC ratio {'/'.join(f'{r:.3f}' for r in peer['macs'])}, {'under' if under[1] else 'OVER'}; ORT "
-                f"{peer['b1']}x / {peer['b32']}x); maskfx - Torch-Pruning {versus:+.2f} pt, paired over {n} seed(s).")
+                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32); Torch-Pruning {theirs['delta']:+.2f} pt "
+                f"(MAC ratio {'/'.join(f'{r:.3f}' for r in theirs['macs'])}, {'under' if under[1] else 'OVER'}; ORT "
+                f"{theirs['b1']}x / {theirs['b32']}x); maskfx - Torch-Pruning {versus:+.2f} pt, paired over {n} seed(s).")
         if quick:
             line += " No verdict (smoke budget)."
         elif b == GOAL_BUDGET:
@@ -316,14 +297,14 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
                   (" — one seed only: the differences below carry one run's noise (on 10,000 test images a single "
                    "accuracy's standard error alone is about 0.3 pt)." if seeds == 1 and not quick else
                    f"; differences are paired by seed (mean and sample std over {seeds})." if seeds > 1 else "."))
-    peer = (f"Torch-Pruning {_tp_version()}: BasePruner, MagnitudeImportance(p=2), local (uniform per layer), "
-            f"round_to={ROUND_TO}, the classifier kept, iterative_steps={budget.prune_steps} up to ratio "
-            f"{MAX_PRUNING_RATIO}, stopped at the first step at or under each budget's MACs (steps taken, per "
-            f"seed: " + "; ".join(f"{b}: " + "/".join(run[arm_key(TORCH_PRUNING, b)].notes[0] for run in runs)
-                                  for b in budget.budgets) + ").")
+    pruner = (f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2), local (uniform per layer), "
+              f"round_to={ROUND_TO}, the classifier kept, iterative_steps={budget.prune_steps} up to ratio "
+              f"{MAX_PRUNING_RATIO}, stopped at the first step at or under each budget's MACs (steps taken, per "
+              f"seed: " + "; ".join(f"{b}: " + "/".join(run[arm_key(TORCH_PRUNING, b)].notes[0] for run in runs)
+                                    for b in budget.budgets) + ").")
     collapse = "; ".join(f"{k}: {n}" for run in runs[:1] for k, arm in run.items() for n in arm.notes
                          if k.startswith(MASKFX))
-    return [recipe, seeds_note, peer,
+    return [recipe, seeds_note, pruner,
             f'maskfx: transform(channels=True, budget=maskfx.Budget(macs=b)), collapse("prune") against the frozen '
             f"net on {EXAMPLES} test images — {collapse}. No BatchNorm recalibration.",
             f"MAC ratio: torch.utils.flop_counter, one image, to the untouched model (mean over seeds; per seed in "
@@ -336,18 +317,12 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
             f"threads), load average {os.getloadavg()[0]:.1f} at the end."]
 
 
-def _tp_version() -> str:
-    import torch_pruning
-
-    return getattr(torch_pruning, "__version__", "?")
-
-
 def run(quick: bool) -> dict:
     """Every seed's arms trained and measured, the first seed's exported and timed; ``SuiteSkipped``
-    without the data or Torch-Pruning."""
+    without the data (``UserError`` without Torch-Pruning, a dependency of maskfx)."""
     started = time.perf_counter()
     budget = QUICK if quick else FULL
-    torch_pruning_or_skip()
+    peer.require()
     full = fashion_data(budget)
     example, device = example_batch(full, EXAMPLES), resolve_device("auto")
     runs = [run_seed(seed, full, budget, example, device) for seed in budget.seeds]

@@ -12,8 +12,8 @@ Same data (the digits at 32x32, the demo's split), same model (torchvision resne
   those MACs.
 
 Every model is exported with ``maskfx.export_onnx`` (verified in ONNX Runtime) and timed in one
-interleaved ONNX Runtime run. ``torch-pruning`` is a benchmark-only extra (``pip install
-maskfx[bench]``); without it the table says so.
+interleaved ONNX Runtime run. Torch-Pruning runs through ``maskfx.peers.torch_pruning`` (a
+dependency of maskfx, as the demo compares against it too); without it the table says so.
 
     python -m benchmarks --only peer_pruning [--quick]
 """
@@ -32,6 +32,8 @@ from torch import nn
 
 import maskfx
 from benchmarks.arms import test_accuracy
+from maskfx.errors import UserError
+from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
 from maskfx.train import Data, Phase, fit, load_data, resolve_device
 
@@ -76,31 +78,10 @@ def maskfx_transform(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphM
                             maskconnect=maskfx.MaskConnectConfig(1, "previous", "multinomial"))
 
 
-def _classifier(model: nn.Module) -> nn.Module:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
 def channel_pruned(model: nn.Module, example: torch.Tensor, target_macs: int, steps: int) -> nn.Module:
-    """A copy of ``model`` with Torch-Pruning's uniform L2-magnitude channel pruning at the ratio
-    (found by bisection) whose MACs come closest to ``target_macs`` from above."""
-    import torch_pruning as tp
-
-    def prune(ratio: float) -> nn.Module:
-        pruned = copy.deepcopy(model).eval()
-        tp.pruner.BasePruner(pruned, example[:1], importance=tp.importance.MagnitudeImportance(p=2),
-                             pruning_ratio=ratio, ignored_layers=[_classifier(pruned)]).step()
-        return pruned
-
-    low, high = 0.0, 0.95
-    best = copy.deepcopy(model)  # no ratio keeps the target: unpruned, but never the caller's object
-    for _ in range(steps):
-        middle = (low + high) / 2
-        candidate = prune(middle)
-        if count_macs(candidate, example) >= target_macs:
-            low, best = middle, candidate
-        else:
-            high = middle
-    return best
+    """A copy of ``model`` with Torch-Pruning's uniform L2-magnitude channel pruning (no rounding)
+    at the ratio, found by bisection, whose MACs come closest to ``target_macs`` from above."""
+    return peer.pruned_by_bisection(model, example, target_macs, steps=steps).model
 
 
 def _latencies(models: dict[str, nn.Module], example: torch.Tensor, runs: int) -> dict[str, list[float]]:
@@ -177,10 +158,10 @@ def compare(budget: Budget, device: torch.device) -> tuple[list[list], list[str]
 def run(quick: bool) -> dict:
     """The comparison table (``quick``: a smoke run on a small subset, numbers meaningless)."""
     try:
-        import torch_pruning  # noqa: F401  (benchmark-only dependency)
-    except ImportError:
+        peer.require()
+    except UserError as missing:
         table = {"title": TITLE, "columns": ["status"], "rows": [["torch-pruning is not installed"]],
-                 "notes": ["Install the benchmark extra: pip install 'maskfx[bench]' (torch-pruning==1.6.1)."]}
+                 "notes": [str(missing)]}
         return {"suite": SUITE, "title": TITLE, "tables": [table]}
     budget = QUICK if quick else FULL
     device = resolve_device("auto")

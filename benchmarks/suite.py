@@ -16,15 +16,6 @@ class SuiteSkipped(Exception):
     """The suite cannot run on this machine; the message says why (recorded, not an error)."""
 
 
-def torch_pruning_or_skip():
-    """The ``torch_pruning`` module, a benchmark-only dependency, or ``SuiteSkipped`` saying how to get it."""
-    try:
-        import torch_pruning
-    except ImportError:
-        raise SuiteSkipped("torch-pruning is not installed: pip install 'maskfx[bench]'") from None
-    return torch_pruning
-
-
 def table(title: str, columns: list[str], rows: list[list[Cell]], notes: list[str] | None = None) -> dict[str, Any]:
     """One result table; every row must have one cell per column."""
     for row in rows:

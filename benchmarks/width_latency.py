@@ -15,8 +15,9 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
   MACs first), deterministically; then ``collapse("prune")``. The second row:
   ``channels=ChannelConfig(round_to=1)``.
 - Torch-Pruning: ``BasePruner`` + ``MagnitudeImportance(p=2)``, local (uniform per layer), the
-  classifier kept, at the pruning ratio found by bisection (as ``peer_pruning``) whose MACs come
-  closest to maskfx's (round_to=8) from above; ``round_to=8`` and ``round_to=None``.
+  classifier kept, at the pruning ratio found by bisection (as ``peer_pruning``:
+  ``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's
+  (round_to=8) from above; ``round_to=8`` and ``round_to=None``.
 - Every model (the dense one too) exported with ``maskfx.export_onnx`` (ONNX Runtime parity
   verified), then timed on the CPU provider, the models taking turns call by call
   (``maskfx.report.ort_latency``); MACs with ``maskfx.report.count_macs`` (one image).
@@ -46,7 +47,8 @@ import torchvision
 from torch import nn
 
 import maskfx
-from benchmarks.suite import Cell, result, table, torch_pruning_or_skip
+from benchmarks.suite import Cell, result, table
+from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
 
 SUITE = "width-latency"
@@ -110,36 +112,6 @@ def maskfx_pruned(model: nn.Module, example: torch.Tensor, round_to: int) -> tup
         [f"transform warned: {message}" for message in said]
 
 
-def _classifier(model: nn.Module) -> nn.Module:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
-def torch_pruned(model: nn.Module, example: torch.Tensor, target_macs: int, round_to: int | None,
-                 steps: int) -> tuple[nn.Module, float]:
-    """A copy of ``model`` with Torch-Pruning's L2-magnitude channel pruning at the ratio (found by
-    bisection, as ``peer_pruning``) whose MACs come closest to ``target_macs`` from above, and that
-    ratio."""
-    import torch_pruning as tp
-
-    def prune(pruning_ratio: float) -> nn.Module:
-        pruned = copy.deepcopy(model).eval()
-        tp.pruner.BasePruner(pruned, example[:1], importance=tp.importance.MagnitudeImportance(p=2),
-                             pruning_ratio=pruning_ratio, round_to=round_to,
-                             ignored_layers=[_classifier(pruned)]).step()
-        return pruned
-
-    low, high = 0.0, 0.95
-    best, best_ratio = copy.deepcopy(model), 0.0
-    for _ in range(steps):
-        middle = (low + high) / 2
-        candidate = prune(middle)
-        if count_macs(candidate, example) >= target_macs:
-            low, best, best_ratio = middle, candidate, middle
-        else:
-            high = middle
-    return best, best_ratio
-
-
 def narrowest_conv(model: nn.Module) -> int:
     return min(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
 
@@ -189,10 +161,10 @@ def goal_note(judged: dict[str, tuple[float, float, float]], budget: RunBudget, 
 
 def run(quick: bool) -> dict:
     """The dense model, maskfx's and Torch-Pruning's 0.5-MAC models (rounded and not), exported,
-    verified and timed; ``SuiteSkipped`` without Torch-Pruning."""
+    verified and timed (``UserError`` without Torch-Pruning, a dependency of maskfx)."""
     started = time.perf_counter()
     budget = QUICK if quick else FULL
-    torch_pruning = torch_pruning_or_skip()
+    peer.require()
     dense = dense_model(budget)
     generator = torch.Generator().manual_seed(SEED)
     batch32 = torch.randn(32, 3, budget.image_size, budget.image_size, generator=generator)
@@ -210,7 +182,8 @@ def run(quick: bool) -> dict:
     ratios = {}
     for name, round_to in ((TORCH_PRUNING, ROUND_TO), (TORCH_PRUNING_UNROUNDED, None)):
         began = time.perf_counter()
-        models[name], ratios[name] = torch_pruned(dense, example, target, round_to, budget.bisection_steps)
+        got = peer.pruned_by_bisection(dense, example, target, round_to=round_to, steps=budget.bisection_steps)
+        models[name], ratios[name] = got.model, got.ratio
         seconds[name] = time.perf_counter() - began
 
     began = time.perf_counter()
@@ -240,7 +213,7 @@ def run(quick: bool) -> dict:
         f"Every gate is equally likely open untrained, so freeze's selection follows its tie-break (the chunk "
         f"that saves the most MACs first): the 'narrowest conv' column shows where that leaves the network.",
         *[f"{name}: {note}" for name, said in maskfx_notes.items() for note in said],
-        f"Torch-Pruning {getattr(torch_pruning, '__version__', '?')}: BasePruner, MagnitudeImportance(p=2), local "
+        f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2), local "
         f"(uniform per layer), the classifier kept; the pruning ratio by {budget.bisection_steps} bisection steps "
         f"in [0, 0.95] for the MACs closest from above to maskfx's round_to=8 model ({target / 1e6:.1f}M): "
         + ", ".join(f"{name} at ratio {r:.3f}" for name, r in ratios.items()) + ".",

@@ -19,7 +19,6 @@ RESNET18_32PX_MACS = 37_016_576  # one 32x32 image
 
 @pytest.mark.skipif(not FASHION_INSTALLED, reason="dataset-fashion-mnist not installed: run `make data`")
 def test_quick_run_measures_every_arm(tmp_path):
-    pytest.importorskip("torch_pruning")
     record = harness.run_suite(budget.SUITE, quick=True, command="python -m benchmarks --quick --only budget")
     assert record["status"] == harness.OK, record["reason"]
     saved = json.loads(harness.write(record, tmp_path / "results").read_text())
@@ -63,8 +62,9 @@ def test_the_untouched_model_costs_what_resnet18_costs():
     assert count_macs(model, torch.zeros(1, 3, 32, 32)) == RESNET18_32PX_MACS
 
 
-def test_torch_pruning_lands_at_or_under_each_target():
-    pytest.importorskip("torch_pruning")
+def test_torch_pruning_walks_with_the_suites_settings():
+    """The suite's Torch-Pruning arm (``maskfx.peers.torch_pruning``, tested in test_peers.py) with
+    its settings: round_to=8, up to ratio 0.9, the first step at or under the budget."""
     import torch
     import torchvision
 
@@ -72,18 +72,16 @@ def test_torch_pruning_lands_at_or_under_each_target():
 
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     example = torch.randn(2, 3, 32, 32)
-    targets = [int(0.5 * RESNET18_32PX_MACS), int(0.75 * RESNET18_32PX_MACS)]  # out of order on purpose
-    (half, half_steps), (most, most_steps) = budget.torch_pruned(model, example, targets, steps=18)
-    assert count_macs(most, example) <= targets[1] < count_macs(model, example)
-    assert count_macs(half, example) <= targets[0] < count_macs(most, example)
-    assert 0 < most_steps < half_steps <= 18
-    convs = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
+    target = int(0.5 * RESNET18_32PX_MACS)
+    (half,) = budget.torch_pruned(model, example, [target], steps=18)
+    assert count_macs(half.model, example) == half.macs <= target
+    assert 0 < half.steps <= 18 and half.ratio == pytest.approx(budget.MAX_PRUNING_RATIO * half.steps / 18)
+    convs = [m for m in half.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m.out_channels % budget.ROUND_TO == 0 for m in convs)
-    assert half.fc.out_features == 10 and model.fc.in_features == 512  # the head kept, the start untouched
+    assert half.model.fc.out_features == 10 and model.fc.in_features == 512  # the head kept, the start untouched
 
 
 def test_absent_data_skips_the_suite_saying_how_to_get_it(monkeypatch, tmp_path):
-    pytest.importorskip("torch_pruning")
     monkeypatch.setattr(budget, "DATA", f"fashion-mnist:{tmp_path}")
     record = harness.run_suite(budget.SUITE, quick=True, command="python -m benchmarks --quick --only budget")
     assert record["status"] == harness.SKIPPED and "make data" in record["reason"]

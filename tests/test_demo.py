@@ -1,8 +1,12 @@
 """``maskfx demo --quick`` (CI): the report folder holds the report, its JSON, the ONNX files and
-the plots, and the report's numbers are this run's, baseline included."""
+the plots, and the report's numbers are this run's, baseline included; the budget part has the
+peer, Torch-Pruning from the same start at or under the MACs maskfx's pruned model reached."""
 import json
 
+import pytest
+
 from maskfx.cli import main
+from maskfx.cli.demo import PEER, PEER_ROW
 
 
 def test_quick_demo_writes_the_report(tmp_path, capsys):
@@ -15,8 +19,9 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
         rows = {row["model"]: row for row in part["rows"]}
         budgeted = part["collapse"]["prune"]["budget"] is not None
         assert list(rows) == ["baseline, trained on", "transformed (eval)", "collapsed: expected", "collapsed: prune"] \
-            + ["collapsed: prune, BatchNorm recalibrated"] * budgeted
-        for name, key in (("baseline, trained on", "baseline, trained on"), ("collapsed: prune", "prune")):
+            + ["collapsed: prune, BatchNorm recalibrated", PEER_ROW] * budgeted
+        for name, key in (("baseline, trained on", "baseline, trained on"), ("collapsed: prune", "prune"),
+                          *[(PEER_ROW, PEER)] * budgeted):
             export = part["exports"][key]  # exported, verified and timed
             assert rows[name]["latency_p50_ms"] > 0 and rows[name]["onnx_nodes"] == export["node_count"] > 0
             assert export["ok"] and export["random_ops"] == [] and export["provider"] == "CPUExecutionProvider"
@@ -32,11 +37,29 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
         assert rows["collapsed: prune"]["macs"] <= rows["collapsed: expected"]["macs"]
         if budgeted:  # the demo's default budget, met within 3% and under it
             assert 0.97 * 0.5 <= part["collapse"]["prune"]["achieved"] <= 0.5
+        ours, base = rows["collapsed: prune"], rows["baseline, trained on"]
+        comparisons = [(c["model"], c["against"]) for c in part["comparisons"]]
+        assert comparisons == [(ours["model"], base["model"])] + [(ours["model"], PEER_ROW)] * budgeted
+        versus = part["comparisons"][0]  # the numbers a reader judges by, as data and on the page
+        assert versus["macs_ratio"] == pytest.approx(ours["macs"] / base["macs"])
+        assert versus["accuracy_difference"] == pytest.approx(ours["accuracy"] - base["accuracy"])
+        assert versus["latency_p50_ratio"] == pytest.approx(ours["latency_p50_ms"] / base["latency_p50_ms"])
+        for c in part["comparisons"]:
+            assert f"**{c['model']} vs {c['against']}:** parameters x{c['parameters_ratio']:.3f}" in markdown
+        if budgeted:  # the peer: the same target, the MACs maskfx reached; at or under it (never over)
+            theirs, facts = rows[PEER_ROW], part["peer"]
+            assert facts["target_macs"] == ours["macs"] and theirs["macs"] == facts["macs"] <= ours["macs"]
+            assert theirs["macs"] >= 0.75 * ours["macs"]  # under, not far: round_to=8 moves in multiples of 8
+            assert theirs["parameters"] < base["parameters"] and facts["round_to"] == 8 and facts["steps_taken"] > 0
+            assert [r["epoch"] for r in part["histories"]["Torch-Pruning"]] == [3, 4]  # trained as long
+            assert "Torch-Pruning" in part["recipe"] and f"| {PEER_ROW} | {theirs['accuracy']:.4f} |" in markdown
+        else:
+            assert part["peer"] is None
         assert f"{rows['baseline, trained on']['accuracy']:.4f}" in markdown  # the table shows this run's numbers
         assert [r["epoch"] for r in part["histories"]["transformed"]] == [3, 4]  # after the 2 baseline epochs
         for plot in part["plots"]:
             assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in markdown
     assert {"budget_channels.png", "resnet_training.png", "resnet_blockout_clusters.png", "resnet_maskconnect.png",
             "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
-    assert {"budget_pruned.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx",
+    assert {"budget_pruned.onnx", "budget_torch_pruning.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx",
             "resnext_pruned.onnx"} <= {p.name for p in tmp_path.iterdir()}

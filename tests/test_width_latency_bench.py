@@ -11,8 +11,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # the benchmarks package liv
 
 from benchmarks import harness, registry, render, width_latency  # noqa: E402
 
-pytest.importorskip("torch_pruning")
-
 
 def test_the_suite_is_registered():
     assert registry.load("width-latency") is width_latency

@@ -1,11 +1,14 @@
-"""``maskfx demo``: the real use end to end, offline, with a baseline to compare against.
+"""``maskfx demo``: the real use end to end, offline, with a baseline and the peer to compare against.
 
 Per part (a ResNet pruned to a MACs budget by channel gates, distilled from its trained start; a
 ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect): train the
 untouched model (it stands in for a pretrained one), transform *that trained model*, learn
 structure, freeze, fine-tune; train the baseline on for the same extra epochs; collapse both
 ways, export baseline and pruned model to ONNX, verify them in ONNX Runtime, time them, and write
-``report.md``, ``report.json`` and the plots into ``--out``.
+``report.md``, ``report.json`` and the plots into ``--out``. The budget part adds the peer:
+Torch-Pruning's L2-magnitude channel pruning of the same trained start to the MACs maskfx's pruned
+model reached (``maskfx.peers.torch_pruning``), trained as long with the same teacher, exported
+and timed in the same ONNX Runtime run.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import argparse
 import copy
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +28,9 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 import maskfx
 from maskfx.cli.options import Command, fraction, positive_int
+from maskfx.peers import torch_pruning as peer
 from maskfx.report import Measurement, count_macs, count_parameters, ort_latency, plots, write_report
+from maskfx.report.writer import comparison
 from maskfx.train import Data, Phase, accuracy, fit, load_data, predict, resolve_device
 from maskfx.train.fit import GATE_LR, evaluation_loader
 
@@ -41,12 +46,16 @@ class Schedule:
     learn: int
     finetune: int
     latency_runs: int
+    peer_steps: int = peer.STEPS  # Torch-Pruning's iterative steps up to ratio peer.MAX_RATIO
 
 
 FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
-QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10)
+# the peer's walk in steps of 0.05 of the ratio (0.01 in the full run), as the budget benchmark's quick run
+QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10, peer_steps=18)
 RECALIBRATION_BATCHES = 20  # BatchNorm statistics of the pruned model recomputed on this many training batches
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
+PEER_ROUND_TO = 8  # Torch-Pruning's channel multiple, as maskfx's channel gates keep by default
+PEER, PEER_ROW = "torch-pruning", f"Torch-Pruning: L2 magnitude, round_to={PEER_ROUND_TO}, at maskfx's MACs"
 
 
 def small_resnext(num_classes: int) -> nn.Module:
@@ -81,19 +90,35 @@ class Part:
     build: Callable[[int], nn.Module]
     transform: Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]
     distill: bool = False  # learn from the trained start's logits too (it is the teacher)
+    peer: bool = False  # beside it Torch-Pruning from the same start, at the MACs the pruned model reached
 
 
 def parts(model: str, budget: float) -> list[Part]:
     def resnet(n: int) -> nn.Module:
         return torchvision.models.get_model(model, weights=None, num_classes=n)
     return [Part("budget", f"{model} at {budget} of the MACs: channel gates under the budget, distilled from the "
-                           f"trained start", resnet, budget_transform(budget), distill=True),
+                           f"trained start, against Torch-Pruning at the same MACs", resnet, budget_transform(budget),
+                 distill=True, peer=True),
             Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect", resnet, resnet_transform),
             Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform)]
 
 
 def _step(part: Part, index: int, text: str) -> None:
     print(f"[{part.key} {index}/6 {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def peer_arm(start: nn.Module, example: torch.Tensor, target: int, teacher: nn.Module | None, budget: Schedule,
+             train: dict) -> tuple[nn.Module, dict, list[dict]]:
+    """The peer's arm: ``start`` pruned by Torch-Pruning to at most ``target`` MACs (iterative,
+    ``round_to=PEER_ROUND_TO``), then trained on the baseline's schedule with the maskfx arm's
+    ``teacher``. Returns the model (CPU, eval), what the pruning did as data, and the history."""
+    (pruned,) = peer.pruned_iteratively(start, example, [target], round_to=PEER_ROUND_TO, steps=budget.peer_steps)
+    history = fit(pruned.model, phases=[Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
+                  desc="Torch-Pruning", teacher=teacher, **train)
+    facts = {"library": "Torch-Pruning", "version": peer.version(), "importance": "MagnitudeImportance(p=2), local",
+             "round_to": PEER_ROUND_TO, "iterative_steps": budget.peer_steps, "max_ratio": peer.MAX_RATIO,
+             "steps_taken": pruned.steps, "ratio": pruned.ratio, "target_macs": target, "macs": pruned.macs}
+    return pruned.model.to("cpu").eval(), facts, history
 
 
 def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.device, seed: int) -> dict:
@@ -121,9 +146,6 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     continued = copy.deepcopy(baseline)
     history["baseline, trained on"] = fit(continued, phases=[Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
                                           desc="baseline on", **train)
-    for name in ("transformed", "baseline, trained on"):
-        for record in history[name]:
-            record["epoch"] += budget.baseline
     net, continued = net.to(cpu).eval(), continued.to(cpu).eval()
 
     _step(part, 4, "collapse both ways, measured on the test images")
@@ -145,12 +167,25 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
         rows["prune, recalibrated"] = Measurement("collapsed: prune, BatchNorm recalibrated", score(recalibrated),
                                                   after.parameters, after.macs,
                                                   verification=f"{RECALIBRATION_BATCHES} training batches")
+    deploys = [("baseline, trained on", continued, "baseline"), ("prune", deployed["prune"], "pruned")]
+    facts = None
+    if part.peer:  # the same start, budget (the MACs maskfx reached), schedule and teacher
+        target = collapses["prune"].after.macs
+        _step(part, 4, f"Torch-Pruning prunes the trained start to at most {target:,} MACs (the pruned model's), "
+                       f"trains {budget.learn} + {budget.finetune} epochs with the same teacher")
+        theirs, facts, history["Torch-Pruning"] = peer_arm(baseline, example, target, teacher, budget, train)
+        rows[PEER] = Measurement(PEER_ROW, score(theirs), count_parameters(theirs), count_macs(theirs, example))
+        deploys.append((PEER, theirs, "torch_pruning"))
+    for name in history.keys() - {"baseline"}:
+        for record in history[name]:
+            record["epoch"] += budget.baseline
 
-    _step(part, 5, "export baseline and pruned model to ONNX, verify in ONNX Runtime")
+    _step(part, 5, "export baseline and pruned model" + (" and Torch-Pruning's" if part.peer else "")
+          + " to ONNX, verify in ONNX Runtime")
     paths, exports = {}, {}
-    for key, model in (("baseline, trained on", continued), ("prune", deployed["prune"])):
-        name = f"{part.key}_{'baseline' if model is continued else 'pruned'}.onnx"
-        paths[key], exports[key] = maskfx.export_onnx(model, out / name, example_inputs=(example,), device="cpu")
+    for key, model, stem in deploys:
+        paths[key], exports[key] = maskfx.export_onnx(model, out / f"{part.key}_{stem}.onnx", example_inputs=(example,),
+                                                      device="cpu")
         print(f"      {exports[key]}")
         parity = "ORT parity " + ", ".join(f"b{c.batch} {c.max_abs_diff:.1e}" for c in exports[key].checks)
         rows[key].onnx_nodes = exports[key].node_count
@@ -159,6 +194,9 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     _step(part, 6, f"ONNX Runtime latency, batch {len(example)}, {budget.latency_runs} interleaved runs; plots")
     for key, (p50, p90) in ort_latency(paths, example, runs=budget.latency_runs).items():
         rows[key].latency_p50_ms, rows[key].latency_p90_ms = p50, p90
+    measured = {key: asdict(row) for key, row in rows.items()}
+    comparisons = [comparison(measured["prune"], measured[against]) for against in ("baseline, trained on", PEER)
+                   if against in measured]
     sites = maskfx.structure(net)
     drawn = [plots.training_curves(history, out / f"{part.key}_training.png"),
              plots.blockout_clusters(sites, out / f"{part.key}_blockout_clusters.png"),
@@ -166,6 +204,11 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
              plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png"),
              plots.channel_widths(sites, out / f"{part.key}_channels.png")]
     notes = [note for step in collapses["prune"].techniques for note in step.notes]
+    if facts is not None:
+        notes.append(f"Torch-Pruning: {facts['steps_taken']} of {facts['iterative_steps']} iterative steps (ratio "
+                     f"{facts['ratio']:.2f}), {facts['macs']:,} MACs for the pruned model's {facts['target_macs']:,} "
+                     f"(x{facts['macs'] / facts['target_macs']:.3f}); exported, verified and timed in the same "
+                     f"ONNX Runtime run as the others")
     for mode in deployed:
         print("      " + str(collapses[mode]).replace("\n", "\n      "))
     recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
@@ -175,8 +218,14 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
               + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")
               + ("; the transformed model also learns from the trained start's logits (distillation, T = 4, "
                  "alpha 0.5)." if part.distill else "."))
-    return {"title": part.title, "recipe": recipe, "rows": [asdict(row) for row in rows.values()],
-            "collapse": {mode: report.to_dict() for mode, report in collapses.items()},
+    if facts is not None:
+        recipe += (f" Torch-Pruning {facts['version']} (the peer): the same trained start, L2-magnitude channel "
+                   f"pruning (BasePruner, MagnitudeImportance(p=2), local: one ratio per layer), round_to="
+                   f"{PEER_ROUND_TO}, the classifier kept, {facts['iterative_steps']} iterative steps up to ratio "
+                   f"{facts['max_ratio']}, stopped at the first at or under the pruned model's MACs; then trained on "
+                   f"the baseline's schedule" + (", distilled from the same trained start." if part.distill else "."))
+    return {"title": part.title, "recipe": recipe, "rows": list(measured.values()), "comparisons": comparisons,
+            "peer": facts, "collapse": {mode: report.to_dict() for mode, report in collapses.items()},
             "exports": {key: report.to_dict() for key, report in exports.items()},
             "notes": notes, "plots": [p.name for p in drawn if p is not None], "histories": history}
 
@@ -187,8 +236,8 @@ DATA_NAMES = {"digits": "scikit-learn digits", "mnist": "MNIST", "fashion-mnist"
 def run_demo(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     budget = QUICK if args.quick else FULL
-    budget = Schedule(budget.limit, budget.baseline, args.epochs if args.epochs is not None else budget.learn,
-                    args.finetune_epochs if args.finetune_epochs is not None else budget.finetune, budget.latency_runs)
+    budget = replace(budget, learn=args.epochs if args.epochs is not None else budget.learn,
+                     finetune=args.finetune_epochs if args.finetune_epochs is not None else budget.finetune)
     device, out = resolve_device(args.device), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(args.data, seed=args.seed, limit=budget.limit)

@@ -20,16 +20,23 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _ratios(rows: list[dict[str, Any]]) -> str:
-    """The exported pruned model (the last row timed in ONNX Runtime) against the baseline: the
-    ratios a reader looks for first."""
-    base = rows[0]
-    pruned = next((row for row in reversed(rows[1:]) if row.get("latency_p50_ms")), rows[-1])
-    parts = [f"parameters x{pruned['parameters'] / base['parameters']:.3f}", f"MACs x{pruned['macs'] / base['macs']:.3f}"]
-    if base.get("latency_p50_ms") and pruned.get("latency_p50_ms"):
-        parts.append(f"ORT p50 latency x{pruned['latency_p50_ms'] / base['latency_p50_ms']:.3f}")
-    parts.append(f"accuracy {pruned['accuracy'] - base['accuracy']:+.4f}")
-    return f"**{pruned['model']} vs {base['model']}:** " + ", ".join(parts)
+def comparison(model: dict[str, Any], against: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s row against ``against``'s (``Measurement`` rows as dicts): parameters, MACs and
+    ONNX Runtime p50 latency as ratios (``None`` where either was not timed), accuracy as a
+    difference. The demo keeps these in ``report.json``: the numbers a reader judges by."""
+    p50 = model.get("latency_p50_ms"), against.get("latency_p50_ms")
+    return {"model": model["model"], "against": against["model"],
+            "parameters_ratio": model["parameters"] / against["parameters"], "macs_ratio": model["macs"] / against["macs"],
+            "latency_p50_ratio": p50[0] / p50[1] if all(p50) else None,
+            "accuracy_difference": model["accuracy"] - against["accuracy"]}
+
+
+def _comparison_line(c: dict[str, Any]) -> str:
+    parts = [f"parameters x{c['parameters_ratio']:.3f}", f"MACs x{c['macs_ratio']:.3f}"]
+    if c["latency_p50_ratio"] is not None:
+        parts.append(f"ORT p50 latency x{c['latency_p50_ratio']:.3f}")
+    parts.append(f"accuracy {c['accuracy_difference']:+.4f}")
+    return f"**{c['model']} vs {c['against']}:** " + ", ".join(parts)
 
 
 def _change(before: int | None, after: int | None) -> str:
@@ -61,7 +68,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Data: {report['data']}. Every number below comes from this run; `report.json` has them all.", ""]
     for part in report["parts"]:
         lines += [f"## {part['title']}", "", part["recipe"], ""]
-        lines += _table(part["rows"]) + ["", _ratios(part["rows"]), ""]
+        lines += _table(part["rows"]) + [""]
+        lines += [line for c in part["comparisons"] for line in (_comparison_line(c), "")]
         lines += _collapse_table(part["collapse"]) + [""]
         lines += [f"- {note}" for note in part["notes"]] + [""]
         lines += [f"![{name}]({name})" for name in part["plots"]] + [""]
