@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Callable
 
-from maskfx.report.measure import count_macs, interleaved_times, percentiles_ms  # noqa: F401  (re-exported for the scripts)
+from maskfx.measure import count_macs, interleaved_times, percentiles_ms  # noqa: F401  (re-exported for the scripts)
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 15,

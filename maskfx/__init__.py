@@ -11,7 +11,7 @@ from maskfx.errors import UserError
 from maskfx.export import ExportReport, export_onnx
 from maskfx.layers.kofn import clip_masks
 from maskfx.record import StateMismatchError
-from maskfx.report.collapse import CollapseReport
+from maskfx.collapse_report import CollapseReport
 from maskfx.structure import LearnedSite, structure
 from maskfx.techniques.blockout.config import BlockoutConfig
 from maskfx.techniques.channels.config import ChannelConfig

@@ -10,7 +10,7 @@ from maskfx.config import Budget
 from maskfx.errors import UserError
 
 if TYPE_CHECKING:
-    from maskfx.report.collapse import CollapseReport
+    from maskfx.collapse_report import CollapseReport
 
 META_KEY = "maskfx"
 

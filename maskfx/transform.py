@@ -16,8 +16,8 @@ from maskfx.dual import attribute_targets, eval_module, join
 from maskfx.errors import UserError, first_line
 from maskfx.graph.surgery import finish, model_device
 from maskfx.graph_module import MaskfxGraphModule
-from maskfx.report.collapse import CollapseReport, Probe
-from maskfx.report.measure import count_macs, count_parameters
+from maskfx.collapse_report import CollapseReport, Probe
+from maskfx.measure import count_macs, count_parameters
 from maskfx.budget import MODULE as BUDGET_MODULE, attach
 from maskfx.config import Budget
 from maskfx.state import META_KEY, MaskfxState, Rejection, Rewrite, Site, get_state

@@ -10,7 +10,7 @@ from torchvision.models.resnet import BasicBlock
 
 import maskfx
 from maskfx.budget import GROWTH, budget_penalty
-from maskfx.report.measure import count_macs
+from maskfx.measure import count_macs
 from maskfx.techniques.channels.layers import GAMMA, ZETA
 from maskfx.techniques.channels.rewrite import gates_of
 

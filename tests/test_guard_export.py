@@ -10,7 +10,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 import maskfx
 import tiny_models
 from maskfx.export import ExportVerificationError, RuntimeSession
-from maskfx.report.collapse import _shift
+from maskfx.collapse_report import _shift
 from models import EveryReluKind
 
 

@@ -9,7 +9,7 @@ import torch
 import maskfx
 from maskfx.cli.options import Command, positive_int
 from maskfx.report import count_macs, count_parameters
-from maskfx.report.collapse import Cost
+from maskfx.collapse_report import Cost
 from maskfx.train import Checkpoint, load_checkpoint
 from maskfx.transform import COLLAPSE_MODES
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from maskfx.errors import UserError
-from maskfx.report.measure import count_macs
+from maskfx.measure import count_macs
 
 if TYPE_CHECKING:
     from torch_pruning.pruner import BasePruner

@@ -6,7 +6,7 @@ import os
 import torch
 
 from maskfx.export import open_session
-from maskfx.report.measure import interleaved_times, percentiles_ms
+from maskfx.measure import interleaved_times, percentiles_ms
 
 
 def ort_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, runs: int = 30, warmup: int = 5,

@@ -1,4 +1,5 @@
-"""What the report compares per model: accuracy, parameters, MACs, and how timings are taken."""
+"""What the lifecycle and the reports count per model: parameters, MACs (as ``torch.utils.flop_counter``
+counts them), accuracy rows, and how timings are taken."""
 from __future__ import annotations
 
 import time

@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_leaves
 
 from maskfx.config import Budget
 from maskfx.graph.surgery import model_device
-from maskfx.report.measure import count_macs, count_parameters
+from maskfx.measure import count_macs, count_parameters
 
 EXACT_TOLERANCE = 1e-5  # the contract's fp32 tolerance, relative to max(1, max |eval output|)
 
