@@ -18,8 +18,8 @@ from torch import nn
 
 from maskfx.graph.marks import claim
 from maskfx.graph.surgery import bypass, fresh_name, insert_module_after, is_dropout, is_elementwise, \
-    module_of, nodes_calling, replace_with_module
-from maskfx.state import Rejection, Rewrite, Site
+    module_of, replace_with_module
+from maskfx.state import Rejection, Rewrite, Site, get_state
 from maskfx.techniques.blockout.config import BlockoutConfig
 from maskfx.techniques.blockout.layers import MASK_SCALE, BlockoutClusters, BlockoutLinear, BlockSparseLinear, \
     cluster_mask
@@ -116,13 +116,31 @@ def rewrite(gm: fx.GraphModule, config: BlockoutConfig, example_inputs: tuple | 
         name, location = fresh_name(gm, f"blockout_{node.name}"), str(node.target)
         replace_with_module(gm, node, name, layer, (node.args[0], c[j], c[j + 1]))
         sites.append(Site(TECHNIQUE, name, location, f"{linear.in_features}->{linear.out_features}, k={config.clusters}"))
-    return Rewrite(sites, [note])
+    head = HeadRecord(clusters_name, tuple(site.module for site in sites), tuple(site.location for site in sites))
+    return Rewrite(sites, [note], record=(head,))
 
 
-def _head_layers(gm: fx.GraphModule, draws: fx.Node) -> list[tuple[fx.Node, BlockoutLinear]]:
-    """The BlockoutLinear calls fed by one BlockoutClusters call, in graph order."""
-    getitems = set(draws.users)
-    return [(n, m) for n, m in nodes_calling(gm, BlockoutLinear) if n.args[1] in getitems]
+@dataclass(frozen=True)
+class HeadRecord:
+    """A head as the rewrite left it, for the stages after it: its clusters module and its
+    ``BlockoutLinear`` modules in order, with the layers they replaced. Modules are named, not
+    held, so the record holds in every copy of the graph (the eval graph ``collapse`` lowers)."""
+
+    clusters: str
+    layers: tuple[str, ...]
+    locations: tuple[str, ...]
+
+
+Head = tuple[HeadRecord, fx.Node, BlockoutClusters, list[tuple[fx.Node, BlockoutLinear]]]
+
+
+def heads_of(gm: fx.GraphModule) -> list[Head]:
+    """Each recorded head still in ``gm``: its record, the clusters' call and module, and the
+    layers' calls and modules in order (none once collapsed)."""
+    calls = {node.target: node for node in gm.graph.nodes if node.op == "call_module"}
+    return [(head, calls[head.clusters], gm.get_submodule(head.clusters),
+             [(calls[name], gm.get_submodule(name)) for name in head.layers])
+            for head in get_state(gm).records.get(TECHNIQUE, ()) if head.clusters in calls]
 
 
 def _members(c: torch.Tensor) -> torch.Tensor:
@@ -191,11 +209,11 @@ def freeze(gm: fx.GraphModule) -> None:
     (without it, clusters that have not separated from 0.5 would also rescale every kept weight
     by their random count of shared clusters; measured on a trained resnet18's head on the digits:
     accuracy right after freeze 75% with the fold, 56% without)."""
-    for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
+    for _, _, clusters, layers in heads_of(gm):
         if clusters.is_frozen:
             continue
         p, c = [q.detach() for q in clusters.probabilities()], clusters.hard()
-        for j, (_, layer) in enumerate(_head_layers(gm, draws)):
+        for j, (_, layer) in enumerate(layers):
             ratio = cluster_mask(p[j + 1], p[j], layer.clusters)
             ratio.div_(cluster_mask(c[j + 1], c[j], layer.clusters)).nan_to_num_(nan=1.0, posinf=1.0)
             layer.weight.mul_(ratio.to(layer.weight.dtype))  # where nothing is kept: unchanged, masked for good
@@ -248,8 +266,7 @@ class BlockoutLowered:
 @torch.no_grad()
 def collapse(gm: fx.GraphModule, mode: str, config: BlockoutConfig) -> BlockoutLowered:
     heads = []
-    for draws, clusters in list(nodes_calling(gm, BlockoutClusters)):
-        layers = _head_layers(gm, draws)
+    for _, draws, clusters, layers in heads_of(gm):
         p = [q.detach() for q in clusters.probabilities()]
         c = clusters.hard()
         new_modules, macs_after, changes, kept = [], 0, [], None
