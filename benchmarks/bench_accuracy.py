@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 import maskfx
-from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Budget, small_resnext
+from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Schedule, small_resnext
 from maskfx.layers.kofn import SWITCH_MARGIN
 from maskfx.report import count_parameters
 from maskfx.techniques.jumpout.layers import SWITCHES as JUMPOUT_SWITCHES
@@ -83,7 +83,7 @@ def build(family: str, num_classes: int) -> nn.Module:
 class Run:
     """One seed: the data, and per model family its starting weights (trained first for ``trained``)."""
 
-    def __init__(self, seed: int, start: str, budget: Budget, structure_lr: float) -> None:
+    def __init__(self, seed: int, start: str, budget: Schedule, structure_lr: float) -> None:
         self.seed, self.start, self.budget, self.structure_lr = seed, start, budget, structure_lr
         self.data = load_data("digits", image_size=32, limit=budget.limit, seed=seed)
         self.test = evaluation_loader(self.data)

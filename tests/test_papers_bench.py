@@ -91,7 +91,6 @@ def test_paper_models_fit_the_passes():
 
 
 def test_channel_pruning_reaches_the_macs_target_from_above():
-    pytest.importorskip("torch_pruning", reason="benchmark-only extra (maskfx[bench])")
     torch.manual_seed(0)
     model, x = cifar_resnet(1).eval(), torch.randn(2, 3, 8, 8)
     target = count_macs(model, x) // 2

@@ -33,6 +33,7 @@ from maskfx.report import Measurement, count_macs, count_parameters, ort_latency
 from maskfx.report.writer import comparison
 from maskfx.train import Data, Phase, accuracy, fit, load_data, predict, resolve_device
 from maskfx.train.fit import GATE_LR, evaluation_loader
+from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_BATCHES
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class Schedule:
 FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
 # the peer's walk in steps of 0.05 of the ratio (0.01 in the full run), as the budget benchmark's quick run
 QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10, peer_steps=18)
-RECALIBRATION_BATCHES = 20  # BatchNorm statistics of the pruned model recomputed on this many training batches
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
 PEER_ROUND_TO = 8  # Torch-Pruning's channel multiple, as maskfx's channel gates keep by default
 PEER, PEER_ROW = "torch-pruning", f"Torch-Pruning: L2 magnitude, round_to={PEER_ROUND_TO}, at maskfx's MACs"
@@ -162,11 +162,11 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
                                  verification=f"collapse {collapses[mode].shift}")
     if collapses["prune"].budget is not None:  # the pruned widths' BatchNorm statistics, recomputed
         recalibrated = maskfx.recalibrate(copy.deepcopy(deployed["prune"]), DataLoader(data.train, batch_size=64),
-                                          batches=RECALIBRATION_BATCHES)
+                                          batches=RECALIBRATE_BATCHES)
         after = collapses["prune"].after
         rows["prune, recalibrated"] = Measurement("collapsed: prune, BatchNorm recalibrated", score(recalibrated),
                                                   after.parameters, after.macs,
-                                                  verification=f"{RECALIBRATION_BATCHES} training batches")
+                                                  verification=f"{RECALIBRATE_BATCHES} training batches")
     deploys = [("baseline, trained on", continued, "baseline"), ("prune", deployed["prune"], "pruned")]
     facts = None
     if part.peer:  # the same start, budget (the MACs maskfx reached), schedule and teacher
@@ -264,7 +264,7 @@ def resnet_name(text: str) -> str:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI, ~2 min)")
+    parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI-sized: a few minutes on 2 cores)")
     parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first parts")
     parser.add_argument("--budget", type=fraction, default=0.5, metavar="FRACTION",
                         help="the first part's MACs budget, a fraction of the untouched model's (default 0.5)")
