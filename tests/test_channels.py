@@ -130,6 +130,13 @@ def test_grouped_convolutions_lose_whole_groups():
     assert conv.in_channels == conv.out_channels == conv.groups * 4 and conv.out_channels % 8 == 0  # 4 per branch
 
 
+def _planted_task() -> tuple[torch.Tensor, torch.Tensor]:
+    """256 seeded 8x8 images labelled by the sign of their centre's mean (every planted test's task)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 8, 8)
+    return x, (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+
+
 class Planted(nn.Module):
     """Two stages of 32 channels; in the first, channels 0-15 carry the signal and 16-31 are
     zeroed at their BatchNorm (weight and bias 0): closing them changes nothing."""
@@ -151,9 +158,7 @@ class Planted(nn.Module):
 
 def test_a_budget_closes_the_channels_that_carry_nothing():
     """Under a budget that the dead half of the first space meets, training closes exactly that half."""
-    torch.manual_seed(0)
-    x = torch.randn(256, 1, 8, 8)
-    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    x, labels = _planted_task()
     model = Planted()
     for _ in range(60):  # a trained start: the live channels solve the task
         loss = nn.functional.cross_entropy(model(x), labels)
@@ -232,9 +237,7 @@ def test_a_budget_closes_the_branches_that_carry_nothing():
     too where the task does not need it: which live branches matter is not planted, that the dead
     ones go is. (Accuracy is not asserted: without fine-tuning after freeze, gates that eval held
     at fractional values become 1, and one run under two xdist workers fell to chance there.)"""
-    torch.manual_seed(0)
-    x = torch.randn(256, 1, 8, 8)
-    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    x, labels = _planted_task()
     model = _trained_start(PlantedBranches(), x, labels, steps=200)
     full = count_macs(model.eval(), x[:1])
     net = _learn_under_budget(model, x, labels, budget=0.55, round_to=4)
@@ -276,9 +279,7 @@ def test_a_budget_removes_the_blocks_that_add_nothing():
     their insides entirely and only narrows the live blocks (the planted task does not need
     every live channel: which of those go is not planted, that no live block goes is), and the
     pruned graph has lost exactly the dead blocks' convolutions, exactly."""
-    torch.manual_seed(0)
-    x = torch.randn(256, 1, 8, 8)
-    labels = (x[:, 0, 2:6, 2:6].mean((1, 2)) > 0).long()
+    x, labels = _planted_task()
     model = _trained_start(PlantedBlocks(), x, labels, steps=100)
     full = count_macs(model.eval(), x[:1])
     net = _learn_under_budget(model, x, labels, budget=0.45, round_to=4)

@@ -125,10 +125,10 @@ def _step(gate: ChannelGate, round_to: int) -> int:
 def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) -> dict[str, torch.Tensor]:
     """The units each gate keeps. Units close in order of their probability of being open, in
     chunks that keep every width a multiple of ``round_to`` (and never below one chunk, unless the
-    space may close entirely: the inside of a residual branch), until the
-    gated layers' MACs (and parameters) are at or under ``allowed``'s, then the most likely open chunks that still fit
-    reopen (so the last, perhaps large, chunk closed does not leave budget unspent); without a budget, the units eval closes go
-    (rounded up to the step). Ties go to the space that keeps the largest share of its width, so
+    space may close entirely: the inside of a residual branch), until the gated layers' MACs (and
+    parameters) are at or under ``allowed``'s; then the most likely open chunks that still fit
+    reopen, so the last, perhaps large, chunk closed does not leave budget unspent. Without a
+    budget, the units eval closes go (rounded up to the step). Ties go to the space that keeps the largest share of its width, so
     an untrained net shrinks every width alike (a uniform width multiplier) and still lands under
     its budget deterministically. (Ties by MACs saved per channel, tried first, cut the
     high-resolution layers of an untrained resnet50 to 8 channels and left layer4 whole.)"""
@@ -146,6 +146,10 @@ def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) 
             kept_units[name] = min(units, max(least, math.ceil(open_units / step) * step))
         else:
             kept_units[name] = units
+
+    def most_likely(name: str, count: int) -> list[int]:
+        """The ``count`` units of gate ``name`` most likely to be open: the ones a count keeps."""
+        return order[name][len(order[name]) - count:] if count else []
 
     def kept_channels(counts: dict[str, int]) -> dict[str, float]:
         return {n: float(c * gates[n].space.unit) for n, c in counts.items()}
@@ -169,9 +173,8 @@ def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) 
         return any(cost(terms, kept, resource) > limit for resource, limit in allowed.items())
 
     def chunk_score(name: str, fewer: int, more: int) -> float:
-        """The mean keep probability of the units between two counts (the order's tail is kept)."""
-        units = len(order[name])
-        return float(score[name][order[name][units - more:units - fewer]].mean())
+        """The mean keep probability of the units ``more`` keeps and ``fewer`` does not."""
+        return float(score[name][most_likely(name, more)[:more - fewer]].mean())
 
     if allowed is not None:
         # Close the least likely open chunk until under the budget ...
@@ -199,14 +202,13 @@ def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) 
         # A branch whose every kept unit eval already closes goes whole: the eval function has only
         # its constant, and what is left of it would cost two layers' latency for nothing.
         for name, gate in gates.items():
-            kept = order[name][len(order[name]) - kept_units[name]:]
+            kept = most_likely(name, kept_units[name])
             if gate.space.closable and kept and not (gate.deterministic().detach()[kept] > 0).any():
                 kept_units[name] = 0
-    # The kept units of a gate: the most likely to be open, however many the count says.
     masks = {}
-    for name, gate in gates.items():
+    for name in gates:
         keep = torch.zeros(len(order[name]), dtype=torch.bool)
-        keep[order[name][len(order[name]) - kept_units[name]:]] = True
+        keep[most_likely(name, kept_units[name])] = True
         masks[name] = keep
     return masks
 
@@ -325,25 +327,25 @@ def collapse(gm: fx.GraphModule, mode: str, config: ChannelConfig) -> ChannelsLo
         width = module.weight.shape[1]
         gone = set(closed)
         _slice_in(module, torch.tensor([c for c in range(width) if c not in gone], dtype=torch.long))
+    calls = {node.target: node for node in gm.graph.nodes if node.op == "call_module"}
     for end in closed_branches:
-        _add_a_constant(gm, end)
+        _add_a_constant(gm, end, calls)
     gm.graph.eliminate_dead_code()  # the closed branches' insides: nothing reads them now
     return ChannelsLowered(mode, len(gates), before, kept_total)
 
 
-def _add_a_constant(gm: fx.GraphModule, end: BranchEnd) -> None:
+def _add_a_constant(gm: fx.GraphModule, end: BranchEnd, calls: dict[str, fx.Node]) -> None:
     """A branch end whose input space closed: its output is its bias (zero without one) through
     its BatchNorm, the same at every position, so the add reads that constant instead."""
     layer = gm.get_submodule(end.module)
     value = layer.bias.detach() if getattr(layer, "bias", None) is not None else layer.weight.new_zeros(
         layer.weight.shape[0])
-    nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
-    tail = nodes[end.module]
+    tail = calls[end.module]
     if end.norm is not None:
         norm = gm.get_submodule(end.norm)
         value = nn.functional.batch_norm(value[None], norm.running_mean, norm.running_var, norm.weight, norm.bias,
                                          False, 0.0, norm.eps)[0]
-        tail = nodes[end.norm]
+        tail = calls[end.norm]
     shape = [1] * end.rank
     shape[end.dim] = -1
     name = fresh_name(gm, f"{end.module.replace('.', '_')}_constant")
