@@ -91,6 +91,13 @@ class CollapseReport:
         """The deployed parameters as a fraction of the original's (``None``: no parameters budget)."""
         return None if self.params_budget is None else self.after.parameters / self.params_original
 
+    def over_budget(self) -> list[str]:
+        """Each budget target the deployed graph exceeds, worded (empty: every measured one is met)."""
+        return [f"{achieved:.3f} of the original's {resource} (budget {target})"
+                for resource, target, achieved in (("MACs", self.budget, self.achieved),
+                                                   ("parameters", self.params_budget, self.achieved_params))
+                if achieved is not None and achieved > target]
+
     @property
     def exact(self) -> bool | None:
         """The deployed graph computes the eval function (``None``: not measured)."""

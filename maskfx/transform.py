@@ -205,11 +205,15 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     leftovers = [name for name, m in deploy.named_modules() if isinstance(m, _layers())]
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
+    report = probe.report(mode, steps, state.budget, state.macs_original, state.params_original)
+    if mode == "prune" and report.over_budget():
+        warnings.warn(f"collapse('prune') keeps {' and '.join(report.over_budget())}: maskfx.freeze(net) selects "
+                      f"the structure that meets the budget; call it (training's last phase does) before "
+                      f"collapse", UserWarning, stacklevel=2)
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),
                                         params_original=state.params_original, collapsed=mode,
                                         notes=state.notes + notes, rejected=list(state.rejected),
-                                        collapse_report=probe.report(mode, steps, state.budget, state.macs_original,
-                                                                     state.params_original),
+                                        collapse_report=report,
                                         records=dict(state.records),
                                         budget=state.budget,
                                         macs_original=state.macs_original)

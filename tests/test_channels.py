@@ -322,6 +322,21 @@ def test_a_parameters_budget_lands_within_three_percent_under_it(budget):
     assert report.exact and "parameters; achieved" in str(report)
 
 
+def test_pruning_before_freeze_says_the_budget_is_not_met():
+    """Freeze is what meets a budget: a pruned collapse of a net never frozen keeps every channel
+    its gates still open and says which targets it misses; after freeze it is silent."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    net = maskfx.transform(model, channels=True, example_inputs=(x,), budget=maskfx.Budget(macs=0.6, params=0.4))
+    with pytest.warns(UserWarning, match=r"keeps 1.000 of the original's MACs \(budget 0.6\) and 1.000 of the "
+                                         r"original's parameters \(budget 0.4\): maskfx.freeze"):
+        maskfx.collapse(net, "prune", example_inputs=(x,))
+    maskfx.freeze(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert not maskfx.summary(maskfx.collapse(net, "prune", example_inputs=(x,))).collapse.over_budget()
+
+
 def test_without_a_budget_freeze_keeps_what_eval_keeps_rounded_up():
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)

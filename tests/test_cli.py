@@ -64,6 +64,20 @@ def test_a_budget_from_the_command_line_ships_a_model_under_it(tmp_path, capsys)
     assert 0.5 * 0.97 <= achieved <= 0.5 and "verified" in said
 
 
+def test_a_parameters_budget_from_the_command_line_is_met_beside_the_macs_one(tmp_path, capsys):
+    """``--budget-params`` alone turns on the channel gates too; beside ``--budget`` both are met by
+    the pruned export (freeze, at the start of the fine-tuning phase, selects under both targets)."""
+    common = ["--image-size", "16", "--limit", "64", "--epochs", "0", "--finetune-epochs", "1", "--out", str(tmp_path)]
+    assert main(["train", "torchvision:resnet18", "--budget", "0.6", "--budget-params", "0.4", *common]) == 0
+    assert main(["export", str(tmp_path / "checkpoint.pt"), "--mode", "prune", "--out", str(tmp_path / "m.onnx")]) == 0
+    said = capsys.readouterr().out
+    macs = float(said.split("budget: 0.6 of the original's")[1].split("achieved ")[1].split()[0])
+    params = float(said.split("budget: 0.4 of the original's")[1].split("achieved ")[1].split()[0])
+    assert macs <= 0.6 and 0.4 * 0.97 <= params <= 0.4 and "verified" in said
+    assert main(["transform", *TINY, "--budget-params", "0.5", "--out", str(tmp_path / "p.pt")]) == 0
+    assert "channels" in capsys.readouterr().out
+
+
 def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
     common = ["--image-size", "16", "--limit", "64", "--finetune-epochs", "0", "--batch-size", "32", "--out", str(tmp_path)]
     assert main(["train", "tiny_models:resnet", "--epochs", "1", *common]) == 0
@@ -118,6 +132,8 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["transform", *TINY, "--budget", "0.01", *out], "unreachable: removing everything removable leaves 0.0594"),
         (["transform", *TINY, "--budget", "0.5", "--maskconnect", *out], "channels combines with jumpout only"),
         (["train", "--checkpoint", str(good), "--budget", "0.5", *run], "--budget: a --checkpoint's recipe"),
+        (["transform", *TINY, "--budget-params", "0", *out], "--budget-params"),
+        (["train", "--checkpoint", str(good), "--budget-params", "0.5", *run], "--budget-params: a --checkpoint's"),
         (["transform", *TINY], "required: --out"),
         (["train", *TINY, "--epochs", "-1", *run], "--epochs"),
         (["train", *TINY, "--lr", "fast", *run], "--lr"),

@@ -62,17 +62,26 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=fraction, default=None, metavar="FRACTION",
                         help="prune to this fraction of the original model's MACs (e.g. 0.5): the channel gates learn "
                              "under it and freeze meets it; turns on --channels")
+    parser.add_argument("--budget-params", type=fraction, default=None, metavar="FRACTION",
+                        help="prune to this fraction of the original model's parameters, alone or beside --budget "
+                             "(both are met); turns on --channels")
+
+
+def budget_flags(args: argparse.Namespace) -> list[str]:
+    """The budget flags given on the command line."""
+    return [flag for flag, value in (("--budget", args.budget), ("--budget-params", args.budget_params))
+            if value is not None]
 
 
 def budgeted_configs(args: argparse.Namespace) -> tuple[dict, Budget | None]:
     """``transform``'s technique configs and budget from the flags: a budget turns on the channel
     gates, the technique that can meet one, when no flag did."""
     configs = technique_configs(args)
-    if args.budget is None:
+    if not budget_flags(args):
         return configs, None
     channels = levers()[0]
     configs.setdefault(channels.TECHNIQUE, channels.CONFIG())
-    return configs, Budget(macs=args.budget)
+    return configs, Budget(macs=args.budget, params=args.budget_params)
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:

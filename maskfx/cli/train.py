@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import maskfx
-from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_model, add_techniques, budgeted_configs,
-                                count, model_from, positive_int, rate, technique_flags)
+from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_model, add_techniques, budget_flags,
+                                budgeted_configs, count, model_from, positive_int, rate, technique_flags)
 from maskfx.errors import UserError
 from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
 from maskfx.train.phases import PRESETS, preset
@@ -104,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError("give a model (e.g. torchvision:resnet18) or --checkpoint FILE, not both")
     if args.resume and args.checkpoint is None:
         raise UserError("--resume needs --checkpoint FILE")
-    given = technique_flags(args) + ["--budget"] * (args.budget is not None) + ["--distill"] * bool(args.distill)
+    given = technique_flags(args) + budget_flags(args) + ["--distill"] * bool(args.distill)
     if args.checkpoint and given:
         raise FlagError(f"{' '.join(given)}: a --checkpoint's recipe fixes its techniques (and the start to distil "
                         f"from); these flags go with a model (maskfx train MODEL ...)")
