@@ -1,15 +1,17 @@
 """``python -m benchmarks [--quick] [--only SUITE ...] [--out DIR] [--markdown PATH] [--render-only]``:
 run the suites, write ``DIR/<suite>.json`` each, print the tables and render the markdown page
-from every JSON file in ``DIR``."""
+from every JSON file in ``DIR`` (and, for the default ``DIR``, README.md's marked figures:
+``benchmarks/readme.py``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import harness, render
+from benchmarks import figures, harness, readme, render
 from benchmarks.registry import SUITES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         if record["status"] == harness.FAILED:
             failed.append(name)
     markdown = args.markdown or (ROOT / "BENCHMARKS.md" if args.out.resolve() == RESULTS else args.out / "BENCHMARKS.md")
-    markdown.write_text(render.render(args.out))
-    print(f"rendered {markdown} from {args.out}/*.json" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    for result in sorted(args.out.glob("*.json")):
+        figures.draw(json.loads(result.read_text()), args.out)
+    markdown.write_text(render.render(args.out, markdown.parent))
+    if args.out.resolve() == RESULTS:  # README's headline figures come from the same files
+        readme.update()
+    print(f"rendered {markdown} from {args.out}/*.json" + (" and README.md's figures" if args.out.resolve() == RESULTS
+                                                           else "") + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

@@ -3,9 +3,11 @@ benchmark run wrote (``tests/test_benchmarks.py`` re-renders and compares)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import FIGURES
 from benchmarks.registry import SUITES
 
 HEADER = """# Benchmarks
@@ -62,7 +64,9 @@ def conditions(meta: dict[str, Any]) -> list[str]:
     ]
 
 
-def section(record: dict[str, Any]) -> list[str]:
+def section(record: dict[str, Any], figures_at: str = "") -> list[str]:
+    """The suite's heading, conditions and tables, then its figure (``benchmarks/figures.py``) as
+    an image in ``figures_at``, the results folder relative to the page."""
     lines = [f"## {record['title']} (`{record['suite']}`)", ""]
     if record["status"] != "ok":  # nothing measured: what was run, and why it did not
         return lines + [f"**{record['status'].capitalize()}**: {record['reason']}", "",
@@ -72,6 +76,8 @@ def section(record: dict[str, Any]) -> list[str]:
     lines += conditions(record["meta"]) + [""]
     for table in record["tables"]:
         lines += markdown_table(table)
+    if record["suite"] in FIGURES:
+        lines += [f"![{record['suite']}: accuracy against cost]({figures_at}{record['suite']}.png)", ""]
     return lines
 
 
@@ -99,10 +105,12 @@ def runs(records: list[dict[str, Any]]) -> list[str]:
                         "under that command instead.", ""]
 
 
-def render(results: Path) -> str:
-    """The whole page from ``results/*.json``."""
+def render(results: Path, page_folder: Path | None = None) -> str:
+    """The whole page from ``results/*.json``, for a page in ``page_folder`` (default: ``results``)."""
     records = [json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))]
+    relative = os.path.relpath(results, page_folder if page_folder is not None else results)
+    figures_at = "" if relative == "." else Path(relative).as_posix() + "/"
     lines = HEADER.splitlines() + [""] + runs(records)
     for record in ordered(records):
-        lines += section(record)
+        lines += section(record, figures_at)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,6 +1,6 @@
 """Width pruning's deployed latency per MAC: does ONNX Runtime turn a 0.5-MAC resnet50 into about
 half the latency? maskfx's channel gates at ``Budget(macs=0.5)`` (rounded to multiples of 8, the
-default, and unrounded) beside Torch-Pruning's L2-magnitude channel pruning at the same MACs
+default, unrounded, and to multiples of 16 and 32) beside Torch-Pruning's L2-magnitude channel pruning at the same MACs
 (``round_to=8`` and unrounded), every model timed against the dense one in one interleaved ONNX
 Runtime run per batch size.
 
@@ -12,8 +12,9 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
   export have something to fold and verify.
 - maskfx: ``transform(channels=True, budget=Budget(macs=0.5))``, untrained: every gate is equally
   likely open, so ``freeze``'s selection follows its cost tie-break (the chunk that saves the most
-  MACs first), deterministically; then ``collapse("prune")``. The second row:
-  ``channels=ChannelConfig(round_to=1)``.
+  MACs first), deterministically; then ``collapse("prune")``. The other rows:
+  ``channels=ChannelConfig(round_to=r)`` for r = 1, 16, 32 (does a coarser multiple buy latency
+  per MAC, or is the ratio a floor of ONNX Runtime's narrower convolutions?).
 - Torch-Pruning: ``BasePruner`` + ``MagnitudeImportance(p=2)``, local (uniform per layer), the
   classifier kept, at the pruning ratio found by bisection (as ``peer_pruning``:
   ``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's
@@ -23,8 +24,8 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
   (``maskfx.report.ort_latency``); MACs with ``maskfx.report.count_macs`` (one image).
 
 Budget: 128 px inputs (1.34 GMACs an image dense; the network downsamples 32x, leaving a 4x4 final
-map). Sized from its costs to about 6 minutes on 2 CPU cores: about 1.5 minutes for maskfx's two
-transforms and collapses, 1.5 for Torch-Pruning's bisections, 1 for the five exports and 2 for
+map). Sized from its costs to about 8 minutes on 2 CPU cores: about 3 minutes for maskfx's four
+transforms and collapses, 1.5 for Torch-Pruning's bisections, 1 for the seven exports and 3 for
 the timing, most of it the batch-32 calls.
 
 The quick run (CI-sized) takes resnet18 at 32 px and a few rounds: it shows every row runs, not
@@ -59,9 +60,12 @@ GOAL = 1.10  # the issue: latency ratio / MAC ratio at batch 1 and 32, maskfx's 
 ROUND_TO = 8
 EXAMPLES = 8  # images for transform, collapse's check, MACs and the exports' tracing
 DENSE = "dense"
-MASKFX, MASKFX_UNROUNDED = "maskfx, round_to=8", "maskfx, round_to=1"
+# maskfx's rows by channel multiple: the default, none, and coarser ones (does a wider multiple buy
+# latency per MAC, or is the ratio a floor of ONNX Runtime's narrower convolutions?)
+MASKFX_ROUNDINGS = {f"maskfx, round_to={r}": r for r in (ROUND_TO, 1, 16, 32)}
+MASKFX = f"maskfx, round_to={ROUND_TO}"
 TORCH_PRUNING, TORCH_PRUNING_UNROUNDED = "Torch-Pruning, round_to=8", "Torch-Pruning, no rounding"
-ROWS = (DENSE, MASKFX, MASKFX_UNROUNDED, TORCH_PRUNING, TORCH_PRUNING_UNROUNDED)
+ROWS = (DENSE, *MASKFX_ROUNDINGS, TORCH_PRUNING, TORCH_PRUNING_UNROUNDED)
 COLUMNS = ["model", "MACs (M)", "MAC ratio", "parameters", "narrowest conv", "ORT b1 p50 ms", "ORT b32 p50 ms",
            "b1 latency ratio", "b32 latency ratio", "b1 latency / MAC", "b32 latency / MAC"]
 
@@ -174,7 +178,7 @@ def run(quick: bool) -> dict:
 
     models: dict[str, nn.Module] = {DENSE: dense}
     maskfx_notes: dict[str, list[str]] = {}
-    for name, round_to in ((MASKFX, ROUND_TO), (MASKFX_UNROUNDED, 1)):
+    for name, round_to in MASKFX_ROUNDINGS.items():
         began = time.perf_counter()
         models[name], maskfx_notes[name] = maskfx_pruned(dense, example, round_to)
         seconds[name] = time.perf_counter() - began

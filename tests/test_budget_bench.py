@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the benchmarks package lives beside maskfx
 
-from benchmarks import budget, harness, render  # noqa: E402
+from benchmarks import budget, figures, harness, render  # noqa: E402
 from test_data_offline import FASHION_INSTALLED  # noqa: E402
 
 RESNET18_10 = 11_181_642  # torchvision resnet18 with a 10-class head
@@ -50,6 +50,8 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
     assert any(note.startswith(f"Budget {b}: maskfx") and "No verdict (smoke budget)" in note for note in notes)
     assert f"## {saved['title']} (`budget`)" in render.section(saved)
+    drawn = figures.draw(saved, tmp_path)  # accuracy against MACs and latency, from the file alone
+    assert drawn == tmp_path / "budget.png" and drawn.read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_untouched_model_costs_what_resnet18_costs():

@@ -59,7 +59,7 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
         assert [r["epoch"] for r in part["histories"]["transformed"]] == [3, 4]  # after the 2 baseline epochs
         for plot in part["plots"]:
             assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in markdown
-    assert {"budget_channels.png", "resnet_training.png", "resnet_blockout_clusters.png", "resnet_maskconnect.png",
-            "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
+    assert {"budget_channels.png", "budget_accuracy_cost.png", "resnet_training.png", "resnet_blockout_clusters.png",
+            "resnet_maskconnect.png", "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
     assert {"budget_pruned.onnx", "budget_torch_pruning.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx",
             "resnext_pruned.onnx"} <= {p.name for p in tmp_path.iterdir()}

@@ -1,5 +1,5 @@
-"""The width-latency suite end to end at its quick size: every row (dense, maskfx rounded and
-unrounded, Torch-Pruning rounded and unrounded) pruned, exported, verified and timed, and the
+"""The width-latency suite end to end at its quick size: every row (dense, maskfx at channel
+multiples 8, 1, 16 and 32, Torch-Pruning rounded and unrounded) pruned, exported, verified and timed, and the
 result file the page is rendered from. Timings are not asserted: only that they were taken."""
 import json
 import sys
@@ -16,7 +16,7 @@ def test_the_suite_is_registered():
     assert registry.load("width-latency") is width_latency
 
 
-@pytest.mark.slow  # about a minute on 2 cores: five exports
+@pytest.mark.slow  # about a minute on 2 cores: seven exports
 def test_quick_run_writes_every_row(tmp_path):
     record = harness.run_suite(width_latency.SUITE, quick=True,
                                command="python -m benchmarks --quick --only width-latency")
@@ -27,15 +27,15 @@ def test_quick_run_writes_every_row(tmp_path):
     (only,) = saved["tables"]
     assert only["columns"] == width_latency.COLUMNS
     rows = {row[0]: dict(zip(only["columns"], row)) for row in only["rows"]}
-    assert list(rows) == [width_latency.DENSE, width_latency.MASKFX, width_latency.MASKFX_UNROUNDED,
+    assert list(rows) == [width_latency.DENSE, *width_latency.MASKFX_ROUNDINGS,
                           width_latency.TORCH_PRUNING, width_latency.TORCH_PRUNING_UNROUNDED]
 
     dense = rows[width_latency.DENSE]
     assert dense["MAC ratio"] == 1.0 and dense["narrowest conv"] == 64  # resnet18's stem
     assert dense["b1 latency ratio"] == dense["b32 latency ratio"] == 1.0
-    for name in (width_latency.MASKFX, width_latency.MASKFX_UNROUNDED):  # at the budget, at most 3% under it
+    for name, multiple in width_latency.MASKFX_ROUNDINGS.items():  # at the budget, at most 3% under it
         assert 0.97 * width_latency.BUDGET <= rows[name]["MAC ratio"] <= width_latency.BUDGET, name
-    assert rows[width_latency.MASKFX]["narrowest conv"] % 8 == 0  # round_to=8, the default
+        assert rows[name]["narrowest conv"] % multiple == 0, name
     for name in (width_latency.TORCH_PRUNING, width_latency.TORCH_PRUNING_UNROUNDED):  # from above, pruned
         assert rows[width_latency.MASKFX]["MAC ratio"] <= rows[name]["MAC ratio"] < 1.0, name
     assert rows[width_latency.TORCH_PRUNING]["narrowest conv"] % 8 == 0
@@ -47,6 +47,6 @@ def test_quick_run_writes_every_row(tmp_path):
                 row[f"{batch} latency ratio"] / row["MAC ratio"], rel=0.01, abs=0.002), (name, batch)
 
     notes = only["notes"]
-    assert any(n.startswith("Exports: ") and n.count("verified") == 5 and "FAILED" not in n for n in notes)
+    assert any(n.startswith("Exports: ") and n.count("verified") == len(rows) and "FAILED" not in n for n in notes)
     assert any("no verdict (quick run" in n for n in notes)
     assert f"## {saved['title']} (`width-latency`)" in render.section(saved)

@@ -121,6 +121,17 @@ def peer_arm(start: nn.Module, example: torch.Tensor, target: int, teacher: nn.M
     return pruned.model.to("cpu").eval(), facts, history
 
 
+def accuracy_against_cost(measured: dict[str, dict], keys: list[str], path: Path, title: str) -> Path:
+    """The timed models' test accuracy against their MACs and ONNX Runtime latency, as fractions of
+    the first's (one run: no error bars)."""
+    base = measured[keys[0]]
+    points = {measured[key]["model"]: [plots.CostPoint(
+        100 * measured[key]["accuracy"], 0.0,
+        {"MACs": measured[key]["macs"] / base["macs"],
+         "ORT latency": measured[key]["latency_p50_ms"] / base["latency_p50_ms"]})] for key in keys}
+    return plots.accuracy_against_cost(points, path, title)
+
+
 def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.device, seed: int) -> dict:
     """Baseline, transformed, collapsed and pruned model of one part, measured; the report section."""
     cpu, test = torch.device("cpu"), evaluation_loader(data)
@@ -203,6 +214,9 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
              plots.maskconnect_connectivity(sites, out / f"{part.key}_maskconnect.png"),
              plots.gateconnect_gates(sites, out / f"{part.key}_gateconnect.png"),
              plots.channel_widths(sites, out / f"{part.key}_channels.png")]
+    if part.peer:
+        drawn.append(accuracy_against_cost(measured, ["baseline, trained on", "prune", PEER],
+                                           out / f"{part.key}_accuracy_cost.png", part.title))
     notes = [note for step in collapses["prune"].techniques for note in step.notes]
     if facts is not None:
         notes.append(f"Torch-Pruning: {facts['steps_taken']} of {facts['iterative_steps']} iterative steps (ratio "

@@ -5,10 +5,13 @@
 - MaskConnect: per chain, which earlier outputs each block reads (MaskConnect paper, Fig. 4);
 - GateConnect: per module, each branch's gates over the previous module's branches, and how
   many of those branches are still read, per depth (GateConnect paper, Figs. 3-4);
-- channels: per channel space, its width before and what freeze keeps.
+- channels: per channel space, its width before and what freeze keeps;
+- accuracy against cost: each method's test accuracy against its MACs and its ONNX Runtime latency
+  (fractions of the untouched model's), one line per method across budgets.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,4 +133,33 @@ def channel_widths(sites: list[LearnedSite], path: Path) -> Path | None:
     axis.set_xticks(positions, [s.location.removeprefix("channels of ") for s in sites], rotation=70, fontsize=7)
     axis.set(ylabel="units (channels, or groups)", title="channel gates: width kept per channel space")
     axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """One deployed model: its test accuracy (%, with an error bar, e.g. the std over seeds) and
+    its costs as fractions of the untouched model's (``None``: not measured)."""
+
+    accuracy: float
+    error: float
+    costs: dict[str, float | None]  # axis label -> fraction of the untouched model's
+
+
+def accuracy_against_cost(methods: dict[str, list[CostPoint]], path: Path, title: str) -> Path:
+    """One panel per cost (MACs, latency at each batch size): each method's accuracy against it, a
+    line through its budgets, so who is ahead at equal cost reads off the plot."""
+    axes_labels = list(dict.fromkeys(label for points in methods.values() for p in points for label in p.costs))
+    figure, axes = _subplots(len(axes_labels), (4.2 * len(axes_labels), 3.6), squeeze=False, sharey=True)
+    for axis, label in zip(axes[0], axes_labels):
+        for method, points in methods.items():
+            drawn = sorted((p.costs[label], p.accuracy, p.error) for p in points if p.costs.get(label) is not None)
+            if drawn:
+                x, y, error = zip(*drawn)
+                axis.errorbar(x, y, yerr=error, marker="o", capsize=3, label=method)
+        axis.set(xlabel=f"{label} / untouched", title=f"accuracy against {label}")
+        axis.grid(alpha=0.3)
+    axes[0][0].set(ylabel="test accuracy %")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
     return _save(figure, path)

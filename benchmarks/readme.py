@@ -1,0 +1,138 @@
+"""README.md's headline figures, rendered from the results files that current code wrote.
+
+README quotes its headline tables between markers naming what renders them::
+
+    <!-- figures: budget -->
+    ...a table rendered by FIGURES["budget"]...
+    <!-- /figures -->
+
+``python -m benchmarks`` rewrites every marked block from its file after each run (``--render-only``
+without running anything, e.g. after ``maskfx demo --out benchmarks/demo``), and ``tests/test_readme_figures.py`` re-renders them and checks README is
+unchanged, as it does for BENCHMARKS.md: a figure in these blocks cannot drift from its file or be
+edited by hand.
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+
+def _load(relative: str) -> dict[str, Any]:
+    return json.loads((ROOT / relative).read_text())
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def _times(value: float) -> str:
+    return f"x{value:.3f}"
+
+
+def interval95(values: list[float]) -> tuple[float, float, float]:
+    """Mean and the two ends of its 95% Student-t interval (a paired difference's, when ``values``
+    are per-seed differences); needs two values or more."""
+    mean = statistics.mean(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def _pm(values: list[float]) -> str:
+    mean, low, high = interval95(values)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def demo() -> str:
+    """Every part of the demo's last full run: accuracy, size and ORT latency beside its baseline."""
+    report = _load("benchmarks/demo/report.json")
+    rows = []
+    for part in report["parts"]:
+        label = part["title"].split(":")[0]
+        base = part["rows"][0]
+        for row in part["rows"]:
+            timed = row["latency_p50_ms"] is not None
+            latency = (f"{row['latency_p50_ms']:.2f} / {row['latency_p90_ms']:.2f}"
+                       + (f" ({_times(row['latency_p50_ms'] / base['latency_p50_ms'])})" if row is not base else "")
+                       if timed else "-")
+            ratio = (lambda key: f" ({_times(row[key] / base[key])})" if row is not base else "")
+            rows.append([label, row["model"], f"{100 * row['accuracy']:.1f}%",
+                         f"{row['parameters']:,}{ratio('parameters')}", f"{row['macs']:,}{ratio('macs')}", latency,
+                         str(row["onnx_nodes"]) if row["onnx_nodes"] is not None else "-"])
+    return _table(["part", "model", "test accuracy", "parameters", "MACs per image", "ORT p50 / p90 ms",
+                   "ONNX nodes"], rows)
+
+
+def budget() -> str:
+    """The budget suite per budget and method: accuracy, the paired difference to the untouched
+    model with its 95% interval over the seeds, and maskfx minus Torch-Pruning, paired likewise."""
+    summary, per_seed = _load("benchmarks/results/budget.json")["tables"]
+    seeds: dict[tuple, dict[int, float]] = {}
+    for row in (dict(zip(per_seed["columns"], r)) for r in per_seed["rows"]):
+        seeds.setdefault((row["MACs budget"], row["method"]), {})[row["seed"]] = row["test acc %"]
+    untouched = next(v for (b, m), v in seeds.items() if m.startswith("untouched"))
+    rows = []
+    for row in (dict(zip(summary["columns"], r)) for r in summary["rows"]):
+        if row["MACs budget"] is None:
+            continue
+        mine = seeds[(row["MACs budget"], row["method"])]
+        rows.append([str(row["MACs budget"]), row["method"], f"{row['test acc %']:.2f} ± {row['acc std']:.2f}",
+                     _pm([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
+                     f"{row['parameters']:,}"])
+        if row["method"] != "maskfx":
+            ours = seeds[(row["MACs budget"], "maskfx")]
+            rows.append([str(row["MACs budget"]), f"maskfx minus {row['method']}", "", _pm(
+                [ours[s] - mine[s] for s in mine]), "", ""])
+    base = next(dict(zip(summary["columns"], r)) for r in summary["rows"] if r[1].startswith("untouched"))
+    rows.insert(0, ["-", base["method"], f"{base['test acc %']:.2f} ± {base['acc std']:.2f}", "", "1.000",
+                    f"{base['parameters']:,}"])
+    return _table(["MACs budget", "method", "test acc % (mean ± std)", "pt vs untouched, paired [95% interval]",
+                   "MAC ratio", "parameters"], rows)
+
+
+def width_latency() -> str:
+    """Latency per MAC of each 0.5-MAC resnet50 in the width-latency suite."""
+    (table,) = _load("benchmarks/results/width-latency.json")["tables"]
+    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    return _table(["model", "MAC ratio", "narrowest conv", "ORT latency / MAC ratio, b1", "b32"],
+                  [[r["model"], f"{r['MAC ratio']:.3f}", str(r["narrowest conv"]), f"{r['b1 latency / MAC']:.3f}",
+                    f"{r['b32 latency / MAC']:.3f}"] for r in rows])
+
+
+def transfer() -> str:
+    """The EfficientNet-Lite0 transfer case, untouched against maskfx."""
+    table = _load("benchmarks/results/transfer.json")["tables"][0]
+    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    return _table(["arm", "test accuracy", "parameters", "MACs", "ORT p50 / untouched"],
+                  [[r["model"], f"{r['test accuracy %']:.2f}%", f"{r['parameters']:,}", f"{r['MACs per image']:,}",
+                    "" if r["p50 / untouched"] is None else str(r["p50 / untouched"])] for r in rows])
+
+
+FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
+                                         "transfer": transfer}
+
+
+def blocks(text: str) -> dict[str, str]:
+    """README's marked blocks by name, as they stand."""
+    return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+
+
+def rendered(text: str) -> str:
+    """``text`` with every marked block rendered afresh; a block naming no renderer is an error."""
+    unknown = set(blocks(text)) - set(FIGURES)
+    if unknown:
+        raise KeyError(f"README blocks without a renderer: {sorted(unknown)}; known: {sorted(FIGURES)}")
+    return BLOCK.sub(lambda m: m.group(1) + FIGURES[m["name"]]() + m.group(4), text)
+
+
+def update(path: Path = README) -> None:
+    path.write_text(rendered(path.read_text()))
