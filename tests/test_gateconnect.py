@@ -1,4 +1,6 @@
 """GateConnect: ResNeXt branch gates (K of C), pretrained function at K = C, branch pruning."""
+import copy
+
 import onnx
 import pytest
 import torch
@@ -278,3 +280,50 @@ def test_pruned_deploy_graph(tmp_path, name, k):
     assert ops["Conv"] == convs + sum(len(m.conv3_weights) for m in deployed if isinstance(m, DeployedBranches))
     if k == 1:  # inputs are the previous outputs themselves: no add or ReLU between modules
         assert ops.get("Sum", 0) == 0 and all(len(s) == 1 for m in deployed if m.sets for s in m.sets)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_a_branch_reads_the_original_module_pruned_to_its_k_sources(k):
+    """Eq. 2 with y_k = x_k + F_k: the input a gated branch reads is the sum of its K sources'
+    residual functions on the original's identity path, i.e. the original module with every other
+    branch's conv3 columns zeroed (a factor C in place of K would scale that residual by C / K)."""
+    model = identity_start_chain()  # C = 4
+    x = torch.randn(3, 3, 16, 16)
+    net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=k), example_inputs=(x,)).eval()
+    first = next(m for m in net.modules() if isinstance(m, BranchedBottleneck))
+    gates = gates_of(net)[0]  # the second module's: it reads the first module's branches
+    sources = [[(t + j) % 4 for j in range(k)] for t in range(4)]
+    with torch.no_grad():
+        gates.mask.zero_()
+        for t, s in enumerate(sources):
+            gates.mask[t, s] = 1.0
+        stem = model[:3](x)
+        read = gates(first(stem))
+        width = model[3].conv3.in_channels // 4
+        for t, s in enumerate(sources):
+            pruned = copy.deepcopy(model[3])
+            keep = torch.zeros(4, dtype=torch.bool)
+            keep[s] = True
+            pruned.conv3.weight.mul_(keep.repeat_interleave(width).view(1, -1, 1, 1))
+            torch.testing.assert_close(read[:, t], pruned(stem), rtol=1e-5, atol=1e-5)
+
+
+def test_gated_inputs_keep_the_original_scale_from_scratch():
+    """From a fresh initialisation (train mode, batch statistics), every gated branch's input has
+    about the rms it has at K = C at any K: at K = 1 of C = 8 a C-scaled residual made it 2.5x."""
+    def input_rms(k):
+        torch.manual_seed(0)
+        model = ResNet(Bottleneck, [2, 3, 2, 2], groups=8, width_per_group=4, num_classes=10)
+        x = torch.randn(16, 3, 32, 32)
+        net = maskfx.transform(model, gateconnect=maskfx.GateConnectConfig(fan_in=k), example_inputs=(x,)).train()
+        rms = []
+        for g in gates_of(net):
+            g.register_forward_hook(lambda m, i, out: rms.append(out.pow(2).mean().sqrt().item()))
+        torch.manual_seed(1)
+        with torch.no_grad():
+            net(x)
+        return torch.tensor(rms)
+    full = input_rms(8)
+    for k in (1, 2, 4):
+        ratio = input_rms(k) / full
+        assert len(ratio) == 5 and ((ratio > 2 / 3) & (ratio < 1.5)).all(), (k, ratio)

@@ -2,10 +2,14 @@
 branch outputs of the previous module (eq. 2), every branch a residual block of its own.
 
 A ResNeXt module computes ``relu(x + bn3(sum_j conv3_j(h_j)))``. ``BranchedBottleneck`` keeps the
-branches apart as ``u_j = x_j + C * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
-module ``relu(mean of K of the u_k)``. ReLU's positive homogeneity and the mean make this exact:
-with all gates on it is the original network, in eval and in train mode, and at any K each
-branch's identity path has the original's scale.
+branches apart as ``u_j = x_j + K * F_j(x_j)``; ``BranchGates`` gives branch ``t`` of the next
+module ``relu(mean of K of the u_k) = relu(mean of K x_k + sum of K F_k)``: eq. 2's sum of the
+K gated branch outputs, the identity paths averaged. ReLU's positive homogeneity and the mean
+make this exact: with all gates on (K = C) it is the original network, in eval and in train mode,
+and at any K each branch's identity path has the original's scale and its residual is the sum of
+the K residual functions it reads, as the paper's ``x_j = sum_k g_jk y_k`` has it (a factor C in
+place of K would multiply that residual by C / K: 8 times at K = 1 of C = 8, which broke training
+from scratch at K < C).
 
 The deployed layers are what ``collapse`` lowers a chain with fixed gates to (``deploy``):
 ``DeployedBranches`` for each module but the last, which return every kept branch's output, and
@@ -111,13 +115,15 @@ def norm_affine(norm: nn.BatchNorm2d, s: torch.Tensor | None) -> tuple[torch.Ten
 class BranchedBottleneck(nn.Module):
     """A ResNeXt module whose C branches are residual blocks with inputs and outputs of their own.
 
-    Branch ``j`` reads ``x_j`` and outputs ``u_j = x_j + C * F_j(x_j)``, where ``F_j`` is the
+    Branch ``j`` reads ``x_j`` and outputs ``u_j = x_j + read_by * F_j(x_j)``, where ``F_j`` is the
     branch's share of the original residual function (its conv3 rows, with bn3's scale and shift
-    computed from the sum of all branches, as the original computes them). The next module's
-    branch ``t`` reads ``relu(mean of K of the u_k)`` (``BranchGates``), a chain's end
-    ``relu(mean of all u_k)``. So every branch keeps the original's identity path at any K, and
-    with all C gates on (every ``x_j`` the same) the mean is the original module's output, in
-    eval and in train mode.
+    computed from the sum of all branches, as the original computes them) and ``read_by`` is how
+    many of the ``u_k`` each reader averages: K where the next module's branch ``t`` reads
+    ``relu(mean of K of the u_k)`` (``BranchGates``), C (the default) at a chain's end, which reads
+    ``relu(mean of all u_k)``. So a reader gets the mean of its K identity paths plus the sum of
+    their K residual functions: the original's identity path at any K, the paper's sum of branch
+    outputs (eq. 2) for the residuals, and with all C gates on (every ``x_j`` the same) the
+    original module's output, in eval and in train mode.
 
     ``forward(x)`` takes the shared input ``(N, in, H, W)`` (``shared_input=True``: the first
     module of a chain, the only kind allowed a projection shortcut) or per-branch inputs
@@ -125,7 +131,7 @@ class BranchedBottleneck(nn.Module):
     as grouped convolutions, their 1x1 ones as batched GEMMs (``grouped_pointwise``).
     """
 
-    def __init__(self, block: BottleneckParts, shared_input: bool) -> None:
+    def __init__(self, block: BottleneckParts, shared_input: bool, read_by: int | None = None) -> None:
         super().__init__()
         problem = block.problem()
         if problem is not None:
@@ -133,7 +139,11 @@ class BranchedBottleneck(nn.Module):
         if not shared_input and block.projection is not None:
             raise ValueError("a module with a projection shortcut must read the shared input")
         self.branches = c = block.conv2.groups
-        self.scale = float(c)  # C: each branch's residual factor (the mean of C branches is the original)
+        if read_by is not None and not 1 <= read_by <= c:
+            raise ValueError(f"read_by must be between 1 and the {c} branches, got {read_by}")
+        # Each branch's residual factor: the outputs its reader averages (K), so the mean of K
+        # outputs carries the sum of their K residual functions (all C: the original module).
+        self.scale = float(c if read_by is None else read_by)
         width, self.in_channels, self.out_channels = block.conv2.in_channels, block.conv1.in_channels, block.conv3.out_channels
         w, out = width // c, self.out_channels
         self.shared_input = shared_input
@@ -165,13 +175,13 @@ class BranchedBottleneck(nn.Module):
         # from that sum, computed as the original's dense conv3 (a C-th of the branch outputs' size).
         summed = F.conv2d(h, self.dense_conv3_weight()) if uses_batch_statistics(self.bn3) else None
         scale, shift = norm_affine(self.bn3, summed)
-        # bn3's scale (times C) folded into the branch weights, so the C-fold branch outputs take no
-        # multiply and no per-channel reduction in the backward.
+        # bn3's scale (times the residual factor) folded into the branch weights, so the C-fold branch
+        # outputs take no multiply and no per-channel reduction in the backward.
         weight = self.conv3.weight.view(self.branches, self.out_channels, -1) * (self.scale * scale).view(1, -1, 1)
         return grouped_pointwise(weight, h.unflatten(1, (self.branches, -1)), shortcut, shift)
 
     def extra_repr(self) -> str:
-        return f"branches={self.branches}, shared_input={self.shared_input}"
+        return f"branches={self.branches}, shared_input={self.shared_input}, read_by={self.scale:g}"
 
 
 class ResNeXtBlock(nn.Module):
@@ -229,10 +239,10 @@ class DeployedModule(nn.Module):
     The input is the chain's (``sets is None``: the first module), or input ``g`` is
     ``relu(sum of the previous module's outputs listed in sets[g]) * rescale``; at K = 1 that is one
     output, which the previous module already rectified, so no op at all. The means' factors (1/K,
-    and C on each branch) are folded into the weights as per-module scales (``plan``); ``rescale``
-    is 1, no Mul, but where the plan resets a module's scale. The branches reading input ``g`` are
-    contiguous and their conv1 is one conv (branch ``p`` reads input ``readers[p]``); conv2 of
-    every branch is one grouped conv.
+    and each branch's residual factor) are folded into the weights as per-module scales (``plan``);
+    ``rescale`` is 1, no Mul, but where the plan resets a module's scale. The branches reading input
+    ``g`` are contiguous and their conv1 is one conv (branch ``p`` reads input ``readers[p]``);
+    conv2 of every branch is one grouped conv.
     """
 
     def __init__(self, sets: list[list[int]] | None, rescale: float, readers: list[int], conv1: list[nn.Conv2d],

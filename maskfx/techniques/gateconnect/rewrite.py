@@ -37,7 +37,10 @@ def _rewrite_chain(gm: fx.GraphModule, chain: list[Module], fan_in: int) -> tupl
     previous = next(i for n in chain[0].nodes for i in n.all_input_nodes if i not in inside)
     records, sites = [], []
     for i, module in enumerate(chain):
-        branched = BranchedBottleneck(module.parts, shared_input=i == 0)
+        # Read through gates (K of its C outputs), but the last module, which the chain's end averages whole.
+        branches = module.parts.conv2.groups
+        read_by = min(fan_in, branches) if i < len(chain) - 1 else None
+        branched = BranchedBottleneck(module.parts, shared_input=i == 0, read_by=read_by)
         key = module.path.replace(".", "_")
         gates = None
         if i > 0:
