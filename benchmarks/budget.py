@@ -153,6 +153,30 @@ def _teacher(start: nn.Module) -> nn.Module:
     return copy.deepcopy(start).eval()
 
 
+def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: int, device: torch.device,
+               example: torch.Tensor, channels: bool | maskfx.ChannelConfig = True) -> Arm:
+    """``start`` under ``Budget(macs=b)``: gates learned with the weights, distilled from ``start``,
+    frozen, fine-tuned and collapsed (accuracy and size measured by the caller)."""
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        net = maskfx.transform(start, channels=channels, example_inputs=(example,), budget=maskfx.Budget(macs=b))
+    phases = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
+    net = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
+    deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
+    report = maskfx.summary(deploy).collapse
+    return Arm(deploy, seconds=time.perf_counter() - began, notes=[
+        f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), {report.shift}"])
+
+
+def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device, num_classes: int) -> Arm:
+    """resnet18 trained ``budget.pretrain`` epochs from a seeded initialisation: every arm's start."""
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start"), seconds=time.perf_counter() - began)
+
+
 def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, device: torch.device) -> dict[str, Arm]:
     """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget
     ``(MASKFX, b)`` and ``(TORCH_PRUNING, b)`` (keys as ``arm_key``)."""
@@ -160,28 +184,15 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
     rest = [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)]
     arms: dict[str, Arm] = {}
 
-    began = time.perf_counter()
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(weights=None, num_classes=full.num_classes)
-    start = _fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start")
-    arms[START] = Arm(start, seconds=time.perf_counter() - began)
+    arms[START] = trained_start(data, budget, seed, device, full.num_classes)
+    start = arms[START].deploy
 
     began = time.perf_counter()
     arms[UNTOUCHED] = Arm(_fit(copy.deepcopy(start), data, rest, seed, device, "untouched"),
                           seconds=time.perf_counter() - began)
 
     for b in budget.budgets:
-        began = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            net = maskfx.transform(start, channels=True, example_inputs=(example,), budget=maskfx.Budget(macs=b))
-        phases = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
-        net = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
-        deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
-        report = maskfx.summary(deploy).collapse
-        arms[arm_key(MASKFX, b)] = Arm(deploy, seconds=time.perf_counter() - began, notes=[
-            f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), "
-            f"{report.shift}"])
+        arms[arm_key(MASKFX, b)] = maskfx_arm(start, data, budget, b, seed, device, example)
 
     base_macs = count_macs(start, example)
     began = time.perf_counter()

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from scipy import stats
+from benchmarks.stats import worded
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -37,19 +36,6 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
 
 def _times(value: float) -> str:
     return f"x{value:.3f}"
-
-
-def interval95(values: list[float]) -> tuple[float, float, float]:
-    """Mean and the two ends of its 95% Student-t interval (a paired difference's, when ``values``
-    are per-seed differences); needs two values or more."""
-    mean = statistics.mean(values)
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return mean, mean - half, mean + half
-
-
-def _pm(values: list[float]) -> str:
-    mean, low, high = interval95(values)
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def demo() -> str:
@@ -86,11 +72,11 @@ def budget() -> str:
             continue
         mine = seeds[(row["MACs budget"], row["method"])]
         rows.append([str(row["MACs budget"]), row["method"], f"{row['test acc %']:.2f} ± {row['acc std']:.2f}",
-                     _pm([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
+                     worded([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
                      f"{row['parameters']:,}"])
         if row["method"] != "maskfx":
             ours = seeds[(row["MACs budget"], "maskfx")]
-            rows.append([str(row["MACs budget"]), f"maskfx minus {row['method']}", "", _pm(
+            rows.append([str(row["MACs budget"]), f"maskfx minus {row['method']}", "", worded(
                 [ours[s] - mine[s] for s in mine]), "", ""])
     base = next(dict(zip(summary["columns"], r)) for r in summary["rows"] if r[1].startswith("untouched"))
     rows.insert(0, ["-", base["method"], f"{base['test acc %']:.2f} ± {base['acc std']:.2f}", "", "1.000",

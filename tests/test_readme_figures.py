@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the benchmarks package sits at the repository root
 
-from benchmarks import readme  # noqa: E402
+from benchmarks import readme, stats  # noqa: E402
 
 
 def test_readme_figures_are_the_rendering_of_the_results():
@@ -29,5 +29,5 @@ def test_a_hand_edited_figure_is_caught_and_an_unknown_block_refused():
 
 
 def test_the_interval_is_student_t_over_the_seeds():
-    mean, low, high = readme.interval95([1.0, 2.0, 3.0])  # std 1, n 3: t(0.975, 2) = 4.303
+    mean, low, high = stats.interval95([1.0, 2.0, 3.0])  # std 1, n 3: t(0.975, 2) = 4.303
     assert mean == 2.0 and high - mean == pytest.approx(4.303 / 3 ** 0.5, rel=1e-3) and mean - low == high - mean

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from maskfx.errors import UserError
 
+ESTIMATORS = ("hard-concrete", "straight-through")
+
 
 @dataclass(frozen=True)
 class ChannelConfig:
@@ -16,11 +18,15 @@ class ChannelConfig:
     unit). ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
     hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
     closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
+    ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
+    with a binary forward and the straight-through gradient, as the papers' masks learn
+    (``benchmarks/gates.py`` measures the two against each other).
     """
 
     round_to: int = 8
     init_keep: float = 0.99
     temperature: float = 2 / 3
+    estimator: str = "hard-concrete"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.round_to, int) and not isinstance(self.round_to, bool) and self.round_to >= 1):
@@ -30,3 +36,5 @@ class ChannelConfig:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
                 and self.temperature > 0):
             raise UserError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.estimator not in ESTIMATORS:
+            raise UserError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")

@@ -7,6 +7,12 @@ with ``u ~ U(0, 1)``: exact zeros and ones with non-zero probability, and a grad
 log(-gamma / zeta))``, is differentiable: the budget's expected cost is built from it. Eval uses
 the deterministic ``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``; ``freeze``
 replaces both by a fixed 0/1 mask.
+
+The alternative, ``estimator="straight-through"``: a unit is open with probability
+``p = sigmoid(log_alpha)``; training draws ``z ~ Bernoulli(p)`` and passes ``dL/dz`` to ``p``
+(the straight-through gradient, as the MaskConnect and Blockout papers learn their binary
+masks); eval keeps the units with ``p > 0.5``. Both give the budget the same differentiable
+``P(open)``.
 """
 from __future__ import annotations
 
@@ -72,13 +78,16 @@ class ChannelSpace:
 class ChannelGate(nn.Module):
     """The gates of one channel space, one per unit; called after each layer writing it."""
 
-    def __init__(self, space: ChannelSpace, init_keep: float = 0.99, temperature: float = 2 / 3) -> None:
+    def __init__(self, space: ChannelSpace, init_keep: float = 0.99, temperature: float = 2 / 3,
+                 estimator: str = "hard-concrete") -> None:
         super().__init__()
         self.space = space
         self.temperature = float(temperature)
+        self.straight_through = estimator == "straight-through"
         units = space.channels // space.unit
-        # P(z > 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)) = init_keep at the start.
-        start = math.log(init_keep / (1 - init_keep)) + self.temperature * math.log(-GAMMA / ZETA)
+        # P(open) = init_keep at the start: sigmoid(log_alpha - beta * log(-gamma / zeta)) for the
+        # hard-concrete, sigmoid(log_alpha) for the straight-through gate.
+        start = math.log(init_keep / (1 - init_keep)) + self._shift()
         self.log_alpha = nn.Parameter(torch.full((units,), start))
         self.register_buffer("frozen_mask", torch.ones(units))
         self.register_buffer("frozen", torch.tensor(False))
@@ -95,19 +104,28 @@ class ChannelGate(nn.Module):
     def structure_parameters(self) -> list[nn.Parameter]:
         return [self.log_alpha] if self.log_alpha.requires_grad else []
 
+    def _shift(self) -> float:
+        """log_alpha minus the logit of P(open)."""
+        return 0.0 if self.straight_through else self.temperature * math.log(-GAMMA / ZETA)
+
     def keep_probability(self) -> torch.Tensor:
         """P(z > 0) per unit, differentiable (a frozen gate: its 0/1 mask)."""
         if self.is_frozen:
             return self.frozen_mask
-        return torch.sigmoid(self.log_alpha - self.temperature * math.log(-GAMMA / ZETA))
+        return torch.sigmoid(self.log_alpha - self._shift())
 
     def deterministic(self) -> torch.Tensor:
         """The gate eval uses per unit: in [0, 1], exactly 0 for a closed unit."""
         if self.is_frozen:
             return self.frozen_mask
+        if self.straight_through:
+            return (self.log_alpha > 0).to(self.log_alpha.dtype)
         return (torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
     def sample(self) -> torch.Tensor:
+        if self.straight_through:
+            p = torch.sigmoid(self.log_alpha)
+            return torch.bernoulli(p.detach()) + p - p.detach()
         u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)

@@ -49,7 +49,7 @@ def rewrite(gm: fx.GraphModule, config: ChannelConfig, example_inputs: tuple | N
                      for node, dim in space.producers]
         record = ChannelSpace(f"channels of {producers[0].module}", space.channels, space.unit, producers,
                               list(space.grouped), [Reader(m, o) for m, o in space.readers], ends.get(root, []))
-        gate = ChannelGate(record, config.init_keep, config.temperature).to(_device(gm))
+        gate = ChannelGate(record, config.init_keep, config.temperature, config.estimator).to(_device(gm))
         name = gate_of[root]
         container.add_module(name, gate)
         for node, dim in space.producers:
