@@ -11,7 +11,8 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
 - Torch-Pruning: the same start, L2-magnitude importance, ``round_to=8``, pruned iteratively (many
   small uniform steps, ``maskfx.peers.torch_pruning.pruned_iteratively``, one pruner walking down
   through the budgets) until its MACs are at or under the same budget, then trained through the
-  same phases with the same distillation;
+  same phases with the same distillation; and the same with Taylor importance (|weight x
+  gradient|, a training batch's cross-entropy gradient before each step);
 - untouched: the start trained on through the same phases (no distillation, no pruning).
 
 Every arm is measured on all 10,000 test images; its difference to the untouched model is paired
@@ -52,10 +53,11 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 import maskfx
 from benchmarks.arms import example_batch, test_accuracy
+from benchmarks.stats import worded
 from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table
 from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
@@ -73,7 +75,8 @@ EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX e
 MAX_PRUNING_RATIO = peer.MAX_RATIO  # Torch-Pruning's ratio after its last step; it stops at the first under the target
 GOAL_BUDGET, GOAL_POINTS, GOAL_LATENCY = 0.5, 0.5, 0.55  # the issue: at 0.5 MACs within 0.5 pt, ORT <= 0.55x
 START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
-MASKFX, TORCH_PRUNING = "maskfx", "Torch-Pruning"
+MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR = "maskfx", "Torch-Pruning", "Torch-Pruning, Taylor"
+PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor"}  # the peer's arms and their importance
 COLUMNS = ["MACs budget", "method", "test acc %", "acc std", "Δ vs untouched (pt, paired)", "Δ std", "MAC ratio",
            "parameters", "ORT b1 / untouched", "ORT b32 / untouched", "ORT b1 p50 ms", "ORT b32 p50 ms"]
 SEED_COLUMNS = ["seed", "MACs budget", "method", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters",
@@ -122,11 +125,14 @@ def training_subset(data: Data, images: int, seed: int) -> Data:
     return Data(Subset(data.train, order[:images].tolist()), data.test, data.num_classes, data.input_shape)
 
 
-def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int], steps: int) -> list[peer.Pruned]:
+def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int], steps: int, importance: str,
+                 batches: DataLoader) -> list[peer.Pruned]:
     """For each MACs target, a copy of ``start`` pruned by Torch-Pruning with this suite's settings
     (``round_to=ROUND_TO``, ``steps`` iterative steps up to ``MAX_PRUNING_RATIO``, one pruner walking
-    down through the targets), taken at the first step at or under the target."""
-    return peer.pruned_iteratively(start, example, targets, round_to=ROUND_TO, steps=steps, max_ratio=MAX_PRUNING_RATIO)
+    down through the targets; ``importance`` ``"l2"`` or ``"taylor"``, the latter's gradients from
+    ``batches``), taken at the first step at or under the target."""
+    return peer.pruned_iteratively(start, example, targets, round_to=ROUND_TO, steps=steps, max_ratio=MAX_PRUNING_RATIO,
+                                   importance=importance, batches=batches)
 
 
 @dataclass
@@ -179,7 +185,7 @@ def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device
 
 def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, device: torch.device) -> dict[str, Arm]:
     """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget
-    ``(MASKFX, b)`` and ``(TORCH_PRUNING, b)`` (keys as ``arm_key``)."""
+    ``(MASKFX, b)`` and each of ``PEERS`` at ``b`` (keys as ``arm_key``)."""
     data = training_subset(full, budget.train_images, seed)
     rest = [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)]
     arms: dict[str, Arm] = {}
@@ -195,14 +201,17 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
         arms[arm_key(MASKFX, b)] = maskfx_arm(start, data, budget, b, seed, device, example)
 
     base_macs = count_macs(start, example)
-    began = time.perf_counter()
-    pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps)
-    pruning = (time.perf_counter() - began) / len(pruned)
-    for b, got in zip(budget.budgets, pruned):
+    batches = DataLoader(data.train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    for method, importance in PEERS.items():
         began = time.perf_counter()
-        arms[arm_key(TORCH_PRUNING, b)] = Arm(
-            _fit(got.model, data, rest, seed, device, f"Torch-Pruning {b}", teacher=_teacher(start)),
-            seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
+        pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps,
+                              importance, batches)
+        pruning = (time.perf_counter() - began) / len(pruned)
+        for b, got in zip(budget.budgets, pruned):
+            began = time.perf_counter()
+            arms[arm_key(method, b)] = Arm(
+                _fit(got.model, data, rest, seed, device, f"{method} {b}", teacher=_teacher(start)),
+                seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
 
     for arm in arms.values():
         arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
@@ -238,7 +247,7 @@ def rows(runs: list[dict[str, Arm]], budget: RunBudget,
          latency: dict[str, tuple[float, float]]) -> tuple[list[list[Cell]], list[list[Cell]], dict[str, dict]]:
     """The summary rows (means over seeds, paired differences), the per-seed rows, and per arm the
     numbers the notes judge."""
-    keys = [(START, None), (UNTOUCHED, None)] + [(m, b) for b in budget.budgets for m in (MASKFX, TORCH_PRUNING)]
+    keys = [(START, None), (UNTOUCHED, None)] + [(m, b) for b in budget.budgets for m in (MASKFX, *PEERS)]
     base_untouched = latency[UNTOUCHED]
     summary, per_seed, judged = [], [], {}
     for method, b in keys:
@@ -271,15 +280,20 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
     notes = []
     n = len(budget.seeds)
     for b in budget.budgets:
-        ours, theirs = judged[arm_key(MASKFX, b)], judged[arm_key(TORCH_PRUNING, b)]
-        under = all(r <= b for r in ours["macs"]), all(r <= b for r in theirs["macs"])
-        versus = statistics.mean(o - p for o, p in zip(ours["deltas"], theirs["deltas"]))
+        ours = judged[arm_key(MASKFX, b)]
         line = (f"Budget {b}: maskfx {ours['delta']:+.2f} pt vs untouched (per seed "
                 f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "
-                f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, {'under' if under[0] else 'OVER'} the budget; ORT "
-                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32); Torch-Pruning {theirs['delta']:+.2f} pt "
-                f"(MAC ratio {'/'.join(f'{r:.3f}' for r in theirs['macs'])}, {'under' if under[1] else 'OVER'}; ORT "
-                f"{theirs['b1']}x / {theirs['b32']}x); maskfx - Torch-Pruning {versus:+.2f} pt, paired over {n} seed(s).")
+                f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, "
+                f"{'under' if all(r <= b for r in ours['macs']) else 'OVER'} the budget; ORT "
+                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32)")
+        for method in PEERS:
+            theirs = judged[arm_key(method, b)]
+            versus = [o - t for o, t in zip(ours["deltas"], theirs["deltas"])]
+            line += (f"; {method} {theirs['delta']:+.2f} pt (MAC ratio "
+                     f"{'/'.join(f'{r:.3f}' for r in theirs['macs'])}, "
+                     f"{'under' if all(r <= b for r in theirs['macs']) else 'OVER'}; ORT {theirs['b1']}x / "
+                     f"{theirs['b32']}x), maskfx minus it {worded(versus, ' pt')}")
+        line += f" (paired over {n} seed(s); brackets: 95% intervals)."
         if quick:
             line += " No verdict (smoke budget)."
         elif b == GOAL_BUDGET:
@@ -308,11 +322,13 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
                   (" — one seed only: the differences below carry one run's noise (on 10,000 test images a single "
                    "accuracy's standard error alone is about 0.3 pt)." if seeds == 1 and not quick else
                    f"; differences are paired by seed (mean and sample std over {seeds})." if seeds > 1 else "."))
-    pruner = (f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2), local (uniform per layer), "
-              f"round_to={ROUND_TO}, the classifier kept, iterative_steps={budget.prune_steps} up to ratio "
-              f"{MAX_PRUNING_RATIO}, stopped at the first step at or under each budget's MACs (steps taken, per "
-              f"seed: " + "; ".join(f"{b}: " + "/".join(run[arm_key(TORCH_PRUNING, b)].notes[0] for run in runs)
-                                    for b in budget.budgets) + ").")
+    pruner = (f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2) ({TORCH_PRUNING}) or "
+              f"TaylorImportance ({TORCH_PRUNING_TAYLOR}: |weight x gradient|, the cross-entropy's gradient on one "
+              f"training batch before each step), local (uniform per layer), round_to={ROUND_TO}, the classifier "
+              f"kept, iterative_steps={budget.prune_steps} up to ratio {MAX_PRUNING_RATIO}, stopped at the first step "
+              f"at or under each budget's MACs (steps taken, per seed: " + "; ".join(
+                  f"{method} {b}: " + "/".join(run[arm_key(method, b)].notes[0] for run in runs)
+                  for method in PEERS for b in budget.budgets) + ").")
     collapse = "; ".join(f"{k}: {n}" for run in runs[:1] for k, arm in run.items() for n in arm.notes
                          if k.startswith(MASKFX))
     return [recipe, seeds_note, pruner,

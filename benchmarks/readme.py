@@ -94,6 +94,34 @@ def width_latency() -> str:
                     f"{r['b32 latency / MAC']:.3f}"] for r in rows])
 
 
+def gates() -> str:
+    """The gates suite: each estimator's accuracy and its paired difference to the untouched model."""
+    summary, per_seed = _load("benchmarks/results/gates.json")["tables"]
+    rows = [dict(zip(summary["columns"], r)) for r in summary["rows"]]
+    seeds: dict[str, dict[int, float]] = {}
+    for r in (dict(zip(per_seed["columns"], row)) for row in per_seed["rows"]):
+        seeds.setdefault(r["arm"], {})[r["seed"]] = r["test acc %"]
+    delta = "Δ vs untouched (pt, paired) [95% interval]"
+    table = [[r["arm"], f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[delta] or "", f"{r['MAC ratio']:.3f}",
+              f"{r['parameters']:,}"] for r in rows]
+    hard, straight = rows[1]["arm"], rows[2]["arm"]
+    table.append([f"{straight} minus {hard}", "", worded([seeds[straight][s] - seeds[hard][s] for s in seeds[hard]]),
+                  "", ""])
+    return _table(["arm", "test acc % (mean ± std)", "pt vs untouched, paired [95% interval]", "MAC ratio",
+                   "parameters"], table)
+
+
+def papers() -> str:
+    """The papers suite: each table's methods, mean ± std over the seeds, beside the paper's figure."""
+    rows = []
+    for table in _load("benchmarks/results/papers.json")["tables"]:
+        paper = table["title"].split(":")[0]
+        for r in (dict(zip(table["columns"], row)) for row in table["rows"]):
+            rows.append([paper, r["method"], f"{r['test acc % (mean)']:.2f} ± {r['std']:.2f}",
+                         "" if r["paper %"] is None else f"{r['paper %']}"])
+    return _table(["paper, table", "method", "test acc % (mean ± std)", "paper's %"], rows)
+
+
 def transfer() -> str:
     """The EfficientNet-Lite0 transfer case, untouched against maskfx."""
     table = _load("benchmarks/results/transfer.json")["tables"][0]
@@ -104,7 +132,7 @@ def transfer() -> str:
 
 
 FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
-                                         "transfer": transfer}
+                                         "gates": gates, "papers": papers, "transfer": transfer}
 
 
 def blocks(text: str) -> dict[str, str]:

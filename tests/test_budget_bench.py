@@ -27,7 +27,8 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert summary["columns"] == budget.COLUMNS and per_seed["columns"] == budget.SEED_COLUMNS
     rows = {(row[1], row[0]): dict(zip(summary["columns"], row)) for row in summary["rows"]}
     (b,) = budget.QUICK.budgets
-    assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), (budget.MASKFX, b), (budget.TORCH_PRUNING, b)]
+    assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), (budget.MASKFX, b),
+                          *((method, b) for method in budget.PEERS)]
 
     untouched, start = rows[budget.UNTOUCHED, None], rows[budget.START, None]
     assert untouched["MAC ratio"] == start["MAC ratio"] == 1.0
@@ -35,7 +36,7 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert untouched["Δ vs untouched (pt, paired)"] is None
     assert untouched["ORT b1 / untouched"] == untouched["ORT b32 / untouched"] == 1.0
     assert start["ORT b1 p50 ms"] is None  # the start is not deployed, only measured
-    for method in (budget.MASKFX, budget.TORCH_PRUNING):  # pruned under the budget, exported, timed
+    for method in (budget.MASKFX, *budget.PEERS):  # pruned under the budget, exported, timed
         row = rows[method, b]
         assert 0 < row["MAC ratio"] <= b and row["parameters"] < RESNET18_10
         assert 0 < row["ORT b1 p50 ms"] and 0 < row["ORT b32 p50 ms"]
@@ -45,7 +46,7 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert all(0 <= row["test acc %"] <= 100 for row in rows.values())
 
     assert len(per_seed["rows"]) == len(rows) * len(budget.QUICK.seeds)
-    assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, budget.MASKFX, budget.TORCH_PRUNING}
+    assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, budget.MASKFX, *budget.PEERS}
     notes = summary["notes"]
     assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
     assert any(note.startswith(f"Budget {b}: maskfx") and "No verdict (smoke budget)" in note for note in notes)
@@ -64,8 +65,9 @@ def test_the_untouched_model_costs_what_resnet18_costs():
     assert count_macs(model, torch.zeros(1, 3, 32, 32)) == RESNET18_32PX_MACS
 
 
-def test_torch_pruning_walks_with_the_suites_settings():
-    """The suite's Torch-Pruning arm (``maskfx.peers.torch_pruning``, tested in test_peers.py) with
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_torch_pruning_walks_with_the_suites_settings(importance):
+    """The suite's Torch-Pruning arms (``maskfx.peers.torch_pruning``, tested in test_peers.py) with
     its settings: round_to=8, up to ratio 0.9, the first step at or under the budget."""
     import torch
     import torchvision
@@ -75,7 +77,8 @@ def test_torch_pruning_walks_with_the_suites_settings():
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     example = torch.randn(2, 3, 32, 32)
     target = int(0.5 * RESNET18_32PX_MACS)
-    (half,) = budget.torch_pruned(model, example, [target], steps=18)
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+    (half,) = budget.torch_pruned(model, example, [target], steps=18, importance=importance, batches=batches)
     assert count_macs(half.model, example) == half.macs <= target
     assert 0 < half.steps <= 18 and half.ratio == pytest.approx(budget.MAX_PRUNING_RATIO * half.steps / 18)
     convs = [m for m in half.model.modules() if isinstance(m, torch.nn.Conv2d)]

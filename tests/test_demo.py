@@ -1,6 +1,7 @@
 """``maskfx demo --quick`` (CI): the report folder holds the report, its JSON, the ONNX files and
-the plots, and the report's numbers are this run's, baseline included; the budget part has the
-peer, Torch-Pruning from the same start at or under the MACs maskfx's pruned model reached."""
+the plots, and the report's numbers are this run's, baseline included; the budget parts (resnet18
+and the ResNeXt) have the peer, Torch-Pruning from the same start at or under the MACs maskfx's
+pruned model reached."""
 import json
 
 import pytest
@@ -14,7 +15,7 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     markdown = (tmp_path / "report.md").read_text()
     assert report["quick"] and [p["title"].split(":")[0] for p in report["parts"]] == [
-        "resnet18 at 0.5 of the MACs", "resnet18", "small ResNeXt (C = 8)"]
+        "resnet18 at 0.5 of the MACs", "resnet18", "small ResNeXt (C = 8)", "small ResNeXt (C = 8) at 0.5 of the MACs"]
     for part in report["parts"]:
         rows = {row["model"]: row for row in part["rows"]}
         budgeted = part["collapse"]["prune"]["budget"] is not None
@@ -60,6 +61,8 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
         for plot in part["plots"]:
             assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in markdown
     assert {"budget_channels.png", "budget_accuracy_cost.png", "resnet_training.png", "resnet_blockout_clusters.png",
-            "resnet_maskconnect.png", "resnext_gateconnect.png"} <= {p for part in report["parts"] for p in part["plots"]}
-    assert {"budget_pruned.onnx", "budget_torch_pruning.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx", "resnext_baseline.onnx",
-            "resnext_pruned.onnx"} <= {p.name for p in tmp_path.iterdir()}
+            "resnet_maskconnect.png", "resnext_gateconnect.png", "resnext_budget_channels.png",
+            "resnext_budget_accuracy_cost.png"} <= {p for part in report["parts"] for p in part["plots"]}
+    assert {"budget_pruned.onnx", "budget_torch_pruning.onnx", "resnet_baseline.onnx", "resnet_pruned.onnx",
+            "resnext_baseline.onnx", "resnext_pruned.onnx", "resnext_budget_pruned.onnx",
+            "resnext_budget_torch_pruning.onnx"} <= {p.name for p in tmp_path.iterdir()}

@@ -76,3 +76,41 @@ def test_without_torch_pruning_it_says_how_to_install_it(monkeypatch, resnet18):
 
 def test_the_pinned_version_is_installed():
     assert peer.version() == peer.PINNED
+
+
+class LoudButUnread(nn.Module):
+    """16 channels between two convolutions: channels 8-15 have ten times the weights of 0-7 but
+    the second convolution reads none of them (zero columns). L2 magnitude keeps the loud unread
+    ones; Taylor importance (|weight x gradient|) sees that nothing downstream depends on them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.conv1.weight[8:] *= 10
+            self.conv2.weight[:, 8:] = 0
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("importance, unread_kept", [("l2", 8), ("taylor", 0)])
+def test_taylor_importance_prunes_what_nothing_reads(importance, unread_kept):
+    torch.manual_seed(0)
+    model = LoudButUnread().eval()
+    example = torch.randn(4, 3, 8, 8)
+    batches = [(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))) for _ in range(3)]
+    (half,) = peer.pruned_iteratively(model, example, [int(0.3 * count_macs(model, example))], steps=10,
+                                      max_ratio=0.5, importance=importance, batches=batches)
+    assert half.model.conv1.out_channels == 8
+    zero_columns = int((half.model.conv2.weight.abs().sum((0, 2, 3)) == 0).sum())
+    assert zero_columns == unread_kept
+    assert all(p.grad is None for p in half.model.parameters())
+
+
+def test_taylor_importance_needs_batches_and_an_unknown_importance_is_refused(resnet18):
+    with pytest.raises(UserError, match="needs batches"):
+        peer.pruned_iteratively(resnet18, torch.randn(1, 3, 32, 32), [1], importance="taylor")
+    with pytest.raises(UserError, match="importance must be one of"):
+        peer.pruned_iteratively(resnet18, torch.randn(1, 3, 32, 32), [1], importance="random")

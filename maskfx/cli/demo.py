@@ -1,14 +1,15 @@
 """``maskfx demo``: the real use end to end, offline, with a baseline and the peer to compare against.
 
 Per part (a ResNet pruned to a MACs budget by channel gates, distilled from its trained start; a
-ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect): train the
+ResNet with Jumpout + Blockout + MaskConnect; a small ResNeXt with GateConnect; the same ResNeXt
+under the budget, whose channel gates close whole branches): train the
 untouched model (it stands in for a pretrained one), transform *that trained model*, learn
 structure, freeze, fine-tune; train the baseline on for the same extra epochs; collapse both
 ways, export baseline and pruned model to ONNX, verify them in ONNX Runtime, time them, and write
 ``report.md``, ``report.json`` and the plots into ``--out``. The budget part adds the peer:
 Torch-Pruning's L2-magnitude channel pruning of the same trained start to the MACs maskfx's pruned
 model reached (``maskfx.peers.torch_pruning``), trained as long with the same teacher, exported
-and timed in the same ONNX Runtime run.
+and timed in the same ONNX Runtime run; so do the ResNeXt's.
 """
 from __future__ import annotations
 
@@ -100,7 +101,10 @@ def parts(model: str, budget: float) -> list[Part]:
                            f"trained start, against Torch-Pruning at the same MACs", resnet, budget_transform(budget),
                  distill=True, peer=True),
             Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect", resnet, resnet_transform),
-            Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform)]
+            Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform),
+            Part("resnext_budget", f"small ResNeXt (C = 8) at {budget} of the MACs: channel gates under the budget "
+                                   f"(a grouped convolution's unit is a whole branch), against Torch-Pruning",
+                 small_resnext, budget_transform(budget), distill=True, peer=True)]
 
 
 def _step(part: Part, index: int, text: str) -> None:
@@ -281,7 +285,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch per step (CI-sized: a few minutes on 2 cores)")
     parser.add_argument("--model", type=resnet_name, default="resnet18", help="torchvision ResNet for the first parts")
     parser.add_argument("--budget", type=fraction, default=0.5, metavar="FRACTION",
-                        help="the first part's MACs budget, a fraction of the untouched model's (default 0.5)")
+                        help="the budget parts' MACs budget, a fraction of the untouched model's (default 0.5)")
     parser.add_argument("--data", default="digits",
                         help="digits (embedded, the fast default), or the same story at full size: fashion-mnist or "
                              "mnist (60,000 / 10,000 images; `make data` fetches them)")

@@ -3,7 +3,8 @@ every benchmark that compares against it.
 
 The settings are Torch-Pruning's defaults for structured channel pruning, as the benchmarks have
 documented them: ``BasePruner`` with ``MagnitudeImportance(p=2)`` (each channel group ranked by
-the L2 norm of its weights), local pruning (one ratio for every layer, not a global ranking), the
+the L2 norm of its weights; ``importance="taylor"``: ``TaylorImportance``, |weight x gradient|
+with the gradient of the cross-entropy on a training batch before each step), local pruning (one ratio for every layer, not a global ranking), the
 classifier head kept (the last ``nn.Linear``: its outputs are the classes), and ``round_to``
 optional (8 keeps channel counts that a CPU kernel vectorises, as maskfx's channel gates keep by
 default). The MACs target is met in one of two ways:
@@ -22,7 +23,8 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 from types import ModuleType
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+import itertools
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +40,7 @@ PINNED = "1.6.1"  # pyproject.toml pins the same
 MAX_RATIO = 0.9  # the iterative walk's ratio after its last step
 STEPS = 90  # the iterative walk's steps up to MAX_RATIO: 0.01 of the ratio a step
 BISECTION_RANGE = (0.0, 0.95)  # the ratios bisection searches
+IMPORTANCES = ("l2", "taylor")  # MagnitudeImportance(p=2), TaylorImportance
 
 
 class Pruned(NamedTuple):
@@ -80,31 +83,52 @@ def head(model: nn.Module) -> nn.Module:
 
 
 def _pruner(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None,
-            steps: int = 1) -> BasePruner:
+            steps: int = 1, importance: str = "l2") -> BasePruner:
     """Torch-Pruning's ``BasePruner`` on ``model`` (pruned in place by ``step()``) with the peer's
-    settings: L2 magnitude, local, the head kept, ``round_to``."""
+    settings: ``importance`` (``IMPORTANCES``), local, the head kept, ``round_to``."""
     tp = require()
-    return tp.pruner.BasePruner(model, example[:1], importance=tp.importance.MagnitudeImportance(p=2),
+    ranking = tp.importance.MagnitudeImportance(p=2) if importance == "l2" else tp.importance.TaylorImportance()
+    return tp.pruner.BasePruner(model, example[:1], importance=ranking,
                                 pruning_ratio=ratio, iterative_steps=steps, round_to=round_to,
                                 ignored_layers=[head(model)])
 
 
+def _gradients(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The cross-entropy's gradient on one training batch, into ``model``'s ``.grad`` (what
+    ``TaylorImportance`` reads), the model in eval mode (its BatchNorm statistics untouched)."""
+    inputs, labels = batch
+    model.zero_grad()
+    nn.functional.cross_entropy(model(inputs.cpu()), labels.cpu()).backward()
+
+
 def pruned_iteratively(model: nn.Module, example: torch.Tensor, targets: Sequence[int], *,
-                       round_to: int | None = None, steps: int = STEPS, max_ratio: float = MAX_RATIO) -> list[Pruned]:
+                       round_to: int | None = None, steps: int = STEPS, max_ratio: float = MAX_RATIO,
+                       importance: str = "l2",
+                       batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[Pruned]:
     """For each MACs target (in ``targets``' order), a copy of ``model`` (on the CPU, eval mode)
     pruned by one pruner walking down in ``steps`` steps up to ``max_ratio``, taken at the first
     step at or under the target. The walk visits the targets largest first; ``model`` is left as
-    it was. ``RuntimeError`` when ``max_ratio`` still leaves a target's MACs above it."""
+    it was. ``RuntimeError`` when ``max_ratio`` still leaves a target's MACs above it.
+    ``importance="taylor"`` ranks by |weight x gradient|, each step's gradient from the next of
+    ``batches`` (training batches, cycled; required for it)."""
+    if importance not in IMPORTANCES:
+        raise UserError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
+    if importance == "taylor" and batches is None:
+        raise UserError("importance='taylor' needs batches: the training batches its gradients come from")
+    cycled = itertools.cycle(batches) if batches is not None else None
     pruning = copy.deepcopy(model).cpu().eval()
     example = example.cpu()
-    pruner = _pruner(pruning, example, max_ratio, round_to, steps)
+    pruner = _pruner(pruning, example, max_ratio, round_to, steps, importance)
     taken: dict[int, Pruned] = {}
     step, macs = 0, count_macs(pruning, example)
     for target in sorted(set(targets), reverse=True):
         while macs > target:
             if step == steps:
                 raise RuntimeError(f"Torch-Pruning reached ratio {max_ratio} above {target:,} MACs")
+            if importance == "taylor":
+                _gradients(pruning, next(cycled))
             pruner.step()
+            pruning.zero_grad(set_to_none=True)  # no copy carries the gradients
             step += 1
             macs = count_macs(pruning, example)
         taken[target] = Pruned(copy.deepcopy(pruning), macs, max_ratio * step / steps, step)
