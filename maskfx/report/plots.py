@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,5 +162,5 @@ def accuracy_against_cost(methods: dict[str, list[CostPoint]], path: Path, title
         axis.grid(alpha=0.3)
     axes[0][0].set(ylabel="test accuracy %")
     axes[0][0].legend(fontsize=7)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(textwrap.fill(title, 40 * len(axes_labels)), fontsize=9)
     return _save(figure, path)
