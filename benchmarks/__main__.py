@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(render.section(record)) + f"(written to {path})\n", flush=True)
         if record["status"] == harness.FAILED:
             failed.append(name)
-    markdown = args.markdown or (ROOT / "BENCHMARKS.md" if args.out.resolve() == RESULTS else args.out / "BENCHMARKS.md")
+    committed = args.out.resolve() == RESULTS  # the repository's results: its page and README's figures
+    markdown = args.markdown or (ROOT / "BENCHMARKS.md" if committed else args.out / "BENCHMARKS.md")
     for result in sorted(args.out.glob("*.json")):
         figures.draw(json.loads(result.read_text()), args.out)
     markdown.write_text(render.render(args.out, markdown.parent))
-    if args.out.resolve() == RESULTS:  # README's headline figures come from the same files
+    if committed:
         readme.update()
-    print(f"rendered {markdown} from {args.out}/*.json" + (" and README.md's figures" if args.out.resolve() == RESULTS
-                                                           else "") + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(f"rendered {markdown} from {args.out}/*.json" + (" and README.md's figures" if committed else "")
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

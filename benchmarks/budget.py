@@ -182,19 +182,35 @@ def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device
     return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start"), seconds=time.perf_counter() - began)
 
 
+def plain_phases(budget: RunBudget) -> list[Phase]:
+    """The arms' epochs after the start, weights only: the untouched model's and Torch-Pruning's."""
+    return [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)]
+
+
+def untouched_arm(start: nn.Module, data: Data, budget: RunBudget, seed: int, device: torch.device) -> Arm:
+    """``start`` trained on through the arms' phases, plain (no distillation, no pruning)."""
+    began = time.perf_counter()
+    return Arm(_fit(copy.deepcopy(start), data, plain_phases(budget), seed, device, "untouched"),
+               seconds=time.perf_counter() - began)
+
+
+def measured(arms: dict[str, Arm], full: Data, example: torch.Tensor) -> dict[str, Arm]:
+    """``arms`` with each one's test accuracy (all of ``full``'s test images), MACs and parameters."""
+    for arm in arms.values():
+        arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
+        arm.macs, arm.parameters = count_macs(arm.deploy, example), count_parameters(arm.deploy)
+    return arms
+
+
 def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, device: torch.device) -> dict[str, Arm]:
     """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget
     ``(MASKFX, b)`` and each of ``PEERS`` at ``b`` (keys as ``arm_key``)."""
     data = training_subset(full, budget.train_images, seed)
-    rest = [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)]
     arms: dict[str, Arm] = {}
 
     arms[START] = trained_start(data, budget, seed, device, full.num_classes)
     start = arms[START].deploy
-
-    began = time.perf_counter()
-    arms[UNTOUCHED] = Arm(_fit(copy.deepcopy(start), data, rest, seed, device, "untouched"),
-                          seconds=time.perf_counter() - began)
+    arms[UNTOUCHED] = untouched_arm(start, data, budget, seed, device)
 
     for b in budget.budgets:
         arms[arm_key(MASKFX, b)] = maskfx_arm(start, data, budget, b, seed, device, example)
@@ -209,13 +225,9 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
         for b, got in zip(budget.budgets, pruned):
             began = time.perf_counter()
             arms[arm_key(method, b)] = Arm(
-                _fit(got.model, data, rest, seed, device, f"{method} {b}", teacher=_teacher(start)),
+                _fit(got.model, data, plain_phases(budget), seed, device, f"{method} {b}", teacher=_teacher(start)),
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
-
-    for arm in arms.values():
-        arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
-        arm.macs, arm.parameters = count_macs(arm.deploy, example), count_parameters(arm.deploy)
-    return arms
+    return measured(arms, full, example)
 
 
 def arm_key(method: str, b: float | None = None) -> str:

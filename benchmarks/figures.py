@@ -7,25 +7,20 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.suite import per_seed, rows_of
 from maskfx.report.plots import CostPoint, accuracy_against_cost
-
-
-def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(zip(table["columns"], row)) for row in table["rows"]]
 
 
 def budget_curve(record: dict[str, Any], path: Path) -> Path:
     """The budget suite: test accuracy (mean, std over seeds) against the MAC ratio and the ONNX
     Runtime latency ratios at batch 1 and 32, for the untouched model and each method's budgets."""
-    summary, per_seed = record["tables"]
-    seeds: dict[tuple, list[float]] = {}
-    for row in _rows(per_seed):
-        seeds.setdefault((row["MACs budget"], row["method"]), []).append(row["test acc %"])
+    summary, seeds_table = record["tables"]
+    seeds = per_seed(seeds_table, "MACs budget", "method")
     methods: dict[str, list[CostPoint]] = {}
-    for row in _rows(summary):
+    for row in rows_of(summary):
         if row["MACs budget"] is None and not row["method"].startswith("untouched"):
             continue  # the start is not a deployed model of this comparison
-        accuracies = seeds[(row["MACs budget"], row["method"])]
+        accuracies = list(seeds[(row["MACs budget"], row["method"])].values())
         error = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
         methods.setdefault(row["method"], []).append(CostPoint(
             statistics.mean(accuracies), error,

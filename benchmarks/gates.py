@@ -18,7 +18,6 @@ suite's quick sizes.
 """
 from __future__ import annotations
 
-import copy
 import os
 import statistics
 import time
@@ -26,19 +25,17 @@ import time
 import torch
 
 import maskfx
-from benchmarks.arms import example_batch, test_accuracy
-from benchmarks.budget import (FINETUNE_LR, FULL, LR, QUICK, Arm, _fit, fashion_data, maskfx_arm, trained_start,
-                               training_subset)
+from benchmarks.arms import example_batch
+from benchmarks.budget import (FULL, QUICK, UNTOUCHED, Arm, fashion_data, maskfx_arm, measured, trained_start,
+                               training_subset, untouched_arm)
 from benchmarks.stats import worded
 from benchmarks.suite import Cell, result, table
-from maskfx.report import count_macs, count_parameters
-from maskfx.train import Phase, resolve_device
+from maskfx.train import resolve_device
 from maskfx.techniques.channels.config import ESTIMATORS
 
 SUITE = "gates"
 TITLE = "Channel gates under a 0.5 MACs budget: hard-concrete vs straight-through (resnet18 on Fashion-MNIST)"
 BUDGET = 0.5
-UNTOUCHED = "untouched, trained on"
 COLUMNS = ["arm", "test acc %", "acc std", "Δ vs untouched (pt, paired) [95% interval]", "MAC ratio", "parameters",
            "train s"]
 SEED_COLUMNS = ["seed", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters"]
@@ -48,16 +45,11 @@ def run_seed(seed: int, full, budget, example: torch.Tensor, device: torch.devic
     """The untouched model and one maskfx arm per estimator, from one trained start."""
     data = training_subset(full, budget.train_images, seed)
     start = trained_start(data, budget, seed, device, full.num_classes).deploy
-    began = time.perf_counter()
-    arms = {UNTOUCHED: Arm(_fit(copy.deepcopy(start), data, [Phase(budget.learn, LR), Phase(budget.finetune, FINETUNE_LR)],
-                                seed, device, "untouched"), seconds=time.perf_counter() - began)}
+    arms = {UNTOUCHED: untouched_arm(start, data, budget, seed, device)}
     for estimator in ESTIMATORS:
         arms[estimator] = maskfx_arm(start, data, budget, BUDGET, seed, device, example,
                                      channels=maskfx.ChannelConfig(estimator=estimator))
-    for arm in arms.values():
-        arm.accuracy = test_accuracy(arm.deploy, full, torch.device("cpu"))
-        arm.macs, arm.parameters = count_macs(arm.deploy, example), count_parameters(arm.deploy)
-    return arms
+    return measured(arms, full, example)
 
 
 def run(quick: bool) -> dict:

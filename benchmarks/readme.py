@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.stats import worded
+from benchmarks.suite import per_seed, rows_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -61,13 +62,11 @@ def demo() -> str:
 def budget() -> str:
     """The budget suite per budget and method: accuracy, the paired difference to the untouched
     model with its 95% interval over the seeds, and maskfx minus Torch-Pruning, paired likewise."""
-    summary, per_seed = _load("benchmarks/results/budget.json")["tables"]
-    seeds: dict[tuple, dict[int, float]] = {}
-    for row in (dict(zip(per_seed["columns"], r)) for r in per_seed["rows"]):
-        seeds.setdefault((row["MACs budget"], row["method"]), {})[row["seed"]] = row["test acc %"]
+    summary, seeds_table = _load("benchmarks/results/budget.json")["tables"]
+    seeds = per_seed(seeds_table, "MACs budget", "method")
     untouched = next(v for (b, m), v in seeds.items() if m.startswith("untouched"))
     rows = []
-    for row in (dict(zip(summary["columns"], r)) for r in summary["rows"]):
+    for row in rows_of(summary):
         if row["MACs budget"] is None:
             continue
         mine = seeds[(row["MACs budget"], row["method"])]
@@ -78,7 +77,7 @@ def budget() -> str:
             ours = seeds[(row["MACs budget"], "maskfx")]
             rows.append([str(row["MACs budget"]), f"maskfx minus {row['method']}", "", worded(
                 [ours[s] - mine[s] for s in mine]), "", ""])
-    base = next(dict(zip(summary["columns"], r)) for r in summary["rows"] if r[1].startswith("untouched"))
+    base = next(r for r in rows_of(summary) if r["method"].startswith("untouched"))
     rows.insert(0, ["-", base["method"], f"{base['test acc %']:.2f} ± {base['acc std']:.2f}", "", "1.000",
                     f"{base['parameters']:,}"])
     return _table(["MACs budget", "method", "test acc % (mean ± std)", "pt vs untouched, paired [95% interval]",
@@ -88,7 +87,7 @@ def budget() -> str:
 def width_latency() -> str:
     """Latency per MAC of each 0.5-MAC resnet50 in the width-latency suite."""
     (table,) = _load("benchmarks/results/width-latency.json")["tables"]
-    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    rows = rows_of(table)
     return _table(["model", "MAC ratio", "narrowest conv", "ORT latency / MAC ratio, b1", "b32"],
                   [[r["model"], f"{r['MAC ratio']:.3f}", str(r["narrowest conv"]), f"{r['b1 latency / MAC']:.3f}",
                     f"{r['b32 latency / MAC']:.3f}"] for r in rows])
@@ -96,11 +95,9 @@ def width_latency() -> str:
 
 def gates() -> str:
     """The gates suite: each estimator's accuracy and its paired difference to the untouched model."""
-    summary, per_seed = _load("benchmarks/results/gates.json")["tables"]
-    rows = [dict(zip(summary["columns"], r)) for r in summary["rows"]]
-    seeds: dict[str, dict[int, float]] = {}
-    for r in (dict(zip(per_seed["columns"], row)) for row in per_seed["rows"]):
-        seeds.setdefault(r["arm"], {})[r["seed"]] = r["test acc %"]
+    summary, seeds_table = _load("benchmarks/results/gates.json")["tables"]
+    rows = rows_of(summary)
+    seeds = {arm: by_seed for (arm,), by_seed in per_seed(seeds_table, "arm").items()}
     delta = "Δ vs untouched (pt, paired) [95% interval]"
     table = [[r["arm"], f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[delta] or "", f"{r['MAC ratio']:.3f}",
               f"{r['parameters']:,}"] for r in rows]
@@ -116,7 +113,7 @@ def papers() -> str:
     rows = []
     for table in _load("benchmarks/results/papers.json")["tables"]:
         paper = table["title"].split(":")[0]
-        for r in (dict(zip(table["columns"], row)) for row in table["rows"]):
+        for r in rows_of(table):
             rows.append([paper, r["method"], f"{r['test acc % (mean)']:.2f} ± {r['std']:.2f}",
                          "" if r["paper %"] is None else f"{r['paper %']}"])
     return _table(["paper, table", "method", "test acc % (mean ± std)", "paper's %"], rows)
@@ -124,8 +121,7 @@ def papers() -> str:
 
 def transfer() -> str:
     """The EfficientNet-Lite0 transfer case, untouched against maskfx."""
-    table = _load("benchmarks/results/transfer.json")["tables"][0]
-    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    rows = rows_of(_load("benchmarks/results/transfer.json")["tables"][0])
     return _table(["arm", "test accuracy", "parameters", "MACs", "ORT p50 / untouched"],
                   [[r["model"], f"{r['test accuracy %']:.2f}%", f"{r['parameters']:,}", f"{r['MACs per image']:,}",
                     "" if r["p50 / untouched"] is None else str(r["p50 / untouched"])] for r in rows])

@@ -24,6 +24,20 @@ def table(title: str, columns: list[str], rows: list[list[Cell]], notes: list[st
     return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows], "notes": list(notes or [])}
 
 
+def rows_of(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result table's rows as dicts keyed by its columns (how the renderers read a results file)."""
+    return [dict(zip(table["columns"], row)) for row in table["rows"]]
+
+
+def per_seed(table: dict[str, Any], *keys: str, value: str = "test acc %") -> dict[tuple, dict[int, Any]]:
+    """A per-seed table's ``value`` by its ``keys`` columns, then by seed: what paired differences
+    over seeds are taken from."""
+    found: dict[tuple, dict[int, Any]] = {}
+    for row in rows_of(table):
+        found.setdefault(tuple(row[k] for k in keys), {})[row["seed"]] = row[value]
+    return found
+
+
 def result(suite: str, title: str, tables: list[dict[str, Any]]) -> dict[str, Any]:
     return {"suite": suite, "title": title, "tables": tables}
 

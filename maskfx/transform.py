@@ -206,8 +206,9 @@ def collapse(net: fx.GraphModule, mode: str = "expected",
     if leftovers:
         raise RuntimeError(f"collapse left maskfx layers behind: {leftovers}")
     report = probe.report(mode, steps, state.budget, state.macs_original, state.params_original)
-    if mode == "prune" and report.over_budget():
-        warnings.warn(f"collapse('prune') keeps {' and '.join(report.over_budget())}: maskfx.freeze(net) selects "
+    missed = report.over_budget() if mode == "prune" else []
+    if missed:
+        warnings.warn(f"collapse('prune') keeps {' and '.join(missed)}: maskfx.freeze(net) selects "
                       f"the structure that meets the budget; call it (training's last phase does) before "
                       f"collapse", UserWarning, stacklevel=2)
     deploy.meta[META_KEY] = MaskfxState(configs=dict(state.configs), sites=list(state.sites),

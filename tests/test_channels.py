@@ -147,9 +147,12 @@ class Planted(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
         self.conv2, self.bn2 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
         self.head = nn.Linear(32, 2)
-        with torch.no_grad():
-            self.bn1.weight[16:] = 0
-            self.bn1.bias[16:] = 0
+        self.kill()
+
+    @torch.no_grad()
+    def kill(self) -> None:
+        self.bn1.weight[16:] = 0
+        self.bn1.bias[16:] = 0
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -161,17 +164,7 @@ def _trained_planted(seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """``Planted`` initialised with ``seed`` and trained on the planted task (its dead half kept dead)."""
     x, labels = _planted_task()
     torch.manual_seed(seed)
-    model = Planted()
-    for _ in range(60):  # a trained start: the live channels solve the task
-        loss = nn.functional.cross_entropy(model(x), labels)
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.1 * p.grad
-            model.bn1.weight[16:] = 0
-            model.bn1.bias[16:] = 0
-    return model, x, labels
+    return _trained_start(Planted(), x, labels, steps=60), x, labels  # the live channels solve the task
 
 
 def _agreement_with_the_plant(seed: int, estimator: str) -> float:

@@ -4,10 +4,11 @@ every benchmark that compares against it.
 The settings are Torch-Pruning's defaults for structured channel pruning, as the benchmarks have
 documented them: ``BasePruner`` with ``MagnitudeImportance(p=2)`` (each channel group ranked by
 the L2 norm of its weights; ``importance="taylor"``: ``TaylorImportance``, |weight x gradient|
-with the gradient of the cross-entropy on a training batch before each step), local pruning (one ratio for every layer, not a global ranking), the
-classifier head kept (the last ``nn.Linear``: its outputs are the classes), and ``round_to``
-optional (8 keeps channel counts that a CPU kernel vectorises, as maskfx's channel gates keep by
-default). The MACs target is met in one of two ways:
+with the gradient of the cross-entropy on a training batch before each step), local pruning
+(one ratio for every layer, not a global ranking), the classifier head kept (the last
+``nn.Linear``: its outputs are the classes), and ``round_to`` optional (8 keeps channel counts
+that a CPU kernel vectorises, as maskfx's channel gates keep by default). The MACs target is met
+in one of two ways:
 
 - ``pruned_iteratively``: one pruner walks down in ``steps`` equal steps of the ratio up to
   ``max_ratio`` and each target takes the first step at or under it (the budget benchmark, the
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-from types import ModuleType
 import itertools
+from types import ModuleType
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import torch
