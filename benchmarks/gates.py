@@ -3,8 +3,8 @@ channels technique's default) or a Bernoulli gate with a binary forward and the 
 gradient (how the MaskConnect and Blockout papers learn their masks)?
 
 The budget suite's task, recipe and seeds (``benchmarks/budget.py``: resnet18 on Fashion-MNIST at
-32 px, a start trained on a seeded subset of the training images, then learning, freeze and
-fine-tuning, distilled from the start), at one budget, 0.5 of the MACs, with one arm per
+32 px, a start trained on a seeded subset of the training images, then structure learning,
+freeze and training on the frozen structure, distilled from the start), at one budget, 0.5 of the MACs, with one arm per
 estimator beside the untouched model trained as long. Every arm is measured on all 10,000 test
 images and paired by seed; the difference between the two estimators gets its 95% interval. The
 planted tests (``tests/test_channels.py``) hold that both find the channels, branches and blocks
@@ -78,8 +78,9 @@ def run(quick: bool) -> dict:
     notes = [
         f"resnet18 (torchvision, no weights, 10-class head) at {budget.image_size} px on Fashion-MNIST: "
         f"{budget.train_images} training images per seed, tested on {len(full.test)} test images; the budget "
-        f"suite's recipe (start {budget.pretrain} epoch(s), then {budget.learn} of learning and {budget.finetune} "
-        f"of fine-tuning, maskfx distilled from the start), at Budget(macs={BUDGET}); ChannelConfig(estimator=...) "
+        f"suite's recipe (start {budget.pretrain} epoch(s), then {budget.learn} at the learning rate, the gates "
+        f"learning in the first {budget.structure}, and {budget.finetune} of fine-tuning, maskfx distilled from the "
+        f"start), at Budget(macs={BUDGET}); ChannelConfig(estimator=...) "
         f"is the only difference between the maskfx arms.",
         f"Seeds: {', '.join(map(str, budget.seeds))}; differences paired by seed, 95% Student-t intervals.",
         f"{straight} minus {hard}: {worded(versus, ' pt')} (per seed "

@@ -139,6 +139,8 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["train", *TINY, "--lr", "fast", *run], "--lr"),
         (["train", *TINY, "--batch-size", "0", *run], "--batch-size"),
         (["train", *TINY, "--epochs", "0", "--finetune-epochs", "0", *run], "nothing to train"),
+        (["train", *TINY, "--epochs", "2", "--structure-epochs", "3", *run], "--structure-epochs 3 counts among"),
+        (["train", *TINY, "--preset", "gateconnect", "--structure-epochs", "1", *run], "no meaning with --preset"),
         (["train", *TINY, "--data", "imagefolder:" + str(tmp / "broken_image"), "--epochs", "1", *run],
          "cannot identify image file"),
         (["train", "--checkpoint", str(tmp / "corrupt.pt"), *run], "corrupt"),

@@ -32,7 +32,7 @@ from maskfx.cli.options import Command, fraction, positive_int
 from maskfx.peers import torch_pruning as peer
 from maskfx.report import Measurement, count_macs, count_parameters, ort_latency, plots, write_report
 from maskfx.report.writer import comparison
-from maskfx.train import Data, Phase, accuracy, fit, load_data, predict, resolve_device
+from maskfx.train import Data, Phase, accuracy, fit, learn_then_frozen, load_data, predict, resolve_device
 from maskfx.train.fit import GATE_LR, evaluation_loader
 from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_BATCHES
 
@@ -55,6 +55,7 @@ FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
 # the peer's walk in steps of 0.05 of the ratio (0.01 in the full run), as the budget benchmark's quick run
 QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10, peer_steps=18)
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
+BUDGET_STRUCTURE_EPOCHS = 1  # under a budget, then frozen: maskfx.train.learn_then_frozen says why
 PEER_ROUND_TO = 8  # Torch-Pruning's channel multiple, as maskfx's channel gates keep by default
 PEER, PEER_ROW = "torch-pruning", f"Torch-Pruning: L2 magnitude, round_to={PEER_ROUND_TO}, at maskfx's MACs"
 
@@ -92,6 +93,7 @@ class Part:
     transform: Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]
     distill: bool = False  # learn from the trained start's logits too (it is the teacher)
     peer: bool = False  # beside it Torch-Pruning from the same start, at the MACs the pruned model reached
+    structure_epochs: int | None = None  # of the learning epochs, those the structure learns in (None: all)
 
 
 def parts(model: str, budget: float) -> list[Part]:
@@ -99,12 +101,13 @@ def parts(model: str, budget: float) -> list[Part]:
         return torchvision.models.get_model(model, weights=None, num_classes=n)
     return [Part("budget", f"{model} at {budget} of the MACs: channel gates under the budget, distilled from the "
                            f"trained start, against Torch-Pruning at the same MACs", resnet, budget_transform(budget),
-                 distill=True, peer=True),
+                 distill=True, peer=True, structure_epochs=BUDGET_STRUCTURE_EPOCHS),
             Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect", resnet, resnet_transform),
             Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform),
             Part("resnext_budget", f"small ResNeXt (C = 8) at {budget} of the MACs: channel gates under the budget "
                                    f"(a grouped convolution's unit is a whole branch), against Torch-Pruning",
-                 small_resnext, budget_transform(budget), distill=True, peer=True)]
+                 small_resnext, budget_transform(budget), distill=True, peer=True,
+                 structure_epochs=BUDGET_STRUCTURE_EPOCHS)]
 
 
 def _step(part: Part, index: int, text: str) -> None:
@@ -153,8 +156,10 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     _step(part, 2, "transform the trained model")
     net = part.transform(baseline, example)
     print("      " + str(maskfx.summary(net)).replace("\n", "\n      "))
-    extra = [Phase(budget.learn, LR, MASK_LR), Phase(budget.finetune, FINETUNE_LR, freeze_first=True)]
-    _step(part, 3, f"learn structure {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "
+    extra = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR,
+                              min(part.structure_epochs or budget.learn, budget.learn))
+    structure = extra[0].epochs
+    _step(part, 3, f"learn structure {structure} of {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "
                    "the baseline trains on as long")
     teacher = copy.deepcopy(baseline).eval() if part.distill else None
     history["transformed"] = fit(net, phases=extra, desc="transformed", teacher=teacher, **train)
@@ -230,7 +235,8 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     for mode in deployed:
         print("      " + str(collapses[mode]).replace("\n", "\n      "))
     recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
-              f"{budget.learn} epochs (lr {LR}, structure lr {MASK_LR}), freeze, {budget.finetune} epochs at lr "
+              f"{budget.learn} epochs at lr {LR}, the structure learning in the first {structure} (lr {MASK_LR}) and frozen "
+              f"after them, then {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64"
               + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")

@@ -11,7 +11,9 @@ import maskfx
 from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_model, add_techniques, budget_flags,
                                 budgeted_configs, count, model_from, positive_int, rate, technique_flags)
 from maskfx.errors import UserError
-from maskfx.train import Checkpoint, Phase, Recipe, ddp, fit, load_checkpoint, load_data, resolve_device, save_checkpoint
+from maskfx.budget import penalty_state
+from maskfx.train import (Checkpoint, Phase, Recipe, ddp, fit, learn_then_frozen, load_checkpoint, load_data,
+                          resolve_device, save_checkpoint)
 from maskfx.train.phases import PRESETS, preset
 from maskfx.train.recalibrate import DEFAULT_BATCHES
 
@@ -57,7 +59,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learn from the starting model's logits too (knowledge distillation, T = 4; default: on "
                              "when --weights gives a trained start)")
     schedule = parser.add_argument_group("schedule: learn structure, then freeze and fine-tune")
-    schedule.add_argument("--epochs", type=count, default=3, help="epochs learning weights and structure")
+    schedule.add_argument("--epochs", type=count, default=3, help="epochs at --lr, the structure learning first")
+    schedule.add_argument("--structure-epochs", type=count, default=None,
+                          help="of --epochs, those in which the structure learns (then it is frozen and the weights "
+                               "train on at --lr); default: 1 under a budget (the weights then meet the structure "
+                               "that ships for longer), else all")
     schedule.add_argument("--finetune-epochs", type=count, default=2, help="epochs after freeze (transformed nets)")
     schedule.add_argument("--lr", type=rate, default=0.05)
     schedule.add_argument("--mask-lr", type=rate, default=0.5, help="learning rate of the structure parameters")
@@ -77,13 +83,16 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json (rank 0 writes)")
 
 
-def phases(args: argparse.Namespace, transformed: bool) -> list[Phase]:
+def phases(args: argparse.Namespace, transformed: bool, budgeted: bool = False) -> list[Phase]:
     """Learn (weights and structure), then freeze and fine-tune; a plain model just trains on."""
     if args.preset:
         return [p if transformed else replace(p, mask_lr=0.0, freeze_first=False) for p in preset(args.preset).phases]
     finetune_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 5
-    learn = Phase(args.epochs, args.lr, args.mask_lr if transformed else 0.0)
-    return [learn, Phase(args.finetune_epochs, finetune_lr, freeze_first=transformed)]
+    if not transformed:
+        return [Phase(args.epochs, args.lr), Phase(args.finetune_epochs, finetune_lr)]
+    structure = args.structure_epochs if args.structure_epochs is not None else (
+        min(1, args.epochs) if budgeted else args.epochs)
+    return learn_then_frozen(args.epochs, args.lr, args.mask_lr, args.finetune_epochs, finetune_lr, structure)
 
 
 def sgd_settings(args: argparse.Namespace) -> dict:
@@ -110,6 +119,9 @@ def run_train(args: argparse.Namespace) -> int:
                         f"from); these flags go with a model (maskfx train MODEL ...)")
     if args.epochs + args.finetune_epochs == 0:
         raise UserError("nothing to train: --epochs and --finetune-epochs are both 0")
+    if args.structure_epochs is not None and (args.preset or args.structure_epochs > args.epochs):
+        raise UserError(f"--structure-epochs {args.structure_epochs} counts among --epochs ({args.epochs})"
+                        + (" and has no meaning with --preset, whose phases fix it" if args.preset else ""))
     device = resolve_device(args.device)
     job = ddp.setup(device)
     try:
@@ -133,8 +145,9 @@ def run_train(args: argparse.Namespace) -> int:
                      f"{record['recalibrated_test_accuracy']:.4f}" if "recalibrated_test_accuracy" in record else ""),
                   flush=True)
 
-        history = fit(net, data, phases(args, bool(recipe.transform)), device=device, recipe=recipe,
-                      **sgd_settings(args), seed=args.seed, checkpoint=out / "checkpoint.pt",
+        plan = phases(args, bool(recipe.transform), budgeted=penalty_state(net) is not None)
+        history = fit(net, data, plan, device=device, recipe=recipe, **sgd_settings(args), seed=args.seed,
+                      checkpoint=out / "checkpoint.pt",
                       resume=saved if args.resume else None, job=job, on_epoch=report,
                       skip_nonfinite=args.skip_nonfinite, teacher=teacher,
                       recalibrate_batches=args.recalibrate if recipe.transform else 0)

@@ -8,7 +8,7 @@ update ``m <- clip(m - lr * dL/dm)``; see ``param_groups``). ``fit`` trains a ne
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from maskfx.errors import UserError
 
@@ -26,6 +26,25 @@ def _four_phases(lr: float, mask_lr: float, epochs: tuple[int, ...]) -> tuple[Ph
         raise UserError(f"epochs must be four ints >= 0, got {epochs!r}")
     return (Phase(epochs[0], lr, mask_lr), Phase(epochs[1], lr, freeze_first=True),
             Phase(epochs[2], lr / 10), Phase(epochs[3], lr / 100))
+
+
+def learn_then_frozen(epochs: int, lr: float, mask_lr: float, finetune_epochs: int, finetune_lr: float,
+                      structure_epochs: int | None = None) -> list[Phase]:
+    """``epochs`` at ``lr`` of which the first ``structure_epochs`` (default: all) learn the
+    structure with the weights; then ``freeze``, the rest at ``lr`` on the frozen structure, and
+    ``finetune_epochs`` at ``finetune_lr``: the papers' four-phase shape (joint learning, frozen at
+    ``lr``, lower rates).
+
+    A budget wants a short structure phase: its gates keep moving until the phase ends, so the
+    weights meet the frozen structure only after it. Measured on the budget suite's trained start
+    (resnet18, Fashion-MNIST, budget 0.5, 3 + 2 epochs, seeds 0-2): 3 structure epochs 73.5 / 79.1 /
+    78.1%, one 78.6 / 79.2 / 76.7% (eval before the freeze: 58% and 54% on seeds 0 and 2 after 3)."""
+    structure = epochs if structure_epochs is None else structure_epochs
+    if not (isinstance(structure, int) and 0 <= structure <= epochs):
+        raise UserError(f"structure epochs must be an int from 0 to the {epochs} learning epochs, got {structure!r}")
+    frozen = [p for p in (Phase(epochs - structure, lr), Phase(finetune_epochs, finetune_lr)) if p.epochs]
+    frozen = frozen or [Phase(0, finetune_lr)]  # nothing after the freeze: it still happens
+    return [Phase(structure, lr, mask_lr), replace(frozen[0], freeze_first=True), *frozen[1:]]
 
 
 def maskconnect_recipe(lr: float = 0.1, mask_lr: float = 0.3,
