@@ -9,7 +9,8 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
   of the ``learn`` epochs (the budget's target annealed), ``freeze`` (selects channels under the
   budget), the rest of ``learn`` and ``finetune`` epochs on the frozen structure, all distilled
   from the start; then ``collapse("prune")``;
-- Torch-Pruning: the same start, L2-magnitude importance, ``round_to=8``, pruned iteratively (many
+- Torch-Pruning: the same start, L2-magnitude importance, ``round_to`` maskfx's default (ONNX
+  Runtime's channel block on this machine: 16 with AVX-512, else 8), pruned iteratively (many
   small uniform steps, ``maskfx.peers.torch_pruning.pruned_iteratively``, one pruner walking down
   through the budgets) until its MACs are at or under the same budget, then trained through the
   same phases with the same distillation; and the same with Taylor importance (|weight x
@@ -71,7 +72,7 @@ DATA = "fashion-mnist"  # a load_data spec; the tests may point it elsewhere
 MODEL = "resnet18"
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01  # as the digits example (/tmp/fit1.py); gates: Adam at fit's GATE_LR
 BATCH = 64
-ROUND_TO = 8  # Torch-Pruning's channel multiple; maskfx's channel gates keep multiples of 8 by default
+ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default multiple on this machine; the peer gets the same
 TEMPERATURE, ALPHA = 4.0, 0.5  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA), fit's defaults
 EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX exports
 MAX_PRUNING_RATIO = peer.MAX_RATIO  # Torch-Pruning's ratio after its last step; it stops at the first under the target

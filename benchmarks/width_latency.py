@@ -1,8 +1,9 @@
 """Width pruning's deployed latency per MAC: does ONNX Runtime turn a 0.5-MAC resnet50 into about
-half the latency? maskfx's channel gates at ``Budget(macs=0.5)`` (rounded to multiples of 8, the
-default, unrounded, and to multiples of 16 and 32) beside Torch-Pruning's L2-magnitude channel pruning at the same MACs
-(``round_to=8`` and unrounded), every model timed against the dense one in one interleaved ONNX
-Runtime run per batch size.
+half the latency? maskfx's channel gates at ``Budget(macs=0.5)`` (rounded to its default multiple,
+ONNX Runtime's channel block on this machine: 16 with AVX-512, else 8; and to multiples of 8, 1,
+16 and 32) beside Torch-Pruning's L2-magnitude channel pruning at the same MACs (the same multiple,
+and unrounded), every model timed against the dense one in one interleaved ONNX Runtime run per
+batch size; then ONNX Runtime's own profile of each says where the time goes.
 
 The issue's goal: ONNX Runtime latency ratio / MAC ratio <= 1.10 at batch 1 and at batch 32 for
 maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reported beside it.
@@ -13,12 +14,12 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
 - maskfx: ``transform(channels=True, budget=Budget(macs=0.5))``, untrained: every gate is equally
   likely open, so ``freeze``'s selection follows its cost tie-break (the chunk that saves the most
   MACs first), deterministically; then ``collapse("prune")``. The other rows:
-  ``channels=ChannelConfig(round_to=r)`` for r = 1, 16, 32 (does a coarser multiple buy latency
-  per MAC, or is the ratio a floor of ONNX Runtime's narrower convolutions?).
+  ``channels=ChannelConfig(round_to=r)`` (does a coarser multiple buy latency per MAC, or is the
+  ratio a floor of ONNX Runtime's narrower convolutions?).
 - Torch-Pruning: ``BasePruner`` + ``MagnitudeImportance(p=2)``, local (uniform per layer), the
   classifier kept, at the pruning ratio found by bisection (as ``peer_pruning``:
-  ``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's
-  (round_to=8) from above; ``round_to=8`` and ``round_to=None``.
+  ``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's default
+  row from above; ``round_to`` that row's and ``None``.
 - Every model (the dense one too) exported with ``maskfx.export_onnx`` (ONNX Runtime parity
   verified), then timed on the CPU provider, the models taking turns call by call
   (``maskfx.report.ort_latency``); MACs with ``maskfx.report.count_macs`` (one image).
@@ -36,6 +37,7 @@ what the methods cost.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -43,6 +45,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime as ort
 import torch
 import torchvision
 from torch import nn
@@ -51,23 +54,28 @@ import maskfx
 from benchmarks.suite import Cell, result, table
 from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
+from maskfx.techniques.channels.config import deployment_channel_block
 
 SUITE = "width-latency"
 TITLE = "Width pruning: ONNX Runtime latency per MAC at 0.5 MACs, maskfx vs Torch-Pruning"
 SEED = 0
 BUDGET = 0.5  # the fraction of the dense MACs
 GOAL = 1.10  # the issue: latency ratio / MAC ratio at batch 1 and 32, maskfx's 0.5-MAC resnet50
-ROUND_TO = 8
+ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default here: ONNX Runtime's channel block
+BLOCK = deployment_channel_block()
+PROFILE_RUNS = 3  # profiled ORT calls per model at batch 32
 EXAMPLES = 8  # images for transform, collapse's check, MACs and the exports' tracing
 DENSE = "dense"
 # maskfx's rows by channel multiple: the default, none, and coarser ones (does a wider multiple buy
 # latency per MAC, or is the ratio a floor of ONNX Runtime's narrower convolutions?)
-MASKFX_ROUNDINGS = {f"maskfx, round_to={r}": r for r in (ROUND_TO, 1, 16, 32)}
+MASKFX_ROUNDINGS = {f"maskfx, round_to={r}": r for r in dict.fromkeys((ROUND_TO, 8, 1, 16, 32))}
 MASKFX = f"maskfx, round_to={ROUND_TO}"
-TORCH_PRUNING, TORCH_PRUNING_UNROUNDED = "Torch-Pruning, round_to=8", "Torch-Pruning, no rounding"
+TORCH_PRUNING, TORCH_PRUNING_UNROUNDED = f"Torch-Pruning, round_to={ROUND_TO}", "Torch-Pruning, no rounding"
 ROWS = (DENSE, *MASKFX_ROUNDINGS, TORCH_PRUNING, TORCH_PRUNING_UNROUNDED)
 COLUMNS = ["model", "MACs (M)", "MAC ratio", "parameters", "narrowest conv", "ORT b1 p50 ms", "ORT b32 p50 ms",
            "b1 latency ratio", "b32 latency ratio", "b1 latency / MAC", "b32 latency / MAC"]
+PROFILE_COLUMNS = ["model", "ORT kernels", "layout reorders", "reorder time %", "MAC ratio",
+                   f"MAC ratio in {BLOCK}-channel blocks", "kernel time ratio"]
 
 
 @dataclass(frozen=True)
@@ -133,18 +141,74 @@ def stage_widths(model: nn.Module) -> str:
 
 
 def latencies(models: dict[str, nn.Module], example: torch.Tensor, batch32: torch.Tensor,
-              budget: RunBudget) -> tuple[dict[str, tuple[float, float]], list[str]]:
+              budget: RunBudget) -> tuple[dict[str, tuple[float, float]], list[str], list[list[Cell]]]:
     """Per model: ONNX Runtime p50 ms at batch 1 and at batch 32, every model exported, verified
-    and timed in the same interleaved run (one per batch size); and each export's report."""
+    and timed in the same interleaved run (one per batch size); each export's report; and, after
+    the timing, each model's ORT kernel profile (``profile_rows``)."""
     with tempfile.TemporaryDirectory() as tmp:
         exported = {name: maskfx.export_onnx(model, Path(tmp) / f"{i}.onnx", (example,), device="cpu")
                     for i, (name, model) in enumerate(models.items())}
         paths = {name: path for name, (path, _) in exported.items()}
         single = ort_latency(paths, example[:1], runs=budget.b1_runs, warmup=budget.warmup)
         batch = ort_latency(paths, batch32, runs=budget.b32_runs, warmup=budget.warmup)
+        profiled = profile_rows(models, paths, batch32)
     reports = [f"{name} {report.node_count} nodes, {', '.join(map(str, report.checks))}, "
                f"{'verified' if report.ok else 'FAILED'}" for name, (_, report) in exported.items()]
-    return {name: (single[name][0], batch[name][0]) for name in models}, reports
+    return {name: (single[name][0], batch[name][0]) for name in models}, reports, profiled
+
+
+def kernel_profile(path: str | os.PathLike, batch: torch.Tensor, runs: int) -> tuple[int, int, float, float]:
+    """ONNX Runtime's own profile of ``runs`` calls: the kernels one call runs, how many of them
+    are layout reorders, their share of the kernel time, and the kernel time per call (µs)."""
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(path).with_suffix(""))
+    session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: batch.numpy()}
+    for _ in range(runs + 1):  # the first call is the warm-up: its events are dropped below
+        session.run(None, feed)
+    events = [e for e in json.loads(Path(session.end_profiling()).read_text())
+              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_call = len(events) // (runs + 1)
+    timed = events[per_call:]
+    reorders = [e for e in timed if e["args"].get("op_name", "").startswith("Reorder")]
+    total = sum(e["dur"] for e in timed)
+    return per_call, len(reorders) // runs, sum(e["dur"] for e in reorders) / total, total / runs
+
+
+def blocked_macs(model: nn.Module, example: torch.Tensor, block: int) -> int:
+    """The convolutions' and linear layers' MACs with every channel count padded to ``block``, as
+    ONNX Runtime's blocked CPU convolutions compute them (an image's three input channels are not
+    blocked)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        pad = lambda c: -(-c // block) * block if c >= block else c
+        if isinstance(module, nn.Conv2d):
+            per_out = pad(module.in_channels) // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += pad(module.out_channels) * per_out * output.shape[-2] * output.shape[-1]
+        else:
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def profile_rows(models: dict[str, nn.Module], paths: dict[str, str], batch32: torch.Tensor) -> list[list[Cell]]:
+    """Per model, where its ONNX Runtime time goes against the dense model's (``kernel_profile``)."""
+    profiles = {name: kernel_profile(path, batch32, PROFILE_RUNS) for name, path in paths.items()}
+    macs = {name: count_macs(model, batch32[:1]) for name, model in models.items()}
+    blocked = {name: blocked_macs(model, batch32, BLOCK) for name, model in models.items()}
+    return [[name, kernels, reorders, round(100 * share, 1), round(macs[name] / macs[DENSE], 3),
+             round(blocked[name] / blocked[DENSE], 3), round(per_call / profiles[DENSE][3], 3)]
+            for name, (kernels, reorders, share, per_call) in profiles.items()]
 
 
 def _met(ok: bool) -> str:
@@ -159,7 +223,7 @@ def goal_note(judged: dict[str, tuple[float, float, float]], budget: RunBudget, 
     mac_ratio, b1, b32 = judged[MASKFX]
     beside = "; ".join(f"{name} {r1:.3f} / {r32:.3f} ({'within' if max(r1, r32) <= GOAL else 'over'} {GOAL:.2f})"
                        for name, (_, r1, r32) in judged.items() if name not in (DENSE, MASKFX))
-    return (f"{goal}, round_to=8): batch 1 {_met(b1 <= GOAL)} ({b1:.3f}), batch 32 {_met(b32 <= GOAL)} ({b32:.3f}), "
+    return (f"{goal}, round_to={ROUND_TO}, the default here): batch 1 {_met(b1 <= GOAL)} ({b1:.3f}), batch 32 {_met(b32 <= GOAL)} ({b32:.3f}), "
             f"at MAC ratio {mac_ratio:.3f}, from one interleaved run. Beside it (batch 1 / batch 32): {beside}.")
 
 
@@ -191,7 +255,7 @@ def run(quick: bool) -> dict:
         seconds[name] = time.perf_counter() - began
 
     began = time.perf_counter()
-    latency, exports = latencies(models, example, batch32, budget)
+    latency, exports, profiled = latencies(models, example, batch32, budget)
     seconds["export and timing"] = time.perf_counter() - began
 
     rows: list[list[Cell]] = []
@@ -219,7 +283,7 @@ def run(quick: bool) -> dict:
         *[f"{name}: {note}" for name, said in maskfx_notes.items() for note in said],
         f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2), local "
         f"(uniform per layer), the classifier kept; the pruning ratio by {budget.bisection_steps} bisection steps "
-        f"in [0, 0.95] for the MACs closest from above to maskfx's round_to=8 model ({target / 1e6:.1f}M): "
+        f"in [0, 0.95] for the MACs closest from above to maskfx's round_to={ROUND_TO} model ({target / 1e6:.1f}M): "
         + ", ".join(f"{name} at ratio {r:.3f}" for name, r in ratios.items()) + ".",
         f"ORT: CPU provider, default threads, every export verified against PyTorch in ONNX Runtime; p50 of "
         f"{budget.b1_runs} interleaved calls per model at batch 1 and {budget.b32_runs} at batch 32 "
@@ -235,4 +299,16 @@ def run(quick: bool) -> dict:
                  f"threads), load average {os.getloadavg()[0]:.1f} at the end.")
     return {**result(SUITE, TITLE + (" [quick: resnet18, 32 px]" if quick else f" ({budget.model}, {size} px)"), [
         table(f"{budget.model} at {size}: ONNX Runtime latency ratio / MAC ratio, batch 1 and 32", COLUMNS, rows,
-              notes)]), "seeds": [SEED]}
+              notes),
+        table(f"Where the time goes: ONNX Runtime's own profile at batch 32 ({PROFILE_RUNS} calls a model)",
+              PROFILE_COLUMNS, profiled, [
+                  f"ONNX Runtime's CPU convolutions compute in blocks of {BLOCK} channels on this machine (MLAS's "
+                  f"NCHWc layout: 16 with AVX-512, 8 with AVX2; torch reports CPU capability "
+                  f"{torch.backends.cpu.get_cpu_capability()}). A width off the block is padded up to it, and the "
+                  f"adds, ReLUs and pools around it leave the blocked layout: 'layout reorders' are the "
+                  f"ReorderInput/ReorderOutput kernels one call runs, 'reorder time %' their share of its kernel "
+                  f"time. 'MAC ratio in {BLOCK}-channel blocks' counts every convolution's channels padded to the "
+                  f"block (an image's 3 input channels unpadded), as the kernels compute them.",
+                  "Kernel time ratio: the profiled kernels' summed time per call to the dense model's; the "
+                  "profiler's own overhead is in both, and the calls are not interleaved: the first table's "
+                  "ratios are the timing, this one says where the time goes."])]), "seeds": [SEED]}

@@ -68,7 +68,7 @@ def test_the_untouched_model_costs_what_resnet18_costs():
 @pytest.mark.parametrize("importance", ["l2", "taylor"])
 def test_torch_pruning_walks_with_the_suites_settings(importance):
     """The suite's Torch-Pruning arms (``maskfx.peers.torch_pruning``, tested in test_peers.py) with
-    its settings: round_to=8, up to ratio 0.9, the first step at or under the budget."""
+    its settings: round_to as maskfx's default, up to ratio 0.9, the first step at or under the budget."""
     import torch
     import torchvision
 

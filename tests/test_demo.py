@@ -50,7 +50,7 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
         if budgeted:  # the peer: the same target, the MACs maskfx reached; at or under it (never over)
             theirs, facts = rows[PEER_ROW], part["peer"]
             assert facts["target_macs"] == ours["macs"] and theirs["macs"] == facts["macs"] <= ours["macs"]
-            assert theirs["macs"] >= 0.75 * ours["macs"]  # under, not far: round_to=8 moves in multiples of 8
+            assert theirs["macs"] >= 0.75 * ours["macs"]  # under, not far: it moves in multiples of round_to
             assert theirs["parameters"] < base["parameters"] and facts["round_to"] == 8 and facts["steps_taken"] > 0
             assert [r["epoch"] for r in part["histories"]["Torch-Pruning"]] == [3, 4]  # trained as long
             assert "Torch-Pruning" in part["recipe"] and f"| {PEER_ROW} | {theirs['accuracy']:.4f} |" in markdown

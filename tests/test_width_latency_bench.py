@@ -1,6 +1,7 @@
-"""The width-latency suite end to end at its quick size: every row (dense, maskfx at channel
-multiples 8, 1, 16 and 32, Torch-Pruning rounded and unrounded) pruned, exported, verified and timed, and the
-result file the page is rendered from. Timings are not asserted: only that they were taken."""
+"""The width-latency suite end to end at its quick size: every row (dense, maskfx at its default
+channel multiple and at 8, 1, 16 and 32, Torch-Pruning rounded and unrounded) pruned, exported,
+verified, timed and profiled, and the result file the page is rendered from. Timings are not
+asserted: only that they were taken."""
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def test_quick_run_writes_every_row(tmp_path):
     saved = json.loads(harness.write(record, tmp_path / "results").read_text())
     assert saved["suite"] == "width-latency" and saved["meta"]["quick"] is True
     assert saved["meta"]["seeds"] == [width_latency.SEED]
-    (only,) = saved["tables"]
+    only, profile = saved["tables"]
     assert only["columns"] == width_latency.COLUMNS
     rows = {row[0]: dict(zip(only["columns"], row)) for row in only["rows"]}
     assert list(rows) == [width_latency.DENSE, *width_latency.MASKFX_ROUNDINGS,
@@ -38,13 +39,25 @@ def test_quick_run_writes_every_row(tmp_path):
         assert rows[name]["narrowest conv"] % multiple == 0, name
     for name in (width_latency.TORCH_PRUNING, width_latency.TORCH_PRUNING_UNROUNDED):  # from above, pruned
         assert rows[width_latency.MASKFX]["MAC ratio"] <= rows[name]["MAC ratio"] < 1.0, name
-    assert rows[width_latency.TORCH_PRUNING]["narrowest conv"] % 8 == 0
+    assert rows[width_latency.TORCH_PRUNING]["narrowest conv"] % width_latency.ROUND_TO == 0
     for name, row in rows.items():  # exported, verified and timed; latency / MAC is the ratio of the ratios
         assert row["parameters"] <= dense["parameters"], name
         assert row["ORT b1 p50 ms"] > 0 and row["ORT b32 p50 ms"] > 0, name
         for batch in ("b1", "b32"):
             assert row[f"{batch} latency / MAC"] == pytest.approx(
                 row[f"{batch} latency ratio"] / row["MAC ratio"], rel=0.01, abs=0.002), (name, batch)
+
+    assert profile["columns"] == width_latency.PROFILE_COLUMNS
+    profiled = {row[0]: dict(zip(profile["columns"], row)) for row in profile["rows"]}
+    assert list(profiled) == list(rows)
+    blocked = f"MAC ratio in {width_latency.BLOCK}-channel blocks"
+    assert profiled[width_latency.DENSE]["kernel time ratio"] == 1.0 and profiled[width_latency.DENSE][blocked] == 1.0
+    for name, row in profiled.items():
+        assert row["ORT kernels"] > row["layout reorders"] >= 0 and row["kernel time ratio"] > 0, name
+        assert row["MAC ratio"] == rows[name]["MAC ratio"] and row[blocked] >= row["MAC ratio"] - 0.001, name
+    default = profiled[width_latency.MASKFX]  # widths on the block: nothing padded, no reorders beyond the dense model's
+    assert default[blocked] == pytest.approx(default["MAC ratio"], abs=0.001)
+    assert default["layout reorders"] <= profiled[width_latency.DENSE]["layout reorders"]
 
     notes = only["notes"]
     assert any(n.startswith("Exports: ") and n.count("verified") == len(rows) and "FAILED" not in n for n in notes)

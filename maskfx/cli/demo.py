@@ -56,7 +56,7 @@ FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
 QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10, peer_steps=18)
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
 BUDGET_STRUCTURE_EPOCHS = 1  # under a budget, then frozen: maskfx.train.learn_then_frozen says why
-PEER_ROUND_TO = 8  # Torch-Pruning's channel multiple, as maskfx's channel gates keep by default
+PEER_ROUND_TO = maskfx.ChannelConfig().round_to  # Torch-Pruning's channel multiple: maskfx's default on this machine
 PEER, PEER_ROW = "torch-pruning", f"Torch-Pruning: L2 magnitude, round_to={PEER_ROUND_TO}, at maskfx's MACs"
 
 

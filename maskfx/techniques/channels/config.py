@@ -2,20 +2,38 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from maskfx.errors import UserError
 
 ESTIMATORS = ("hard-concrete", "straight-through")
 
 
+def deployment_channel_block() -> int:
+    """The channel multiple the kernels that will run the pruned model compute in, on this machine.
+
+    ONNX Runtime's CPU convolutions work in blocks of channels (MLAS's NCHWc layout): 16 where the
+    CPU has AVX-512, 8 with AVX2. A width off the block is padded up to it, MACs and all, and the
+    adds and pools around it fall out of the blocked layout into reorders: on this project's
+    AVX-512 machine a resnet18 pruned at multiples of 8 ran ten extra kernels (reorders, unfused
+    adds and ReLUs, ``benchmarks/width_latency.py``), at multiples of 16 the dense model's 25.
+    CUDA's tensor cores want multiples of 8."""
+    if torch.cuda.is_available():
+        return 8
+    return 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
     """A learned gate per output channel of every prunable convolution and linear layer.
 
-    ``round_to``: every pruned width is a multiple of it (8 by default: ONNX Runtime's kernels run
-    misaligned widths slower than the dense model; a space narrower than it keeps at least one
-    unit). ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
+    ``round_to``: every pruned width is a multiple of it; by default the channel block of the
+    kernels that will run the model, on the machine that transforms it
+    (``deployment_channel_block``: 16 on a CPU with AVX-512, else 8), recorded in the config so a
+    checkpoint prunes alike anywhere. ONNX Runtime pads a width off the block and reorders around
+    it; a space narrower than ``round_to`` keeps at least one unit. ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
     hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
     closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
     ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
@@ -23,7 +41,7 @@ class ChannelConfig:
     (``benchmarks/gates.py`` measures the two against each other).
     """
 
-    round_to: int = 8
+    round_to: int = field(default_factory=deployment_channel_block)
     init_keep: float = 0.99
     temperature: float = 2 / 3
     estimator: str = "hard-concrete"
