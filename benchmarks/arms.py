@@ -1,4 +1,4 @@
-"""Compare training arms over seeds on a small digits split, the way the papers' tables do.
+"""Compare training arms over seeds on a small training split, the way the papers' tables do.
 
 An arm is one row of a table: a model (plain or ``maskfx.transform``-ed), a training schedule
 through ``maskfx.train.fit``, and what is measured afterwards (test accuracy of the deployed
@@ -8,6 +8,7 @@ differences between arms are paired and their spread over seeds is reported, not
 """
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,7 +20,7 @@ from torch.utils.data import Subset
 import maskfx
 from maskfx.layers.kofn import KOfNMasks
 from maskfx.report import count_parameters
-from maskfx.train import Data, Phase, accuracy, fit, predict
+from maskfx.train import Data, Phase, accuracy, fit, load_data, predict
 from maskfx.train.data import digits_split
 from maskfx.train.fit import evaluation_loader
 
@@ -34,6 +35,27 @@ def digits_data(train_images: int, test_images: int | None, seed: int, image_siz
     if test_images is not None and test_images < len(data.test):
         data.test = Subset(data.test, range(test_images))
     return data
+
+
+@functools.lru_cache(maxsize=2)
+def _fashion_mnist(image_size: int) -> Data:
+    return load_data("fashion-mnist", image_size=image_size)
+
+
+def fashion_split(train_images: int, test_images: int | None, seed: int, image_size: int = 8) -> Data:
+    """``train_images`` of Fashion-MNIST's 60,000 training images drawn with ``seed`` (the
+    overfitting regime, as ``digits_data``), and its 10,000 test images or the first
+    ``test_images`` of them; ``DataError`` (how to get them) when the files are not here."""
+    data = training_subset(_fashion_mnist(image_size), train_images, seed)
+    if test_images is not None:
+        data.test = Subset(data.test, range(min(test_images, len(data.test))))
+    return data
+
+
+def training_subset(data: Data, images: int, seed: int) -> Data:
+    """``images`` training images drawn with ``seed`` (as ``load_data``'s ``limit``), the test set whole."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    return Data(Subset(data.train, order[:images].tolist()), data.test, data.num_classes, data.input_shape)
 
 
 def example_batch(data: Data, size: int = 8) -> torch.Tensor:

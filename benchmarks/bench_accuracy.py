@@ -1,7 +1,10 @@
-"""Does a transform cost accuracy at the demo's budget? Test accuracy on the digits data of the
-untouched model against the same model transformed, seed by seed, with ``maskfx demo``'s recipe.
+"""Does a transform cost accuracy at the demo's budget? Test accuracy of the untouched model
+against the same model transformed, seed by seed, with ``maskfx demo``'s recipe, on the digits
+(the demo's data) or on Fashion-MNIST (``--data fashion-mnist --train-images N``: N training
+images drawn with the seed, all 10,000 test images, so one image is 0.01 points).
 
     python -m benchmarks.bench_accuracy [--start scratch|trained] [--seeds 0 1 2] \
+        [--data digits|fashion-mnist] [--train-images N] \
         [--settings untouched jumpout blockout maskconnect gateconnect] [--out FILE.json]
 
 ``--start trained`` is the demo's use: train the untouched model ``baseline`` epochs (it stands in
@@ -34,7 +37,9 @@ import torch
 from torch import nn
 
 import maskfx
+from benchmarks.arms import training_subset
 from maskfx.cli.demo import FINETUNE_LR, FULL, LR, MASK_LR, QUICK, Schedule, small_resnext
+from maskfx.cli.options import positive_int
 from maskfx.layers.kofn import SWITCH_MARGIN
 from maskfx.report import count_parameters
 from maskfx.techniques.jumpout.layers import SWITCHES as JUMPOUT_SWITCHES
@@ -83,9 +88,13 @@ def build(family: str, num_classes: int) -> nn.Module:
 class Run:
     """One seed: the data, and per model family its starting weights (trained first for ``trained``)."""
 
-    def __init__(self, seed: int, start: str, budget: Schedule, structure_lr: float) -> None:
+    def __init__(self, seed: int, start: str, budget: Schedule, structure_lr: float, data: str = "digits",
+                 train_images: int | None = None) -> None:
         self.seed, self.start, self.budget, self.structure_lr = seed, start, budget, structure_lr
-        self.data = load_data("digits", image_size=32, limit=budget.limit, seed=seed)
+        if train_images is None:
+            self.data = load_data(data, image_size=32, limit=budget.limit, seed=seed)
+        else:  # a seeded draw of training images, every test image
+            self.data = training_subset(load_data(data, image_size=32), train_images, seed)
         self.test = evaluation_loader(self.data)
         self.example = torch.stack([self.data.test[i][0] for i in range(8)])
         self.starts: dict[str, nn.Module] = {}
@@ -128,17 +137,22 @@ def main() -> None:
                         help="torch threads (1: on a shared 2-core CPU, run two of these side by side)")
     parser.add_argument("--settings", nargs="+", default=["untouched", "jumpout", "blockout", "maskconnect",
                                                            "untouched:resnext", "gateconnect"])
+    parser.add_argument("--data", choices=("digits", "fashion-mnist"), default="digits")
+    parser.add_argument("--train-images", type=positive_int, default=None,
+                        help="draw this many training images with each seed and test on every test image "
+                             "(default: the demo's split)")
     parser.add_argument("--out", help="write the table as JSON here")
     args = parser.parse_args()
     settings = [parse_setting(text, args.model) for text in args.settings]  # bad settings fail before training
     torch.set_num_threads(args.threads)
     budget = QUICK if args.quick else FULL
     epochs = f"{budget.baseline} + {budget.learn} + {budget.finetune}"
-    print(f"digits 32x32, start {args.start}, epochs {epochs} (lr {LR}, structure lr {args.structure_lr}, fine-tune lr "
+    print(f"{args.data} 32x32, start {args.start}, epochs {epochs} (lr {LR}, structure lr {args.structure_lr}, "
+          f"fine-tune lr "
           f"{FINETUNE_LR}), seeds {args.seeds}")
     print(f"{'setting':<22} {'model':<9} " + " ".join(f"{'seed ' + str(s):>7}" for s in args.seeds)
           + f" {'mean':>6} {'vs untouched':>12} {'min/run':>8} pruned parameters", flush=True)
-    runs = [Run(seed, args.start, budget, args.structure_lr) for seed in args.seeds]
+    runs = [Run(seed, args.start, budget, args.structure_lr, args.data, args.train_images) for seed in args.seeds]
     rows, untouched = [], {}
     for setting in settings:
         began = time.perf_counter()
@@ -157,7 +171,9 @@ def main() -> None:
               + f" {100 * mean:6.1f} {delta:>12} {minutes:8.1f} " + "/".join(f"{k:.3f}" for k in kept), flush=True)
     if args.out:
         meta = {"start": args.start, "seeds": args.seeds, "epochs": epochs, "lr": LR, "structure lr": args.structure_lr,
-                "finetune lr": FINETUNE_LR, "training images": budget.limit, "switch margin": SWITCH_MARGIN,
+                "finetune lr": FINETUNE_LR, "data": args.data,
+                "training images": args.train_images if args.train_images is not None else budget.limit,
+                "test images": len(runs[0].data.test), "switch margin": SWITCH_MARGIN,
                 "torch": torch.__version__}
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

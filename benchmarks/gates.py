@@ -25,9 +25,9 @@ import time
 import torch
 
 import maskfx
-from benchmarks.arms import example_batch
+from benchmarks.arms import example_batch, training_subset
 from benchmarks.budget import (FULL, QUICK, UNTOUCHED, Arm, fashion_data, maskfx_arm, measured, trained_start,
-                               training_subset, untouched_arm)
+                               untouched_arm)
 from benchmarks.stats import worded
 from benchmarks.suite import Cell, result, table
 from maskfx.train import resolve_device

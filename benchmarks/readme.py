@@ -127,8 +127,27 @@ def transfer() -> str:
                     "" if r["p50 / untouched"] is None else str(r["p50 / untouched"])] for r in rows])
 
 
+def default_transforms() -> str:
+    """Each default transform against its untouched model on Fashion-MNIST, from a trained start
+    and from scratch (``benchmarks.bench_accuracy``'s files): per seed, mean and the paired
+    difference with its 95% interval."""
+    rows = []
+    for start in ("trained", "scratch"):
+        saved = _load(f"benchmarks/accuracy/fashion-{start}.json")
+        untouched = {r["model"]: r["accuracy"] for r in saved["rows"] if r["setting"].startswith("untouched")}
+        for r in saved["rows"]:
+            own = r["setting"].startswith("untouched")
+            deltas = [100 * (a - u) for a, u in zip(r["accuracy"], untouched[r["model"]])]
+            rows.append([start, f"`{r['setting']}`", r["model"], " / ".join(f"{100 * a:.2f}" for a in r["accuracy"]),
+                         f"{100 * r['mean']:.2f}", "-" if own else worded(deltas),
+                         "/".join(f"{k:.3f}" for k in r["pruned parameters"])])
+    return _table(["start", "setting", "model", "test acc % per seed", "mean", "pt vs untouched, paired [95% interval]",
+                   "pruned parameters (fraction)"], rows)
+
+
 FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
-                                         "gates": gates, "papers": papers, "transfer": transfer}
+                                         "gates": gates, "papers": papers, "transfer": transfer,
+                                         "default-transforms": default_transforms}
 
 
 def blocks(text: str) -> dict[str, str]:

@@ -54,7 +54,7 @@ import maskfx
 from benchmarks.suite import Cell, result, table
 from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
-from maskfx.techniques.channels.config import deployment_channel_block
+from maskfx.techniques.channels.config import ort_cpu_channel_block
 
 SUITE = "width-latency"
 TITLE = "Width pruning: ONNX Runtime latency per MAC at 0.5 MACs, maskfx vs Torch-Pruning"
@@ -62,7 +62,7 @@ SEED = 0
 BUDGET = 0.5  # the fraction of the dense MACs
 GOAL = 1.10  # the issue: latency ratio / MAC ratio at batch 1 and 32, maskfx's 0.5-MAC resnet50
 ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default here: ONNX Runtime's channel block
-BLOCK = deployment_channel_block()
+BLOCK = ort_cpu_channel_block()  # the profile's CPU provider, GPU or not
 PROFILE_RUNS = 3  # profiled ORT calls per model at batch 32
 EXAMPLES = 8  # images for transform, collapse's check, MACs and the exports' tracing
 DENSE = "dense"
@@ -169,7 +169,8 @@ def kernel_profile(path: str | os.PathLike, batch: torch.Tensor, runs: int) -> t
         session.run(None, feed)
     events = [e for e in json.loads(Path(session.end_profiling()).read_text())
               if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    per_call = len(events) // (runs + 1)
+    per_call, left = divmod(len(events), runs + 1)
+    assert left == 0, f"{len(events)} kernel events are not {runs + 1} calls' worth"
     timed = events[per_call:]
     reorders = [e for e in timed if e["args"].get("op_name", "").startswith("Reorder")]
     total = sum(e["dur"] for e in timed)
@@ -177,19 +178,28 @@ def kernel_profile(path: str | os.PathLike, batch: torch.Tensor, runs: int) -> t
 
 
 def blocked_macs(model: nn.Module, example: torch.Tensor, block: int) -> int:
-    """The convolutions' and linear layers' MACs with every channel count padded to ``block``, as
-    ONNX Runtime's blocked CPU convolutions compute them (an image's three input channels are not
-    blocked)."""
+    """The convolutions' and linear layers' MACs as ONNX Runtime's blocked CPU convolutions compute
+    them: a plain convolution's output channels padded up to ``block``, and its input channels too
+    when there are at least ``block`` of them (an image's three are read unblocked; this machine's
+    profile shows a 40-channel convolution running as 48 by 48). Grouped and depthwise
+    convolutions are blocked only when their widths are multiples of the block, so they count as
+    they are."""
     total = 0
+
+    def padded(channels: int) -> int:
+        return -(-channels // block) * block
 
     def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        pad = lambda c: -(-c // block) * block if c >= block else c
-        if isinstance(module, nn.Conv2d):
-            per_out = pad(module.in_channels) // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            total += pad(module.out_channels) * per_out * output.shape[-2] * output.shape[-1]
-        else:
+        if isinstance(module, nn.Linear):
             total += module.in_features * module.out_features
+            return
+        kernel = module.kernel_size[0] * module.kernel_size[1] * output.shape[-2] * output.shape[-1]
+        if module.groups > 1:
+            total += module.out_channels * module.in_channels // module.groups * kernel
+            return
+        reads = module.in_channels if module.in_channels < block else padded(module.in_channels)
+        total += padded(module.out_channels) * reads * kernel
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
@@ -223,7 +233,8 @@ def goal_note(judged: dict[str, tuple[float, float, float]], budget: RunBudget, 
     mac_ratio, b1, b32 = judged[MASKFX]
     beside = "; ".join(f"{name} {r1:.3f} / {r32:.3f} ({'within' if max(r1, r32) <= GOAL else 'over'} {GOAL:.2f})"
                        for name, (_, r1, r32) in judged.items() if name not in (DENSE, MASKFX))
-    return (f"{goal}, round_to={ROUND_TO}, the default here): batch 1 {_met(b1 <= GOAL)} ({b1:.3f}), batch 32 {_met(b32 <= GOAL)} ({b32:.3f}), "
+    return (f"{goal}, round_to={ROUND_TO}, the default here): batch 1 {_met(b1 <= GOAL)} ({b1:.3f}), "
+            f"batch 32 {_met(b32 <= GOAL)} ({b32:.3f}), "
             f"at MAC ratio {mac_ratio:.3f}, from one interleaved run. Beside it (batch 1 / batch 32): {beside}.")
 
 

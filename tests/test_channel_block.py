@@ -18,6 +18,7 @@ def test_the_default_multiple_is_onnx_runtimes_channel_block(monkeypatch):
                                     ("AVX512", True, 8)):
         _machine(monkeypatch, capability, cuda)
         assert config.deployment_channel_block() == block
+        assert config.ort_cpu_channel_block() == (16 if capability == "AVX512" else 8)
         assert maskfx.ChannelConfig().round_to == block
         assert maskfx.ChannelConfig(round_to=4).round_to == 4
 
@@ -27,7 +28,8 @@ def test_a_checkpoint_keeps_the_multiple_it_was_transformed_with(monkeypatch, tm
     model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(32, 4))
     net = maskfx.transform(model, channels=True, example_inputs=(torch.randn(2, 3, 8, 8),))
-    path = save_checkpoint(tmp_path / "c.pt", Checkpoint(Recipe.of(net, "unused:model", 4, (3, 8, 8)), net.state_dict()))
+    recipe = Recipe.of(net, "unused:model", 4, (3, 8, 8))
+    path = save_checkpoint(tmp_path / "c.pt", Checkpoint(recipe, net.state_dict()))
     _machine(monkeypatch, "AVX512")
     saved = load_checkpoint(path)
     assert saved.recipe.transform["channels"]["round_to"] == 8

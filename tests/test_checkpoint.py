@@ -63,7 +63,10 @@ def test_resume_continues_with_the_same_loss(tmp_path, data):
         fit(again, data, phases, device=CPU, batch_size=32, evaluate=False, recipe=recipe,
             checkpoint=tmp_path / "c.pt", on_epoch=kill_after_second_epoch)
     saved = load_checkpoint(tmp_path / "c.pt")
-    assert saved.progress == {"phase": 1, "epoch": 1}
+    assert saved.progress == {"phase": 1, "epoch": 1, "plan": [[1, 0.05, 0.5, False], [2, 0.02, 0.0, True]]}
+    other = [Phase(1, lr=0.05, mask_lr=0.5), Phase(1, lr=0.05, freeze_first=True), Phase(1, lr=0.02)]
+    with pytest.raises(maskfx.UserError, match="resuming needs the same"):  # another plan: refused, nothing run
+        fit(saved.network(), data, other, device=CPU, batch_size=32, evaluate=False, resume=saved)
     resumed = saved.network()
     history = fit(resumed, data, phases, device=CPU, batch_size=32, evaluate=False, resume=saved)
     assert [r["loss"] for r in history] == [r["loss"] for r in straight]  # bitwise: same floats

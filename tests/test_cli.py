@@ -81,10 +81,12 @@ def test_a_parameters_budget_from_the_command_line_is_met_beside_the_macs_one(tm
 def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
     common = ["--image-size", "16", "--limit", "64", "--finetune-epochs", "0", "--batch-size", "32", "--out", str(tmp_path)]
     assert main(["train", "tiny_models:resnet", "--epochs", "1", *common]) == 0
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["progress"] == {"phase": 0, "epoch": 1}
+    progress = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["progress"]
+    assert (progress["phase"], progress["epoch"]) == (0, 1)
     capsys.readouterr()
     assert main(["train", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--resume", "--epochs", "2", *common]) == 0
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["progress"] == {"phase": 0, "epoch": 2}
+    progress = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["progress"]
+    assert (progress["phase"], progress["epoch"]) == (0, 2)  # the run extended by an epoch
     out = capsys.readouterr().out
     assert "epoch 2 (phase 1)" in out and "epoch 1 " not in out  # only the missing epoch ran
 
@@ -142,6 +144,7 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["train", *TINY, "--epochs", "0", "--finetune-epochs", "0", *run], "nothing to train"),
         (["train", *TINY, "--epochs", "2", "--structure-epochs", "3", *run], "--structure-epochs 3 counts among"),
         (["train", *TINY, "--preset", "gateconnect", "--structure-epochs", "1", *run], "no meaning with --preset"),
+        (["train", *TINY, "--structure-epochs", "1", *run], "--structure-epochs: the model has no learned structure"),
         (["train", *TINY, "--data", "imagefolder:" + str(tmp / "broken_image"), "--epochs", "1", *run],
          "cannot identify image file"),
         (["train", "--checkpoint", str(tmp / "corrupt.pt"), *run], "corrupt"),

@@ -6,7 +6,7 @@ import pytest
 
 from maskfx.train.memory import GLIBC
 
-# A step whose weight gradients (32 MiB in all, above glibc's mmap threshold) are new blocks each
+# A step whose weight gradients (two of 32 MiB, above glibc's mmap threshold) are new blocks each
 # step, as with zero_grad(set_to_none=True). Not a lone tensor allocated and freed in a loop: torch
 # asks for 64-byte-aligned blocks, and a freed block of exactly that size is too small for the
 # next aligned request unless its free neighbours coalesce with it, which other allocations decide.
@@ -41,5 +41,5 @@ def test_a_training_steps_fresh_gradients_reuse_freed_pages():
     # In a fresh interpreter: the setting is process-wide and stays.
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout.split()
     default, applied, reused = int(out[0]), out[1] == "True", int(out[2])
-    assert default >= 32 * 2**20 // 4096 // 2  # by default, at least half the gradients' 8,192 pages fault in again
+    assert default >= 64 * 2**20 // 4096 // 2  # by default, at least half the gradients' 16,384 pages fault in again
     assert applied and reused < default // 20

@@ -15,6 +15,7 @@ import maskfx  # noqa: E402
 from benchmarks import papers, peer_pruning  # noqa: E402
 from benchmarks.arms import Arm, Claim, Results, Run, accuracy_rows, claim_note, random_fixed_connectivity  # noqa: E402
 from benchmarks.paper_models import cifar_resnet, cifar_resnext, small_cnn  # noqa: E402
+from test_data_offline import FASHION_INSTALLED  # noqa: E402
 from maskfx.layers.kofn import KOfNMasks  # noqa: E402
 from maskfx.report import count_macs  # noqa: E402
 
@@ -110,11 +111,33 @@ def test_peer_pruning_without_torch_pruning_says_so(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not FASHION_INSTALLED, reason="dataset-fashion-mnist not installed: run `make data`")
 def test_papers_quick_run_smoke():
     result = papers.run(quick=True)
     check_suite(result, "papers")
-    assert len(result["tables"]) == 4
+    assert len(result["tables"]) == 4 and "Fashion-MNIST" in result["title"]
     assert all(0 <= row[1] <= 100 for table in result["tables"] for row in table["rows"])
+    assert all(f"{papers.QUICK.test_images} test images" in table["notes"][-1] for table in result["tables"])
+
+
+@pytest.mark.skipif(not FASHION_INSTALLED, reason="dataset-fashion-mnist not installed: run `make data`")
+def test_the_papers_split_draws_training_images_by_seed_and_keeps_the_test_set():
+    from benchmarks.arms import fashion_split
+    first, again, other = (fashion_split(50, None, seed) for seed in (0, 0, 1))
+    assert len(first.train) == 50 and len(first.test) == 10_000 and first.input_shape == (3, 8, 8)
+    assert first.train.indices == again.train.indices != other.train.indices
+    assert len(fashion_split(50, 200, 0).test) == 200
+
+
+def test_the_papers_suite_skips_without_its_data(monkeypatch):
+    from benchmarks.suite import SuiteSkipped
+    from maskfx.train import DataError
+
+    def absent(*args):
+        raise DataError("fashion-mnist: not installed; run `make data`")
+    monkeypatch.setattr(papers, "fashion_split", absent)
+    with pytest.raises(SuiteSkipped, match="make data"):
+        papers.run(quick=True)
 
 
 @pytest.mark.slow

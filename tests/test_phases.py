@@ -33,8 +33,9 @@ def test_structure_epochs_outside_the_learning_epochs_are_refused(structure):
 
 def test_fit_freezes_a_budgets_gates_after_the_structure_epochs():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
-                          nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
     net = maskfx.transform(model, channels=maskfx.ChannelConfig(round_to=1), example_inputs=(torch.randn(2, 3, 8, 8),),
                            budget=maskfx.Budget(macs=0.7))
     train = TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,)))

@@ -156,8 +156,8 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     _step(part, 2, "transform the trained model")
     net = part.transform(baseline, example)
     print("      " + str(maskfx.summary(net)).replace("\n", "\n      "))
-    extra = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR,
-                              min(part.structure_epochs or budget.learn, budget.learn))
+    structure = budget.learn if part.structure_epochs is None else min(part.structure_epochs, budget.learn)
+    extra = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, structure)
     structure = extra[0].epochs
     _step(part, 3, f"learn structure {structure} of {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "
                    "the baseline trains on as long")
@@ -235,8 +235,8 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     for mode in deployed:
         print("      " + str(collapses[mode]).replace("\n", "\n      "))
     recipe = (f"Baseline: {budget.baseline} epochs at lr {LR}. Then, from that trained model: transformed "
-              f"{budget.learn} epochs at lr {LR}, the structure learning in the first {structure} (lr {MASK_LR}) and frozen "
-              f"after them, then {budget.finetune} epochs at lr "
+              f"{budget.learn} epochs at lr {LR}, the structure learning in the first {structure} (lr {MASK_LR}) "
+              f"and frozen after them, then {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64"
               + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")

@@ -84,7 +84,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def phases(args: argparse.Namespace, transformed: bool, budgeted: bool = False) -> list[Phase]:
-    """Learn (weights and structure), then freeze and fine-tune; a plain model just trains on."""
+    """A transformed net learns its structure with the weights (for ``--structure-epochs`` of
+    ``--epochs``: by default one under a budget, else all), is frozen, trains on at ``--lr`` and
+    fine-tunes; a plain model just trains on. ``--preset`` gives a paper's phases instead."""
     if args.preset:
         return [p if transformed else replace(p, mask_lr=0.0, freeze_first=False) for p in preset(args.preset).phases]
     finetune_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 5
@@ -119,9 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
                         f"from); these flags go with a model (maskfx train MODEL ...)")
     if args.epochs + args.finetune_epochs == 0:
         raise UserError("nothing to train: --epochs and --finetune-epochs are both 0")
-    if args.structure_epochs is not None and (args.preset or args.structure_epochs > args.epochs):
-        raise UserError(f"--structure-epochs {args.structure_epochs} counts among --epochs ({args.epochs})"
-                        + (" and has no meaning with --preset, whose phases fix it" if args.preset else ""))
+    if args.structure_epochs is not None and args.preset:
+        raise UserError("--structure-epochs has no meaning with --preset, whose phases fix it")
+    if args.structure_epochs is not None and args.structure_epochs > args.epochs:
+        raise UserError(f"--structure-epochs {args.structure_epochs} counts among --epochs ({args.epochs})")
     device = resolve_device(args.device)
     job = ddp.setup(device)
     try:
@@ -145,7 +148,11 @@ def run_train(args: argparse.Namespace) -> int:
                      f"{record['recalibrated_test_accuracy']:.4f}" if "recalibrated_test_accuracy" in record else ""),
                   flush=True)
 
-        plan = phases(args, bool(recipe.transform), budgeted=penalty_state(net) is not None)
+        if args.structure_epochs is not None and not recipe.transform:
+            raise UserError("--structure-epochs: the model has no learned structure (no technique given)")
+        # A checkpoint saved before plans were recorded learned its structure in every --epochs epoch.
+        legacy = args.resume and saved is not None and "plan" not in saved.progress
+        plan = phases(args, bool(recipe.transform), budgeted=penalty_state(net) is not None and not legacy)
         history = fit(net, data, plan, device=device, recipe=recipe, **sgd_settings(args), seed=args.seed,
                       checkpoint=out / "checkpoint.pt",
                       resume=saved if args.resume else None, job=job, on_epoch=report,

@@ -6,8 +6,8 @@ documented them: ``BasePruner`` with ``MagnitudeImportance(p=2)`` (each channel 
 the L2 norm of its weights; ``importance="taylor"``: ``TaylorImportance``, |weight x gradient|
 with the gradient of the cross-entropy on a training batch before each step), local pruning
 (one ratio for every layer, not a global ranking), the classifier head kept (the last
-``nn.Linear``: its outputs are the classes), and ``round_to`` optional (8 keeps channel counts
-that a CPU kernel vectorises, as maskfx's channel gates keep by default). The MACs target is met
+``nn.Linear``: its outputs are the classes), and ``round_to`` optional (the callers pass maskfx's
+default multiple, the channel block of the kernels that run the model). The MACs target is met
 in one of two ways:
 
 - ``pruned_iteratively``: one pruner walks down in ``steps`` equal steps of the ratio up to

@@ -85,7 +85,7 @@ class Checkpoint:
     collapse: str | None = None  # None, or the collapse mode applied after loading
     optimizer: dict | None = None
     scheduler: dict | None = None
-    progress: dict[str, int] = field(default_factory=dict)  # {"phase": i, "epoch": e} done so far
+    progress: dict[str, Any] = field(default_factory=dict)  # {"phase": i, "epoch": e} done so far, "plan": the phases
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,6 +62,18 @@ def _learning_epochs(phases: list[Phase]) -> int:
     return epochs
 
 
+def _resumable(saved: list | None, plan: list, phase: int) -> bool:
+    """Whether ``plan`` continues a run saved in ``phase`` of ``saved``: the same phases up to that
+    one, the finished ones as long (the current one may be extended). A checkpoint from before
+    plans were saved has none to compare."""
+    if saved is None:
+        return True
+    if len(plan) <= phase or len(saved) <= phase:
+        return False
+    return (all(s[1:] == p[1:] for s, p in zip(saved[:phase + 1], plan[:phase + 1]))
+            and all(s[0] == p[0] for s, p in zip(saved[:phase], plan[:phase])))
+
+
 def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device, recipe: Recipe | None = None,
         batch_size: int = 64, seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4,
         checkpoint: str | os.PathLike | None = None, resume: Checkpoint | None = None,
@@ -100,6 +112,11 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
         raise UserError(f"recalibrate_batches must be an int >= 0 (0: no recalibration), got {recalibrate_batches!r}")
     distill = Distillation(teacher, distill_temperature, distill_alpha) if teacher is not None else None
     history = list(resume.history) if resume else []
+    plan = [[p.epochs, p.lr, p.mask_lr, p.freeze_first] for p in phases]
+    if resume is not None and not _resumable(resume.progress.get("plan"), plan, resume.progress.get("phase", 0)):
+        raise UserError(f"the checkpoint was trained through phases {resume.progress['plan']} (epochs, lr, structure "
+                        f"lr, freeze first); resuming needs the same up to its phase {resume.progress['phase'] + 1} "
+                        f"(which may run longer), got {plan}")
     start_phase, start_epoch = (resume.progress.get("phase", 0), resume.progress.get("epoch", 0)) if resume else (0, 0)
     sampler = DistributedSampler(data.train, num_replicas=job.world, rank=job.rank, shuffle=True, seed=seed)
     loader = DataLoader(data.train, batch_size=batch_size, sampler=sampler)
@@ -145,7 +162,8 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                 if checkpoint is not None and recipe is not None:
                     state = Checkpoint(recipe, net.state_dict(), optimizer=optimizer.state_dict(),
                                        scheduler=scheduler.state_dict(),
-                                       progress={"phase": index, "epoch": epoch + 1}, history=history)
+                                       progress={"phase": index, "epoch": epoch + 1, "plan": plan},
+                                       history=history)
                     ddp.on_main(job, lambda: save_checkpoint(checkpoint, state))
                 if on_epoch is not None and job.main:
                     on_epoch(record)

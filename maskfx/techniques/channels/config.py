@@ -11,18 +11,22 @@ from maskfx.errors import UserError
 ESTIMATORS = ("hard-concrete", "straight-through")
 
 
-def deployment_channel_block() -> int:
-    """The channel multiple the kernels that will run the pruned model compute in, on this machine.
-
-    ONNX Runtime's CPU convolutions work in blocks of channels (MLAS's NCHWc layout): 16 where the
-    CPU has AVX-512, 8 with AVX2. A width off the block is padded up to it, MACs and all, and the
-    adds and pools around it fall out of the blocked layout into reorders: on this project's
-    AVX-512 machine a resnet18 pruned at multiples of 8 ran ten extra kernels (reorders, unfused
-    adds and ReLUs, ``benchmarks/width_latency.py``), at multiples of 16 the dense model's 25.
-    CUDA's tensor cores want multiples of 8."""
-    if torch.cuda.is_available():
-        return 8
+def ort_cpu_channel_block() -> int:
+    """The channel block of ONNX Runtime's CPU convolutions here (MLAS's NCHWc layout): 16 where
+    the CPU has AVX-512, else 8. Read from torch's CPU capability, a stand-in for MLAS's own CPUID
+    check (``ATEN_CPU_CAPABILITY`` can lower torch's)."""
     return 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8
+
+
+def deployment_channel_block() -> int:
+    """The channel multiple the kernels that will run the pruned model compute in, on this machine:
+    8 where CUDA runs it (tensor cores), else ONNX Runtime's CPU block (``ort_cpu_channel_block``).
+
+    A width off the CPU block is padded up to it, MACs and all, and the adds and pools around it
+    fall out of the blocked layout into reorders: on this project's AVX-512 machine a resnet18
+    pruned at multiples of 8 ran ten kernels more than at multiples of 16, which ran the dense
+    model's 25 (``benchmarks/width_latency.py``'s profile table)."""
+    return 8 if torch.cuda.is_available() else ort_cpu_channel_block()
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,9 @@ class ChannelConfig:
     kernels that will run the model, on the machine that transforms it
     (``deployment_channel_block``: 16 on a CPU with AVX-512, else 8), recorded in the config so a
     checkpoint prunes alike anywhere. ONNX Runtime pads a width off the block and reorders around
-    it; a space narrower than ``round_to`` keeps at least one unit. ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
+    it; a space narrower than ``round_to`` keeps at least one unit.
+
+    ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
     hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
     closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
     ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
