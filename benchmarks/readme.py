@@ -85,12 +85,16 @@ def budget() -> str:
 
 
 def width_latency() -> str:
-    """Latency per MAC of each 0.5-MAC resnet50 in the width-latency suite."""
-    (table,) = _load("benchmarks/results/width-latency.json")["tables"]
-    rows = rows_of(table)
+    """Latency per MAC of each 0.5-MAC resnet50 in the width-latency suite, and where ONNX Runtime's
+    own profile says the time goes."""
+    timing, profile = _load("benchmarks/results/width-latency.json")["tables"]
+    blocked = next(c for c in profile["columns"] if c.endswith("-channel blocks"))
     return _table(["model", "MAC ratio", "narrowest conv", "ORT latency / MAC ratio, b1", "b32"],
                   [[r["model"], f"{r['MAC ratio']:.3f}", str(r["narrowest conv"]), f"{r['b1 latency / MAC']:.3f}",
-                    f"{r['b32 latency / MAC']:.3f}"] for r in rows])
+                    f"{r['b32 latency / MAC']:.3f}"] for r in rows_of(timing)]) + "\n" + \
+        _table(["model", "ORT kernels (b32)", "layout reorders", blocked, "kernel time ratio"],
+               [[r["model"], str(r["ORT kernels"]), str(r["layout reorders"]), f"{r[blocked]:.3f}",
+                 f"{r['kernel time ratio']:.3f}"] for r in rows_of(profile)])
 
 
 def gates() -> str:

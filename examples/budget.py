@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 import maskfx
 from maskfx.report import count_macs
-from maskfx.train import Phase, accuracy, fit, learn_then_frozen, load_data, predict
+from maskfx.train import Phase, accuracy, budget_structure_epochs, fit, learn_then_frozen, load_data, predict
 from maskfx.train.fit import evaluation_loader
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -33,10 +33,10 @@ x = next(iter(test))[0][:8]
 start = torchvision.models.resnet18(weights=None, num_classes=data.num_classes)
 fit(start, data, [Phase(args.epochs, lr=0.05)], device=cpu)
 
-# Learn which channels to keep under the budget in the first epoch, distilling from the start;
+# Learn which channels to keep under the budget in all but the last epoch, distilling from the start;
 # freeze meets the budget, then the weights train on the structure that ships.
 net = maskfx.transform(start, channels=True, budget=maskfx.Budget(macs=args.budget), example_inputs=(x,))
-phases = learn_then_frozen(args.epochs, 0.05, 0.5, args.epochs, 0.01, structure_epochs=1)
+phases = learn_then_frozen(args.epochs, 0.05, 0.5, args.epochs, 0.01, budget_structure_epochs(args.epochs))
 fit(net, data, phases, device=cpu, teacher=copy.deepcopy(start).eval())
 deploy = maskfx.collapse(net, mode="prune", example_inputs=(x,))
 maskfx.recalibrate(deploy, DataLoader(data.train, batch_size=64), batches=20)  # BatchNorm of the new widths

@@ -33,3 +33,13 @@ def test_a_checkpoint_keeps_the_multiple_it_was_transformed_with(monkeypatch, tm
     _machine(monkeypatch, "AVX512")
     saved = load_checkpoint(path)
     assert saved.recipe.transform["channels"]["round_to"] == 8
+
+
+def test_a_group_narrower_than_the_block_is_its_own_step():
+    from maskfx.techniques.channels.layers import ChannelGate, ChannelSpace
+    from maskfx.techniques.channels.rewrite import _step
+    step = lambda unit, round_to: _step(ChannelGate(ChannelSpace("s", channels=unit * 8, unit=unit)), round_to)
+    assert step(4, 16) == 4  # a ResNeXt branch of 4 channels: unblockable whatever the width, so one at a time
+    assert step(24, 16) == 24  # per-group width off the block: the same
+    assert step(32, 16) == 32 and step(1, 16) == 16 and step(1, 8) == 8  # blockable groups; depthwise; plain
+    assert step(16, 8) == 16

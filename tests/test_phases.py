@@ -11,7 +11,7 @@ import maskfx
 from maskfx.cli.train import _train_arguments, phases
 from maskfx.errors import UserError
 from maskfx.techniques.channels.rewrite import gates_of
-from maskfx.train import Data, Phase, fit, learn_then_frozen
+from maskfx.train import Data, Phase, budget_structure_epochs, fit, learn_then_frozen
 
 
 def test_all_epochs_learning_is_the_two_phase_plan():
@@ -54,10 +54,11 @@ def _args(*flags: str) -> argparse.Namespace:
     return parser.parse_args(["--out", "unused", *flags])
 
 
-def test_the_command_line_learns_a_budgets_structure_one_epoch_and_anything_else_all():
+def test_the_command_line_freezes_a_budgets_structure_before_the_last_epoch_and_anything_else_after_all():
     budgeted = phases(_args("--epochs", "3", "--finetune-epochs", "2"), transformed=True, budgeted=True)
-    assert [(p.epochs, p.mask_lr > 0, p.freeze_first) for p in budgeted] == [(1, True, False), (2, False, True),
+    assert [(p.epochs, p.mask_lr > 0, p.freeze_first) for p in budgeted] == [(2, True, False), (1, False, True),
                                                                             (2, False, False)]
+    assert [budget_structure_epochs(e) for e in (0, 1, 2, 3, 5)] == [0, 1, 1, 2, 4]
     plain = phases(_args("--epochs", "3", "--finetune-epochs", "2"), transformed=True)
     assert [(p.epochs, p.mask_lr > 0, p.freeze_first) for p in plain] == [(3, True, False), (2, False, True)]
     chosen = phases(_args("--epochs", "3", "--structure-epochs", "2"), transformed=True, budgeted=True)

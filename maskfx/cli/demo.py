@@ -32,7 +32,8 @@ from maskfx.cli.options import Command, fraction, positive_int
 from maskfx.peers import torch_pruning as peer
 from maskfx.report import Measurement, count_macs, count_parameters, ort_latency, plots, write_report
 from maskfx.report.writer import comparison
-from maskfx.train import Data, Phase, accuracy, fit, learn_then_frozen, load_data, predict, resolve_device
+from maskfx.train import (Data, Phase, accuracy, budget_structure_epochs, fit, learn_then_frozen, load_data, predict,
+                          resolve_device)
 from maskfx.train.fit import GATE_LR, evaluation_loader
 from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_BATCHES
 
@@ -55,7 +56,6 @@ FULL = Schedule(limit=None, baseline=4, learn=3, finetune=2, latency_runs=50)
 # the peer's walk in steps of 0.05 of the ratio (0.01 in the full run), as the budget benchmark's quick run
 QUICK = Schedule(limit=256, baseline=2, learn=1, finetune=1, latency_runs=10, peer_steps=18)
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01
-BUDGET_STRUCTURE_EPOCHS = 1  # under a budget, then frozen: maskfx.train.learn_then_frozen says why
 PEER_ROUND_TO = maskfx.ChannelConfig().round_to  # Torch-Pruning's channel multiple: maskfx's default on this machine
 PEER, PEER_ROW = "torch-pruning", f"Torch-Pruning: L2 magnitude, round_to={PEER_ROUND_TO}, at maskfx's MACs"
 
@@ -93,7 +93,7 @@ class Part:
     transform: Callable[[nn.Module, torch.Tensor], torch.fx.GraphModule]
     distill: bool = False  # learn from the trained start's logits too (it is the teacher)
     peer: bool = False  # beside it Torch-Pruning from the same start, at the MACs the pruned model reached
-    structure_epochs: int | None = None  # of the learning epochs, those the structure learns in (None: all)
+    freeze_early: bool = False  # a budget: the structure freezes before the last learning epoch
 
 
 def parts(model: str, budget: float) -> list[Part]:
@@ -101,13 +101,13 @@ def parts(model: str, budget: float) -> list[Part]:
         return torchvision.models.get_model(model, weights=None, num_classes=n)
     return [Part("budget", f"{model} at {budget} of the MACs: channel gates under the budget, distilled from the "
                            f"trained start, against Torch-Pruning at the same MACs", resnet, budget_transform(budget),
-                 distill=True, peer=True, structure_epochs=BUDGET_STRUCTURE_EPOCHS),
+                 distill=True, peer=True, freeze_early=True),
             Part("resnet", f"{model}: Jumpout + Blockout + MaskConnect", resnet, resnet_transform),
             Part("resnext", "small ResNeXt (C = 8): GateConnect", small_resnext, resnext_transform),
             Part("resnext_budget", f"small ResNeXt (C = 8) at {budget} of the MACs: channel gates under the budget "
                                    f"(a grouped convolution's unit is a whole branch), against Torch-Pruning",
                  small_resnext, budget_transform(budget), distill=True, peer=True,
-                 structure_epochs=BUDGET_STRUCTURE_EPOCHS)]
+                 freeze_early=True)]
 
 
 def _step(part: Part, index: int, text: str) -> None:
@@ -156,7 +156,7 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
     _step(part, 2, "transform the trained model")
     net = part.transform(baseline, example)
     print("      " + str(maskfx.summary(net)).replace("\n", "\n      "))
-    structure = budget.learn if part.structure_epochs is None else min(part.structure_epochs, budget.learn)
+    structure = budget_structure_epochs(budget.learn) if part.freeze_early else budget.learn
     extra = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, structure)
     structure = extra[0].epochs
     _step(part, 3, f"learn structure {structure} of {budget.learn} epochs, freeze, fine-tune {budget.finetune}; "

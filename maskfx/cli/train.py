@@ -12,8 +12,8 @@ from maskfx.cli.options import (Command, FlagError, add_budget, add_data, add_mo
                                 budgeted_configs, count, model_from, positive_int, rate, technique_flags)
 from maskfx.errors import UserError
 from maskfx.budget import penalty_state
-from maskfx.train import (Checkpoint, Phase, Recipe, ddp, fit, learn_then_frozen, load_checkpoint, load_data,
-                          resolve_device, save_checkpoint)
+from maskfx.train import (Checkpoint, Phase, Recipe, budget_structure_epochs, ddp, fit, learn_then_frozen,
+                          load_checkpoint, load_data, resolve_device, save_checkpoint)
 from maskfx.train.phases import PRESETS, preset
 from maskfx.train.recalibrate import DEFAULT_BATCHES
 
@@ -62,8 +62,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--epochs", type=count, default=3, help="epochs at --lr, the structure learning first")
     schedule.add_argument("--structure-epochs", type=count, default=None,
                           help="of --epochs, those in which the structure learns (then it is frozen and the weights "
-                               "train on at --lr); default: 1 under a budget (the weights then meet the structure "
-                               "that ships for longer), else all")
+                               "train on at --lr); default: all but the last under a budget (the weights then train "
+                               "on the structure that ships before fine-tuning), else all")
     schedule.add_argument("--finetune-epochs", type=count, default=2, help="epochs after freeze (transformed nets)")
     schedule.add_argument("--lr", type=rate, default=0.05)
     schedule.add_argument("--mask-lr", type=rate, default=0.5, help="learning rate of the structure parameters")
@@ -85,7 +85,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def phases(args: argparse.Namespace, transformed: bool, budgeted: bool = False) -> list[Phase]:
     """A transformed net learns its structure with the weights (for ``--structure-epochs`` of
-    ``--epochs``: by default one under a budget, else all), is frozen, trains on at ``--lr`` and
+    ``--epochs``: by default all but the last under a budget, else all), is frozen, trains on at ``--lr`` and
     fine-tunes; a plain model just trains on. ``--preset`` gives a paper's phases instead."""
     if args.preset:
         return [p if transformed else replace(p, mask_lr=0.0, freeze_first=False) for p in preset(args.preset).phases]
@@ -93,7 +93,7 @@ def phases(args: argparse.Namespace, transformed: bool, budgeted: bool = False) 
     if not transformed:
         return [Phase(args.epochs, args.lr), Phase(args.finetune_epochs, finetune_lr)]
     structure = args.structure_epochs if args.structure_epochs is not None else (
-        min(1, args.epochs) if budgeted else args.epochs)
+        budget_structure_epochs(args.epochs) if budgeted else args.epochs)
     return learn_then_frozen(args.epochs, args.lr, args.mask_lr, args.finetune_epochs, finetune_lr, structure)
 
 

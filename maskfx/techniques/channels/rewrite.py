@@ -117,8 +117,13 @@ def _round_to(gm: fx.GraphModule) -> int:
 
 
 def _step(gate: ChannelGate, round_to: int) -> int:
-    """The width granularity of a space: whole units, a multiple of ``round_to``."""
-    return math.lcm(round_to, gate.space.unit)
+    """The width granularity of a space: whole units, a multiple of ``round_to``; but whole groups
+    alone where a grouped convolution's group is wider than one channel and off the multiple (a
+    ResNeXt branch of 4): ONNX Runtime blocks such a convolution at no width (its per-group
+    channels are off the block), so rounding would only take away the budget's finer choices
+    (one branch, not four at a time)."""
+    unit = gate.space.unit
+    return unit if unit > 1 and unit % round_to else math.lcm(round_to, unit)
 
 
 # -- freeze -----------------------------------------------------------------------------------------
