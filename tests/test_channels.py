@@ -128,7 +128,8 @@ def test_grouped_convolutions_lose_whole_groups():
     maskfx.freeze(net)
     deploy = maskfx.collapse(net, "prune")
     conv = deploy.get_submodule(grouped[0].space.grouped[0])
-    assert conv.in_channels == conv.out_channels == conv.groups * 4 and conv.out_channels % 8 == 0  # 4 per branch
+    # whole branches of 4 channels, one at a time: a group off ONNX Runtime's channel block is its own step
+    assert conv.in_channels == conv.out_channels == conv.groups * 4 and conv.groups < 32
 
 
 def _planted_task() -> tuple[torch.Tensor, torch.Tensor]:
