@@ -11,7 +11,6 @@ SUITES: dict[str, str] = {  # suite name -> module exposing SUITE and run(quick)
     "gpu": "benchmarks.gpu",
     "gateconnect": "benchmarks.bench_gateconnect",
     "papers": "benchmarks.papers",
-    "peer_pruning": "benchmarks.peer_pruning",
     "transfer": "benchmarks.transfer",
     "budget": "benchmarks.budget",
     "width-latency": "benchmarks.width_latency",

@@ -142,7 +142,7 @@ def measure(comparison: Comparison, device: torch.device, rounds: int, warmup: i
 
 def training_table(quick: bool, device: torch.device, reused: bool = False) -> dict:
     """The comparisons' rows; ``reused`` labels a run after ``maskfx.train.reuse_freed_memory()``."""
-    rounds, warmup = (3, 1) if quick else (15, 3)
+    rounds, warmup = (3, 1) if quick else (10, 2)
     rows = [row for c in comparisons(quick) for row in measure(c, device, rounds, warmup)]
     notes = [
         f"SGD step of cross-entropy on a fixed random batch, {CLASSES} classes; medians of {rounds} "

@@ -17,8 +17,8 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
   ``channels=ChannelConfig(round_to=r)`` (does a coarser multiple buy latency per MAC, or is the
   ratio a floor of ONNX Runtime's narrower convolutions?).
 - Torch-Pruning: ``BasePruner`` + ``MagnitudeImportance(p=2)``, local (uniform per layer), the
-  classifier kept, at the pruning ratio found by bisection (as ``peer_pruning``:
-  ``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's default
+  classifier kept, at the pruning ratio found by bisection
+  (``maskfx.peers.torch_pruning.pruned_by_bisection``) whose MACs come closest to maskfx's default
   row from above; ``round_to`` that row's and ``None``.
 - Every model (the dense one too) exported with ``maskfx.export_onnx`` (ONNX Runtime parity
   verified), then timed on the CPU provider, the models taking turns call by call

@@ -1,5 +1,5 @@
-"""The papers' comparison suite and the Torch-Pruning side-by-side: their helpers, and a smoke
-run of each suite's ``run(quick=True)`` checking the result schema the benchmark command reads."""
+"""The papers' comparison suite: its helpers, and a smoke run of ``run(quick=True)`` checking the
+result schema the benchmark command reads."""
 import dataclasses
 import json
 import math
@@ -13,12 +13,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the benchmarks package lives beside maskfx
 
 import maskfx  # noqa: E402
-from benchmarks import papers, peer_pruning  # noqa: E402
+from benchmarks import papers  # noqa: E402
 from benchmarks.arms import Arm, Claim, Results, Run, accuracy_rows, claim_note, random_fixed_connectivity  # noqa: E402
 from benchmarks.paper_models import cifar_resnet, cifar_resnext, small_cnn  # noqa: E402
 from test_data_offline import FASHION_INSTALLED  # noqa: E402
 from maskfx.layers.kofn import KOfNMasks  # noqa: E402
-from maskfx.report import count_macs  # noqa: E402
 
 
 def check_suite(result: dict, suite: str) -> None:
@@ -92,25 +91,6 @@ def test_paper_models_fit_the_passes():
     assert [m.conv2.in_channels for m in cifar_resnext().stages] == [32, 32, 64, 64, 128, 128]  # C x w, w = 4, 8, 16
 
 
-def test_channel_pruning_reaches_the_macs_target_from_above():
-    torch.manual_seed(0)
-    model, x = cifar_resnet(1).eval(), torch.randn(2, 3, 8, 8)
-    target = count_macs(model, x) // 2
-    pruned = peer_pruning.channel_pruned(model, x, target, steps=6)
-    macs = count_macs(pruned, x)
-    assert target <= macs <= 1.15 * target
-    assert pruned(x).shape == (2, 10)
-    unreachable = peer_pruning.channel_pruned(model, x, count_macs(model, x) + 1, steps=2)
-    assert unreachable is not model and count_macs(unreachable, x) == count_macs(model, x)
-
-
-def test_peer_pruning_without_torch_pruning_says_so(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # import now raises ImportError
-    result = peer_pruning.run(quick=True)
-    check_suite(result, "peer_pruning")
-    assert result["tables"][0]["rows"] == [["torch-pruning is not installed"]]
-
-
 @pytest.mark.slow
 def test_papers_quick_run_smoke():
     result = papers.run(quick=True)
@@ -139,21 +119,6 @@ def test_the_papers_suite_skips_without_its_data(monkeypatch):
     monkeypatch.setattr(papers, "QUICK", dataclasses.replace(papers.QUICK, data="fashion-mnist"))
     with pytest.raises(SuiteSkipped, match="make data"):
         papers.run(quick=True)
-
-
-@pytest.mark.slow
-def test_peer_pruning_quick_run_smoke():
-    result = peer_pruning.run(quick=True)
-    check_suite(result, "peer_pruning")
-    try:
-        import torch_pruning  # noqa: F401
-    except ImportError:
-        assert result["tables"][0]["rows"] == [["torch-pruning is not installed"]]
-        return
-    rows = result["tables"][0]["rows"]
-    assert len(rows) in (3, 5)  # 5 when the two compose
-    macs_ratio = {row[0]: row[4] for row in rows}
-    assert all(0 < ratio <= 1.0 for ratio in macs_ratio.values())
 
 
 def test_unstable_rows_are_named():
