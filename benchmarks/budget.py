@@ -85,7 +85,7 @@ PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor"}  # the peer's arms
 COLUMNS = ["MACs budget", "method", "test acc %", "acc std", "Δ vs untouched (pt, paired)", "Δ std", "MAC ratio",
            "parameters", "ORT b1 / untouched", "ORT b32 / untouched", "ORT b1 p50 ms", "ORT b32 p50 ms"]
 SEED_COLUMNS = ["seed", "MACs budget", "method", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters",
-                "train s"]
+                "train s", "expected MAC ratio at freeze"]
 
 
 @dataclass(frozen=True)
@@ -147,13 +147,15 @@ class Arm:
     parameters: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    expected_at_freeze: float | None = None  # maskfx: the MACs its gates' probabilities gave when freeze selected
 
 
 def _fit(model: nn.Module, data: Data, phases: list[Phase], seed: int, device: torch.device, desc: str,
-         teacher: nn.Module | None = None) -> nn.Module:
-    fit(model, data, phases, device=device, seed=seed, batch_size=BATCH, evaluate=False, desc=desc,
-        teacher=teacher, distill_temperature=TEMPERATURE, distill_alpha=ALPHA)
-    return model.cpu().eval()
+         teacher: nn.Module | None = None) -> tuple[nn.Module, list[dict]]:
+    """``model`` trained (on the CPU, in eval mode after) and ``fit``'s history."""
+    history = fit(model, data, phases, device=device, seed=seed, batch_size=BATCH, evaluate=False, desc=desc,
+                  teacher=teacher, distill_temperature=TEMPERATURE, distill_alpha=ALPHA)
+    return model.cpu().eval(), history
 
 
 def _teacher(start: nn.Module) -> nn.Module:
@@ -169,10 +171,11 @@ def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: 
         warnings.simplefilter("ignore", UserWarning)
         net = maskfx.transform(start, channels=channels, example_inputs=(example,), budget=maskfx.Budget(macs=b))
     phases = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, budget.structure)
-    net = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
+    net, history = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
     deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
     report = maskfx.summary(deploy).collapse
-    return Arm(deploy, seconds=time.perf_counter() - began, notes=[
+    reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
+    return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1], notes=[
         f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), {report.shift}"])
 
 
@@ -181,7 +184,8 @@ def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device
     began = time.perf_counter()
     torch.manual_seed(seed)
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start"), seconds=time.perf_counter() - began)
+    return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start")[0],
+               seconds=time.perf_counter() - began)
 
 
 def plain_phases(budget: RunBudget) -> list[Phase]:
@@ -192,7 +196,7 @@ def plain_phases(budget: RunBudget) -> list[Phase]:
 def untouched_arm(start: nn.Module, data: Data, budget: RunBudget, seed: int, device: torch.device) -> Arm:
     """``start`` trained on through the arms' phases, plain (no distillation, no pruning)."""
     began = time.perf_counter()
-    return Arm(_fit(copy.deepcopy(start), data, plain_phases(budget), seed, device, "untouched"),
+    return Arm(_fit(copy.deepcopy(start), data, plain_phases(budget), seed, device, "untouched")[0],
                seconds=time.perf_counter() - began)
 
 
@@ -227,7 +231,7 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
         for b, got in zip(budget.budgets, pruned):
             began = time.perf_counter()
             arms[arm_key(method, b)] = Arm(
-                _fit(got.model, data, plain_phases(budget), seed, device, f"{method} {b}", teacher=_teacher(start)),
+                _fit(got.model, data, plain_phases(budget), seed, device, f"{method} {b}", teacher=_teacher(start))[0],
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
     return measured(arms, full, example)
 
@@ -280,7 +284,8 @@ def rows(runs: list[dict[str, Arm]], budget: RunBudget,
             arm = run[key]
             per_seed.append([seed, b, method, _r(100 * arm.accuracy),
                              None if method == UNTOUCHED else _r(100 * (arm.accuracy - run[UNTOUCHED].accuracy)),
-                             ratio(arm.macs, run[UNTOUCHED].macs), arm.parameters, round(arm.seconds, 1)])
+                             ratio(arm.macs, run[UNTOUCHED].macs), arm.parameters, round(arm.seconds, 1),
+                             _r(arm.expected_at_freeze, 3)])
     return summary, per_seed, judged
 
 

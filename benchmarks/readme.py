@@ -23,6 +23,7 @@ from benchmarks.suite import per_seed, rows_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+REUSED = ", freed memory reused"  # how the training suites label a run after maskfx.train.reuse_freed_memory()
 BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
 
@@ -149,9 +150,50 @@ def default_transforms() -> str:
                    "pruned parameters (fraction)"], rows)
 
 
+def _meets(value: float, goal: str) -> str:
+    """Whether ``value`` meets a goal written ``"<= X"`` (the suites' form); other goals are reported, not judged."""
+    bound = re.fullmatch(r"<= ([\d.]+)", goal.strip())
+    return "" if bound is None else ("yes" if value <= float(bound[1]) else "**no**")
+
+
+def training_cost() -> str:
+    """Every training-step ratio of the training and gateconnect suites against its goal: plain
+    allocation and with freed memory reused (as the ``maskfx`` command line trains)."""
+    rows = []
+    for table in _load("benchmarks/results/training.json")["tables"]:
+        reused = "yes" if table["title"].endswith(REUSED) else "no"
+        rows += [[r["technique"], f"{r['setting']}, {r['variant']}", reused, f"{r['time ratio']:.2f}",
+                  f"{r['memory ratio']:.2f}", r["goal (time)"], _meets(r["time ratio"], r["goal (time)"])]
+                 for r in rows_of(table)]
+    steps = _load("benchmarks/results/gateconnect.json")["tables"][0]
+    for r in rows_of(steps):
+        reused = r["model"].endswith(REUSED)
+        rows.append(["GateConnect vs the original ResNeXt", f"{r['model'].removesuffix(REUSED)} b8 64px K={r['K']}, "
+                     "learned", "yes" if reused else "no", f"{r['ratio']:.2f}", f"{r['saved ratio']:.2f}", r["goal"],
+                     _meets(r["ratio"], r["goal"])])
+    return _table(["technique", "setting", "freed memory reused", "step time / plain", "saved activations / plain",
+                   "goal (time)", "met"], rows)
+
+
+def deployment() -> str:
+    """Every collapsed model's ONNX Runtime latency against its untouched export, with the MAC
+    ratio beside it (the deployment suite's planted structures and GateConnect's random gates)."""
+    rows = [[r["model"], r["variant"], str(r["batch"]), f"{r['p50 / untouched']:.3f}", f"{r['MAC ratio']:.3f}",
+             f"{r['p50 ratio / MAC ratio']:.3f}", f"{r['ONNX nodes']}"]
+            for r in rows_of(_load("benchmarks/results/deployment.json")["tables"][0]) if r["variant"] != "untouched"]
+    latency = _load("benchmarks/results/gateconnect.json")["tables"][1]
+    batch = re.search(r"\(b(\d+),", latency["title"])[1]
+    rows += [["resnext50_32x4d 224px", f"GateConnect {r['collapse']} (random gates)", batch, f"{r['ratio']:.3f}",
+              f"{r['MAC ratio']:.3f}", f"{r['latency / MAC ratio']:.3f}", str(r["ONNX nodes"])]
+             for r in rows_of(latency)]
+    return _table(["model", "collapse", "batch", "ORT p50 / untouched", "MAC ratio", "latency / MAC ratio",
+                   "ONNX nodes"], rows)
+
+
 FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
                                          "gates": gates, "papers": papers, "transfer": transfer,
-                                         "default-transforms": default_transforms}
+                                         "default-transforms": default_transforms, "training-cost": training_cost,
+                                         "deployment": deployment}
 
 
 def blocks(text: str) -> dict[str, str]:

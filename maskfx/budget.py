@@ -121,6 +121,32 @@ def expected_ratio(gm: fx.GraphModule, resource: str = "macs") -> torch.Tensor:
     return (whole - _cost(gm, "full", resource) + _cost(gm, "expected", resource)) / whole
 
 
+SHORTFALL = 0.1  # of the cut a budget asks for: more left to freeze's selection is reported
+
+
+def expected_against_target(net: nn.Module) -> dict[str, tuple[float, float]]:
+    """Per budgeted resource, the expected ratio the gates give now and the budget's target
+    (empty without a budget). What the learning reached before ``freeze`` selects: the closer, the
+    more of the cut the learned probabilities decide rather than freeze's near-tied ordering."""
+    penalty = penalty_state(net)
+    if penalty is None:
+        return {}
+    with torch.no_grad():
+        return {resource: (float(expected_ratio(net, resource)), target) for resource, target in penalty.targets.items()}
+
+
+def shortfall_warning(net: nn.Module) -> str | None:
+    """A sentence when the learning left more than ``SHORTFALL`` of the budget's cut to ``freeze``."""
+    short = {resource: (expected, target) for resource, (expected, target) in expected_against_target(net).items()
+             if expected - target > SHORTFALL * (1 - target)}
+    if not short:
+        return None
+    reached = "; ".join(f"expected {RESOURCE_NAMES[r]} {e:.3f} of the original against the budget's {t}"
+                        for r, (e, t) in short.items())
+    return (f"the structure learning ended short of the budget ({reached}): freeze makes the rest of the cut by "
+            f"the gates' probabilities, which barely differ there; learn the structure for more steps")
+
+
 def budget_penalty(net: nn.Module) -> torch.Tensor:
     """The budget's term of the training loss: add it to the loss once per training step
     (``maskfx.train.fit`` does). It also adapts the multiplier (in training mode). A net without a

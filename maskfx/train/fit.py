@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from maskfx.budget import penalty_state
+from maskfx.budget import expected_against_target, penalty_state, shortfall_warning
 from maskfx.errors import UserError
 from maskfx.train import ddp
 from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
@@ -84,10 +85,12 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase; channel
     gates with Adam, see ``_optimizers``). A net with a budget (``maskfx.Budget``) adds its
     penalty to the loss; its target anneals over the structure-learning epochs before the first
-    freeze, and that freeze meets it.
+    freeze, and that freeze meets it (with a warning when the learning left more than
+    ``maskfx.budget.SHORTFALL`` of the cut to the freeze's selection: too few structure steps).
 
     After every epoch rank 0 records ``{"phase", "epoch", "loss", "test_accuracy", "seconds"}``
-    (and ``"skipped"``, the batches ``skip_nonfinite`` skipped) and, given ``checkpoint`` and
+    (and ``"skipped"``, the batches ``skip_nonfinite`` skipped; under a budget, until its freeze,
+    ``"budget_expected"``: per resource the ratio the gates' probabilities give) and, given ``checkpoint`` and
     ``recipe``, saves one; ``resume`` (a loaded checkpoint whose state ``net`` already holds)
     continues after its last finished epoch. Returns the history.
 
@@ -124,13 +127,17 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
     hooks = ddp.share_structure_draws(net, seed) if job.active else []
     done, total = sum(p.epochs for p in phases[:start_phase]) + start_epoch, sum(p.epochs for p in phases)
     budget = penalty_state(net)
+    budget_frozen = any(p.freeze_first for p in phases[:start_phase + (start_epoch > 0)])  # selected before resuming
     if budget is not None and resume is None:
         budget.schedule(_learning_epochs(phases) * len(loader))
     try:
         for index in range(start_phase, len(phases)):
             phase, first = phases[index], (start_epoch if index == start_phase else 0)
             if phase.freeze_first and first == 0:
+                if budget is not None and not budget_frozen and (message := shortfall_warning(net)):
+                    warnings.warn(message, stacklevel=2)
                 freeze(net)
+                budget_frozen = True
             model = ddp.wrap(net.to(device), job)
             optimizer, weights = _optimizers(net, phase, momentum, weight_decay)
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=max(phase.epochs, 1))
@@ -151,6 +158,8 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
                           "seconds": time.perf_counter() - began}
                 if skip_nonfinite:
                     record["skipped"] = stats.skipped  # the same on every rank: they skip together
+                if budget is not None and not budget_frozen:  # how far the learning has come towards the budget
+                    record["budget_expected"] = {r: e for r, (e, _) in expected_against_target(net).items()}
                 if evaluation is not None:
                     record["test_accuracy"] = accuracy(*predict(net, evaluation, device))
                 history.append(record)
