@@ -38,15 +38,13 @@ def digits_data(train_images: int, test_images: int | None, seed: int, image_siz
 
 
 @functools.lru_cache(maxsize=2)
-def _fashion_mnist(image_size: int) -> Data:
-    return load_data("fashion-mnist", image_size=image_size)
-
-
-def fashion_split(train_images: int, test_images: int | None, seed: int, image_size: int = 8) -> Data:
+def fashion_split(train_images: int, test_images: int | None, seed: int, image_size: int = 8,
+                  spec: str = "fashion-mnist") -> Data:
     """``train_images`` of Fashion-MNIST's 60,000 training images drawn with ``seed`` (the
     overfitting regime, as ``digits_data``), and its 10,000 test images or the first
-    ``test_images`` of them; ``DataError`` (how to get them) when the files are not here."""
-    data = training_subset(_fashion_mnist(image_size), train_images, seed)
+    ``test_images`` of them; ``DataError`` (how to get them) when the files are not here.
+    ``spec``: the ``load_data`` name, ``fashion-mnist:PATH`` for the files elsewhere."""
+    data = training_subset(load_data(spec, image_size=image_size), train_images, seed)
     if test_images is not None:
         data.test = Subset(data.test, range(min(test_images, len(data.test))))
     return data

@@ -23,11 +23,11 @@ from maskfx.train.memory import GLIBC
 from maskfx.nn import BranchGates, DeployedModule
 
 try:
-    from benchmarks.measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, \
+    from benchmarks.measure import REUSED, count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, \
         train_step_fn, with_freed_memory_reused
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from measure import count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, train_step_fn, \
-        with_freed_memory_reused
+    from measure import REUSED, count_macs, interleaved_medians, ort_latency_ratio, saved_activation_mib, \
+        train_step_fn, with_freed_memory_reused
 
 SUITE = "gateconnect"
 MODELS = {  # name -> (factory, C)
@@ -93,7 +93,7 @@ def run(quick: bool) -> dict:
     deploy = bench_deploy(s)
     if GLIBC:  # as the maskfx command line trains
         training += [with_freed_memory_reused("benchmarks.bench_gateconnect",
-                                              f"bench_training({name!r}, {s!r}, ', freed memory reused')")
+                                              f"bench_training({name!r}, {s!r}, {REUSED!r})")
                      for name in MODELS]
     return {"suite": SUITE, "title": "GateConnect: training cost and deployed latency", "tables": [
         {"title": f"Train step, learned / original (b{s['batch']}, {s['size']} px, {s['rounds']} interleaved rounds)",

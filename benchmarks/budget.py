@@ -34,7 +34,9 @@ machine stretch it far beyond their share, as torch then runs more threads than 
   structure learns in the first 2 of the 3, the product's default (``budget_structure_epochs``:
   with all 3, two seeds of three stood at 58% and 54% in eval mode when the structure phase ended,
   its gates still moving, and one of them shipped 6.6 points under the untouched model; with 1,
-  the gates of whole ResNeXt branches had too few steps). On quiet cores an epoch costs 5-10 s.
+  the gates of the demo's ResNeXt branches had too few steps). The per-seed table records, for
+  maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
+  the cut the learning made. On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 11 models of a seed.
 - 3 seeds; one seed's 10 deployable models exported and timed.
 
@@ -106,8 +108,9 @@ class RunBudget:
     prune_steps: int  # Torch-Pruning iterative steps from 0 to MAX_PRUNING_RATIO
 
 
-FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=8, learn=3,
-                 structure=budget_structure_epochs(3), finetune=2,
+LEARN = 3  # the full run's epochs at LR after the start
+FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=8, learn=LEARN,
+                 structure=budget_structure_epochs(LEARN), finetune=2,
                  budgets=(0.75, 0.5, 0.35), seeds=(0, 1, 2), latency_runs=200, batch32_runs=30, prune_steps=90)
 # 16 px: the ImageNet stem still leaves a 1x1 map for layer3 and layer4, a quarter of the compute
 QUICK = RunBudget(image_size=16, train_images=96, test_images=96, pretrain=1, learn=1, structure=1, finetune=1,
@@ -175,7 +178,7 @@ def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: 
     deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
     report = maskfx.summary(deploy).collapse
     reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
-    return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1], notes=[
+    return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1] if reached else None, notes=[
         f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), {report.shift}"])
 
 

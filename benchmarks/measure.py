@@ -58,6 +58,9 @@ def train_step_fn(model, x, y):
     return step
 
 
+REUSED = ", freed memory reused"  # the label of a measurement taken by ``with_freed_memory_reused``
+
+
 def with_freed_memory_reused(module: str, expression: str):
     """``module.expression`` (a call returning JSON-able data) evaluated in a fresh interpreter after
     ``maskfx.train.reuse_freed_memory()``, as the maskfx command line trains. A fresh process,

@@ -16,7 +16,8 @@ import torchvision
 from torch import nn
 
 import maskfx
-from benchmarks.measure import interleaved_medians, saved_activation_mib, train_step_fn, with_freed_memory_reused
+from benchmarks.measure import REUSED, interleaved_medians, saved_activation_mib, train_step_fn, \
+    with_freed_memory_reused
 from benchmarks.suite import Cell, ms, ratio, result, table
 from maskfx.nn import Jumpout
 from maskfx.train.memory import GLIBC
@@ -155,7 +156,7 @@ def training_table(quick: bool, device: torch.device, reused: bool = False) -> d
                      "the maskfx command line trains (glibc keeps freed blocks, such as each step's new weight "
                      "gradients, instead of faulting their pages in afresh).")
     title = f"Training step on {device.type.upper()}: technique / plain equivalent"
-    return table(title + (", freed memory reused" if reused else ""), COLUMNS, rows, notes)
+    return table(title + (REUSED if reused else ""), COLUMNS, rows, notes)
 
 
 def run(quick: bool) -> dict:

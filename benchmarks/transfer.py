@@ -24,11 +24,11 @@ processes on a shared machine stretch it):
 - BatchNorm momentum 0.1 (torch's default) instead of the weights' TensorFlow 0.01: at 0.01,
   after the 96 steps of this budget 38% of every running statistic would still be ImageNet's,
   and every arm would be evaluated with another data set's statistics.
-- 2,000 training images (``load_data``'s seeded subset, with 666 test images), batch 64, 2 epochs
-  of learning and 1 of fine-tuning: each arm trains on 6,000 images, about 11 ms an image
+- 2,000 training images (a seeded subset of the 60,000; all 10,000 test images), batch 64, 2
+  epochs of learning and 1 of fine-tuning: each arm trains on 6,000 images, about 11 ms an image
   untouched and 16 ms with Jumpout at every ReLU6, and that is most of the time.
 
-The quick run (CI-sized) takes 32 px and at most 96 images: it shows the pipeline runs end to
+The quick run (CI-sized) takes 32 px, at most 96 training and 32 test images: it shows the pipeline runs end to
 end, not what the techniques do.
 
     python -m benchmarks --only transfer [--quick]
@@ -48,12 +48,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 import maskfx
-from benchmarks.arms import example_batch, test_accuracy
+from benchmarks.arms import example_batch, fashion_split, test_accuracy
 from benchmarks.deployment import Exported, export_all
 from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table
 from maskfx.report import count_macs, count_parameters, ort_latency
 from maskfx.state import Site
-from maskfx.train import Data, DataError, Phase, fit, load_data, resolve_device
+from maskfx.train import Data, DataError, Phase, fit, resolve_device
 from maskfx.train.data import GrayImages
 
 SUITE = "transfer"
@@ -80,14 +80,15 @@ class Budget:
     """Sizes and epochs of one run (the module docstring says why the full run's)."""
 
     image_size: int
-    train_images: int  # load_data's limit: a seeded subset, and a third as many test images
+    train_images: int  # a seeded subset of the 60,000
+    test_images: int | None  # None: all 10,000
     learn: int  # epochs of structure learning (the untouched arm: of fine-tuning at the same lr)
     finetune: int  # epochs after freeze, at FINETUNE_LR
     latency_runs: int  # ORT calls per model at batch 1, interleaved
 
 
-FULL = Budget(image_size=64, train_images=2000, learn=2, finetune=1, latency_runs=50)
-QUICK = Budget(image_size=32, train_images=96, learn=1, finetune=1, latency_runs=5)
+FULL = Budget(image_size=64, train_images=2000, test_images=None, learn=2, finetune=1, latency_runs=50)
+QUICK = Budget(image_size=32, train_images=96, test_images=32, learn=1, finetune=1, latency_runs=5)
 
 
 class ImageNetScaled(Dataset):
@@ -109,15 +110,16 @@ class ImageNetScaled(Dataset):
 
 
 def _gray_images(dataset: Dataset) -> GrayImages:
-    """The ``GrayImages`` under ``load_data``'s subset, which holds the normalising statistics."""
+    """The ``GrayImages`` under the training subset, which holds the normalising statistics."""
     return dataset.dataset if isinstance(dataset, Subset) else dataset
 
 
 def fashion_data(budget: Budget) -> Data:
-    """The seeded subset of ``DATA`` at ``budget.image_size``, ImageNet-normalised; ``SuiteSkipped``
+    """``budget.train_images`` of ``DATA``'s training images (seeded) and its test images (or the
+    first ``budget.test_images``) at ``budget.image_size``, ImageNet-normalised; ``SuiteSkipped``
     (how to get it) when the files are not here."""
     try:
-        data = load_data(DATA, image_size=budget.image_size, seed=SEED, limit=budget.train_images)
+        data = fashion_split(budget.train_images, budget.test_images, SEED, budget.image_size, DATA)
     except DataError as error:
         raise SuiteSkipped(str(error)) from None
     source = _gray_images(data.train)
@@ -225,7 +227,7 @@ def notes(budget: Budget, data: Data, arms: dict[str, Trained], example: torch.T
     found, report = maskfx.summary(arms[MASKFX].net), maskfx.summary(arms[MASKFX].deploy).collapse
     recipe = (f"{MODEL} (ImageNet weights) with a new {data.num_classes}-class head, {budget.image_size}x"
               f"{budget.image_size} px, ImageNet-normalised, BatchNorm momentum {BN_MOMENTUM}. Fashion-MNIST: "
-              f"{len(data.train)} training and {len(data.test)} test images (load_data's seeded subset). maskfx arms: "
+              f"{len(data.train)} training images (a seeded subset) and {len(data.test)} test images. maskfx arms: "
               f"{budget.learn} epoch(s) at lr {LR} (structure lr {MASK_LR}), freeze, {budget.finetune} at lr "
               f"{FINETUNE_LR}; untouched: the same phases and rates. SGD momentum 0.9, weight decay 5e-4, cosine "
               f"within each phase, batch {BATCH}, seed {SEED}, one run.")

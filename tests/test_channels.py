@@ -470,9 +470,9 @@ def test_a_bad_estimator_is_one_clear_error():
         maskfx.ChannelConfig(estimator="gumbel")
 
 
-def _fit_planted_under_budget(structure_epochs: int) -> tuple[nn.Module, list[dict], list[str]]:
+def _fit_planted_under_budget(structure_epochs: int) -> tuple[list[dict], list[str]]:
     """The planted model under a 0.55 budget through ``fit``: ``structure_epochs`` epochs of 8 steps
-    learning the gates, then freeze and one epoch of weights; the history and the warnings."""
+    learning the gates, then freeze and one epoch of weights; the history and the shortfall warnings."""
     from maskfx.train import Data, fit, learn_then_frozen
     x, labels = _planted_task()
     torch.manual_seed(0)
@@ -484,18 +484,18 @@ def _fit_planted_under_budget(structure_epochs: int) -> tuple[nn.Module, list[di
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = fit(net, data, phases, device=torch.device("cpu"), batch_size=32, evaluate=False)
-    return net, history, [str(w.message) for w in caught if "short of the budget" in str(w.message)]
+    return history, [str(w.message) for w in caught if "short of the budget" in str(w.message)]
 
 
 def test_fit_records_how_far_the_structure_learned_and_warns_when_freeze_made_the_cut():
     """One epoch (8 steps) cannot move gates that start at 0.99 open to a 0.55 budget: the history
     says how far the expected MACs got, and freeze warns that it cut the rest. Twelve epochs (96
     steps, the planted tests' length) reach the budget and say nothing."""
-    net, short, warned = _fit_planted_under_budget(structure_epochs=1)
+    short, warned = _fit_planted_under_budget(structure_epochs=1)
     reached = [record["budget_expected"]["macs"] for record in short if "budget_expected" in record]
     assert len(reached) == 1 and reached[0] > 0.55 + maskfx.budget.SHORTFALL * 0.45
     assert len(warned) == 1 and f"{reached[0]:.3f}" in warned[0] and "0.55" in warned[0]
     assert "budget_expected" not in short[-1]  # after freeze the structure no longer learns
-    _, long, warned = _fit_planted_under_budget(structure_epochs=12)
+    long, warned = _fit_planted_under_budget(structure_epochs=12)
     reached = [record["budget_expected"]["macs"] for record in long if "budget_expected" in record]
     assert len(reached) == 12 and reached[-1] <= 0.55 + maskfx.budget.SHORTFALL * 0.45 and not warned

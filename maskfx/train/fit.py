@@ -134,7 +134,7 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
         for index in range(start_phase, len(phases)):
             phase, first = phases[index], (start_epoch if index == start_phase else 0)
             if phase.freeze_first and first == 0:
-                if budget is not None and not budget_frozen and (message := shortfall_warning(net)):
+                if budget is not None and not budget_frozen and job.main and (message := shortfall_warning(net)):
                     warnings.warn(message, stacklevel=2)
                 freeze(net)
                 budget_frozen = True
