@@ -1,5 +1,6 @@
 """Checkpoints: bitwise round trips, exact resume, atomic writes, one-line errors."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -100,3 +101,36 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path, data):
         with pytest.raises(CheckpointError, match=message) as error:
             load_checkpoint(tmp_path / name).network()
         assert "\n" not in str(error.value)
+
+
+def _shortfalls(caught: list[warnings.WarningMessage]) -> int:
+    return sum("short of the budget" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_resuming_a_budget_warns_at_its_freeze_once_and_records_until_it(tmp_path, data, killed_after):
+    """Killed after the structure epoch, the freeze is still ahead: the resumed run warns there
+    (two steps cannot reach the budget). Killed after the freeze, the first run warned and the
+    resumed one does not again. Either way only the structure epoch records the expected ratio."""
+    x = torch.zeros(2, *data.input_shape)
+    net = maskfx.transform(build_model(MODEL, 10), channels=True, budget=maskfx.Budget(macs=0.6), example_inputs=(x,))
+    recipe = Recipe.of(net, MODEL, 10, data.input_shape)
+    phases = [Phase(1, lr=0.05, mask_lr=0.5), Phase(2, lr=0.02, freeze_first=True)]
+
+    class Killed(Exception):
+        pass
+
+    def kill(record):
+        if record["epoch"] == killed_after:
+            raise Killed
+
+    with warnings.catch_warnings(record=True) as before, pytest.raises(Killed):
+        warnings.simplefilter("always")
+        fit(net, data, phases, device=CPU, batch_size=32, evaluate=False, recipe=recipe,
+            checkpoint=tmp_path / "c.pt", on_epoch=kill)
+    saved = load_checkpoint(tmp_path / "c.pt")
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        history = fit(saved.network(), data, phases, device=CPU, batch_size=32, evaluate=False, resume=saved)
+    assert (_shortfalls(before), _shortfalls(after)) == ((0, 1) if killed_after == 1 else (1, 0))
+    assert ["budget_expected" in record for record in history] == [True, False, False]
