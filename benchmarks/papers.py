@@ -4,8 +4,9 @@ Each table mirrors one table of a paper (``/work/shared/papers`` set-ups, shrunk
 the same kind of network, trained from scratch with ``maskfx.train.fit`` on a small training split
 (the overfitting regime that dropout-like methods target) of Fashion-MNIST at 8x8, tested on
 all 10,000 of its test images (the digits leave 1,597 test images beside the 200 trained on, too
-few to tell one point from noise; the quick run keeps the digits, which need no installed data), several seeds, mean and standard
-deviation of test accuracy, and parameters after pruning where a method prunes.
+few to tell one point from noise; the quick run keeps the digits, which need no installed data),
+several seeds, mean and standard deviation of test accuracy, and parameters after pruning where a
+method prunes.
 Every paper ordering is checked on the paired seeds, and a note says plainly whether it
 reproduces here and what a full-scale run needs.
 

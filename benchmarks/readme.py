@@ -156,6 +156,12 @@ def _meets(value: float, goal: str) -> str:
     return "" if bound is None else ("yes" if value <= float(bound[1]) else "**no**")
 
 
+def _batch_and_size(title: str) -> tuple[str, str]:
+    """The batch and image size the gateconnect suite states in a table's title: ``(b8, 64 px, ...``."""
+    setting = re.search(r"\(b(\d+), (\d+) px", title)
+    return setting[1], setting[2]
+
+
 def training_cost() -> str:
     """Every training-step ratio of the training and gateconnect suites against its goal: plain
     allocation and with freed memory reused (as the ``maskfx`` command line trains)."""
@@ -166,11 +172,12 @@ def training_cost() -> str:
                   f"{r['memory ratio']:.2f}", r["goal (time)"], _meets(r["time ratio"], r["goal (time)"])]
                  for r in rows_of(table)]
     steps = _load("benchmarks/results/gateconnect.json")["tables"][0]
+    batch, size = _batch_and_size(steps["title"])
     for r in rows_of(steps):
         reused = r["model"].endswith(REUSED)
-        rows.append(["GateConnect vs the original ResNeXt", f"{r['model'].removesuffix(REUSED)} b8 64px K={r['K']}, "
-                     "learned", "yes" if reused else "no", f"{r['ratio']:.2f}", f"{r['saved ratio']:.2f}", r["goal"],
-                     _meets(r["ratio"], r["goal"])])
+        rows.append(["GateConnect vs the original ResNeXt", f"{r['model'].removesuffix(REUSED)} b{batch} {size}px "
+                     f"K={r['K']}, learned", "yes" if reused else "no", f"{r['ratio']:.2f}", f"{r['saved ratio']:.2f}",
+                     r["goal"], _meets(r["ratio"], r["goal"])])
     return _table(["technique", "setting", "freed memory reused", "step time / plain", "saved activations / plain",
                    "goal (time)", "met"], rows)
 
@@ -182,7 +189,7 @@ def deployment() -> str:
              f"{r['p50 ratio / MAC ratio']:.3f}", f"{r['ONNX nodes']}"]
             for r in rows_of(_load("benchmarks/results/deployment.json")["tables"][0]) if r["variant"] != "untouched"]
     latency = _load("benchmarks/results/gateconnect.json")["tables"][1]
-    batch = re.search(r"\(b(\d+),", latency["title"])[1]
+    batch, _ = _batch_and_size(latency["title"])
     rows += [["resnext50_32x4d 224px", f"GateConnect {r['collapse']} (random gates)", batch, f"{r['ratio']:.3f}",
               f"{r['MAC ratio']:.3f}", f"{r['latency / MAC ratio']:.3f}", str(r["ONNX nodes"])]
              for r in rows_of(latency)]

@@ -28,8 +28,8 @@ processes on a shared machine stretch it):
   epochs of learning and 1 of fine-tuning: each arm trains on 6,000 images, about 11 ms an image
   untouched and 16 ms with Jumpout at every ReLU6, and that is most of the time.
 
-The quick run (CI-sized) takes 32 px, at most 96 training and 32 test images: it shows the pipeline runs end to
-end, not what the techniques do.
+The quick run (CI-sized) takes 32 px, at most 96 training and 32 test images: it shows the
+pipeline runs end to end, not what the techniques do.
 
     python -m benchmarks --only transfer [--quick]
 """

@@ -12,7 +12,6 @@ from maskfx.train.recalibrate import recalibrate
 
 __all__ = ["Checkpoint", "CheckpointError", "Data", "DataError", "Distillation", "NonFiniteLossError", "PRESETS",
            "Phase", "Preset", "Recipe", "accuracy", "budget_structure_epochs", "clip_masks_after_steps",
-           "digits_tensors", "fit",
-           "learn_then_frozen", "load_checkpoint", "load_data", "maskconnect_recipe", "param_groups", "predict",
-           "preset", "recalibrate", "resolve_device", "reuse_freed_memory", "save_checkpoint", "structure_parameters",
-           "train_epochs", "train_one_epoch"]
+           "digits_tensors", "fit", "learn_then_frozen", "load_checkpoint", "load_data", "maskconnect_recipe",
+           "param_groups", "predict", "preset", "recalibrate", "resolve_device", "reuse_freed_memory", "save_checkpoint",
+           "structure_parameters", "train_epochs", "train_one_epoch"]
