@@ -39,9 +39,9 @@ class ChannelConfig:
     checkpoint prunes alike anywhere. ONNX Runtime pads a width off the block and reorders around
     it; a space narrower than ``round_to`` keeps at least one unit.
 
-    ``init_keep``: the probability that a gate is open at the start (Louizos et al.'s
-    hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
-    closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
+    ``init_keep``: the probability that a gate's training draw is exactly 1 at the start (for
+    Louizos et al.'s hard-concrete gate, whose draws can also fall between 0 and 1); near 1
+    trains a trained start on its own function until the budget's penalty closes gates. ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
     ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
     with a binary forward and the straight-through gradient, as the papers' masks learn
     (``benchmarks/gates.py`` measures the two against each other).

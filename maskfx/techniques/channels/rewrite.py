@@ -142,7 +142,7 @@ def select(gm: fx.GraphModule, allowed: dict[str, float] | None, round_to: int) 
     for name, gate in gates.items():
         p = gate.keep_probability().detach().float()
         order[name] = torch.argsort(p, stable=True).tolist()  # the least likely to be open first
-        score[name] = p
+        score[name] = p.double()  # the mean of equal float32 values is then exact: ties stay ties
         units = len(order[name])
         if allowed is None:
             open_units = int((gate.deterministic() > 0).sum())
