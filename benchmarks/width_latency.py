@@ -12,8 +12,9 @@ maskfx's 0.5-MAC resnet50 (the rounded, default row); the other rows are reporte
   random statistics and affine parameters (seeded), so no layer is the identity and collapse and
   export have something to fold and verify.
 - maskfx: ``transform(channels=True, budget=Budget(macs=0.5))``, untrained: every gate is equally
-  likely open, so ``freeze``'s selection follows its cost tie-break (the chunk that saves the most
-  MACs first), deterministically; then ``collapse("prune")``. The other rows:
+  likely open, so ``freeze``'s selection follows its tie-break (the space keeping the largest
+  share of its width gives a chunk first: a uniform width cut), deterministically; then
+  ``collapse("prune")``. The other rows:
   ``channels=ChannelConfig(round_to=r)`` (does a coarser multiple buy latency per MAC, or is the
   ratio a floor of ONNX Runtime's narrower convolutions?).
 - Torch-Pruning: ``BasePruner`` + ``MagnitudeImportance(p=2)``, local (uniform per layer), the
@@ -289,8 +290,9 @@ def run(quick: bool) -> dict:
         f"(torch.utils.flop_counter), {base_macs / 1e6:.1f}M dense.",
         f"maskfx: transform(channels=..., budget=Budget(macs={BUDGET})), untrained, freeze, collapse('prune') "
         f"(checked on {EXAMPLES} images). "
-        f"Every gate is equally likely open untrained, so freeze's selection follows its tie-break (the chunk "
-        f"that saves the most MACs first): the 'narrowest conv' column shows where that leaves the network.",
+        f"Every gate is equally likely open untrained, so freeze's selection follows its tie-break (the space "
+        f"keeping the largest share of its width gives a chunk first: a uniform width cut): the 'narrowest conv' "
+        f"column shows where that leaves the network.",
         *[f"{name}: {note}" for name, said in maskfx_notes.items() for note in said],
         f"Torch-Pruning {peer.version()}: BasePruner, MagnitudeImportance(p=2), local "
         f"(uniform per layer), the classifier kept; the pruning ratio by {budget.bisection_steps} bisection steps "
