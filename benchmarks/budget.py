@@ -69,6 +69,7 @@ from maskfx.peers import torch_pruning as peer
 from maskfx.report import count_macs, count_parameters, ort_latency
 from maskfx.train import Data, DataError, Phase, budget_structure_epochs, fit, learn_then_frozen, load_data, \
     resolve_device
+from maskfx.train.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 SUITE = "budget"
 TITLE = "A MACs budget: maskfx channel gates vs Torch-Pruning vs untouched (resnet18 on Fashion-MNIST)"
@@ -77,13 +78,17 @@ MODEL = "resnet18"
 LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01  # as the digits example (/tmp/fit1.py); gates: Adam at fit's GATE_LR
 BATCH = 64
 ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default multiple on this machine; the peer gets the same
-TEMPERATURE, ALPHA = 4.0, 0.5  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA), fit's defaults
+TEMPERATURE, ALPHA = DEFAULT_TEMPERATURE, DEFAULT_ALPHA  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA)
 EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX exports
 MAX_PRUNING_RATIO = peer.MAX_RATIO  # Torch-Pruning's ratio after its last step; it stops at the first under the target
 GOAL_BUDGET, GOAL_POINTS, GOAL_LATENCY = 0.5, 0.5, 0.55  # the issue: at 0.5 MACs within 0.5 pt, ORT <= 0.55x
 START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
 MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR = "maskfx", "Torch-Pruning", "Torch-Pruning, Taylor"
-PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor"}  # the peer's arms and their importance
+NOT_DISTILLED = ", not distilled"  # an arm trained on labels alone: the distillation's own effect, paired
+MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN = MASKFX + NOT_DISTILLED, TORCH_PRUNING_TAYLOR + NOT_DISTILLED
+PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor",  # the peer's arms and their importance
+         TORCH_PRUNING_TAYLOR_PLAIN: "taylor"}
+METHODS = (MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR, MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN)  # table order
 COLUMNS = ["MACs budget", "method", "test acc %", "acc std", "Δ vs untouched (pt, paired)", "Δ std", "MAC ratio",
            "parameters", "ORT b1 / untouched", "ORT b32 / untouched", "ORT b1 p50 ms", "ORT b32 p50 ms"]
 SEED_COLUMNS = ["seed", "MACs budget", "method", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters",
@@ -115,6 +120,15 @@ FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=8,
 # 16 px: the ImageNet stem still leaves a 1x1 map for layer3 and layer4, a quarter of the compute
 QUICK = RunBudget(image_size=16, train_images=96, test_images=96, pretrain=1, learn=1, structure=1, finetune=1,
                   budgets=(0.5,), seeds=(0,), latency_runs=5, batch32_runs=3, prune_steps=18)
+
+
+def distilled(method: str) -> bool:
+    return not method.endswith(NOT_DISTILLED)
+
+
+def counterpart(method: str) -> str:
+    """The maskfx arm a peer's arm is paired with: the one trained alike (distilled or not)."""
+    return MASKFX if distilled(method) else MASKFX_PLAIN
 
 
 def fashion_data(budget: RunBudget) -> Data:
@@ -166,15 +180,15 @@ def _teacher(start: nn.Module) -> nn.Module:
 
 
 def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: int, device: torch.device,
-               example: torch.Tensor, channels: bool | maskfx.ChannelConfig = True) -> Arm:
-    """``start`` under ``Budget(macs=b)``: gates learned with the weights, distilled from ``start``,
-    frozen, fine-tuned and collapsed (accuracy and size measured by the caller)."""
+               example: torch.Tensor, channels: bool | maskfx.ChannelConfig = True, distill: bool = True) -> Arm:
+    """``start`` under ``Budget(macs=b)``: gates learned with the weights (distilled from ``start``
+    unless ``distill`` is false), frozen, fine-tuned and collapsed (accuracy and size measured by the caller)."""
     began = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         net = maskfx.transform(start, channels=channels, example_inputs=(example,), budget=maskfx.Budget(macs=b))
     phases = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, budget.structure)
-    net, history = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start))
+    net, history = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start) if distill else None)
     deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
     report = maskfx.summary(deploy).collapse
     reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
@@ -222,19 +236,26 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
     arms[UNTOUCHED] = untouched_arm(start, data, budget, seed, device)
 
     for b in budget.budgets:
-        arms[arm_key(MASKFX, b)] = maskfx_arm(start, data, budget, b, seed, device, example)
+        for method in (MASKFX, MASKFX_PLAIN):
+            arms[arm_key(method, b)] = maskfx_arm(start, data, budget, b, seed, device, example,
+                                                  distill=distilled(method))
 
     base_macs = count_macs(start, example)
     batches = DataLoader(data.train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    pruned_by: dict[str, tuple[list[peer.Pruned], float]] = {}  # per importance: the pruned models, seconds each
     for method, importance in PEERS.items():
-        began = time.perf_counter()
-        pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps,
-                              importance, batches)
-        pruning = (time.perf_counter() - began) / len(pruned)
+        if importance not in pruned_by:
+            began = time.perf_counter()
+            pruned = torch_pruned(start, example, [int(b * base_macs) for b in budget.budgets], budget.prune_steps,
+                                  importance, batches)
+            pruned_by[importance] = pruned, (time.perf_counter() - began) / len(pruned)
+        pruned, pruning = pruned_by[importance]
         for b, got in zip(budget.budgets, pruned):
             began = time.perf_counter()
+            teacher = _teacher(start) if distilled(method) else None
             arms[arm_key(method, b)] = Arm(
-                _fit(got.model, data, plain_phases(budget), seed, device, f"{method} {b}", teacher=_teacher(start))[0],
+                _fit(copy.deepcopy(got.model), data, plain_phases(budget), seed, device, f"{method} {b}",
+                     teacher=teacher)[0],
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
     return measured(arms, full, example)
 
@@ -267,7 +288,7 @@ def rows(runs: list[dict[str, Arm]], budget: RunBudget,
          latency: dict[str, tuple[float, float]]) -> tuple[list[list[Cell]], list[list[Cell]], dict[str, dict]]:
     """The summary rows (means over seeds, paired differences), the per-seed rows, and per arm the
     numbers the notes judge."""
-    keys = [(START, None), (UNTOUCHED, None)] + [(m, b) for b in budget.budgets for m in (MASKFX, *PEERS)]
+    keys = [(START, None), (UNTOUCHED, None)] + [(m, b) for b in budget.budgets for m in METHODS]
     base_untouched = latency[UNTOUCHED]
     summary, per_seed, judged = [], [], {}
     for method, b in keys:
@@ -297,33 +318,35 @@ def _met(ok: bool) -> str:
 
 
 def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[str]:
-    """The issue's goals at ``GOAL_BUDGET`` and, for every budget, where each method lands."""
+    """For every budget and maskfx arm (distilled, not distilled), where it and the peers trained
+    alike land; at ``GOAL_BUDGET`` the issue's goals."""
     notes = []
     n = len(budget.seeds)
     for b in budget.budgets:
-        ours = judged[arm_key(MASKFX, b)]
-        line = (f"Budget {b}: maskfx {ours['delta']:+.2f} pt vs untouched (per seed "
-                f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "
-                f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, "
-                f"{'under' if all(r <= b for r in ours['macs']) else 'OVER'} the budget; ORT "
-                f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32)")
-        for method in PEERS:
-            theirs = judged[arm_key(method, b)]
-            versus = [o - t for o, t in zip(ours["deltas"], theirs["deltas"])]
-            line += (f"; {method} {theirs['delta']:+.2f} pt (MAC ratio "
-                     f"{'/'.join(f'{r:.3f}' for r in theirs['macs'])}, "
-                     f"{'under' if all(r <= b for r in theirs['macs']) else 'OVER'}; ORT {theirs['b1']}x / "
-                     f"{theirs['b32']}x), maskfx minus it {worded(versus, ' pt')}")
-        line += f" (paired over {n} seed(s); brackets: 95% intervals)."
-        if quick:
-            line += " No verdict (smoke budget)."
-        elif b == GOAL_BUDGET:
-            line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and ORT "
-                     f"latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "
-                     f"({ours['delta']:+.2f} pt, the mean paired difference), latency at batch 1 "
-                     f"{_met(ours['b1'] <= GOAL_LATENCY)} ({ours['b1']}x), at batch 32 "
-                     f"{_met(ours['b32'] <= GOAL_LATENCY)} ({ours['b32']}x).")
-        notes.append(line)
+        for mine in (MASKFX, MASKFX_PLAIN):
+            ours = judged[arm_key(mine, b)]
+            line = (f"Budget {b}: {mine} {ours['delta']:+.2f} pt vs untouched (per seed "
+                    f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "
+                    f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, "
+                    f"{'under' if all(r <= b for r in ours['macs']) else 'OVER'} the budget; ORT "
+                    f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32)")
+            for method in (m for m in PEERS if counterpart(m) == mine):
+                theirs = judged[arm_key(method, b)]
+                versus = [o - t for o, t in zip(ours["deltas"], theirs["deltas"])]
+                line += (f"; {method} {theirs['delta']:+.2f} pt (MAC ratio "
+                         f"{'/'.join(f'{r:.3f}' for r in theirs['macs'])}, "
+                         f"{'under' if all(r <= b for r in theirs['macs']) else 'OVER'}; ORT {theirs['b1']}x / "
+                         f"{theirs['b32']}x), {mine} minus it {worded(versus, ' pt')}")
+            line += f" (paired over {n} seed(s); brackets: 95% intervals)."
+            if quick:
+                line += " No verdict (smoke budget)."
+            elif b == GOAL_BUDGET:
+                line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and "
+                         f"ORT latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "
+                         f"({ours['delta']:+.2f} pt, the mean paired difference), latency at batch 1 "
+                         f"{_met(ours['b1'] <= GOAL_LATENCY)} ({ours['b1']}x), at batch 32 "
+                         f"{_met(ours['b32'] <= GOAL_LATENCY)} ({ours['b32']}x).")
+            notes.append(line)
     return notes
 
 
@@ -338,7 +361,8 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
               f"budget's target annealed from 1 over its first half, masks at {MASK_LR}; then freeze, which selects "
               f"channels under the budget) and {budget.finetune} at lr {FINETUNE_LR}. maskfx and Torch-Pruning distil "
               f"from the start "
-              f"(cross-entropy {1 - ALPHA} + KL at T={TEMPERATURE:g} {ALPHA}); the untouched model trains on plain. "
+              f"(cross-entropy {1 - ALPHA} + KL at T={TEMPERATURE:g} {ALPHA}), except the arms '{NOT_DISTILLED[2:]}' "
+              f"(cross-entropy alone, as the untouched model trains on). "
               f"SGD momentum 0.9, weight decay 5e-4, cosine within each phase, batch {BATCH}.")
     seeds_note = (f"Seeds: {', '.join(map(str, budget.seeds))}" +
                   (" — one seed only: the differences below carry one run's noise (on 10,000 test images a single "

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.budget import MASKFX, MASKFX_PLAIN, counterpart
 from benchmarks.measure import REUSED
 from benchmarks.stats import worded
 from benchmarks.suite import per_seed, rows_of
@@ -62,7 +63,8 @@ def demo() -> str:
 
 def budget() -> str:
     """The budget suite per budget and method: accuracy, the paired difference to the untouched
-    model with its 95% interval over the seeds, and maskfx minus Torch-Pruning, paired likewise."""
+    model with its 95% interval over the seeds, and maskfx minus each Torch-Pruning arm trained
+    alike (distilled or not), paired likewise."""
     summary, seeds_table = _load("benchmarks/results/budget.json")["tables"]
     seeds = per_seed(seeds_table, "MACs budget", "method")
     untouched = next(v for (b, m), v in seeds.items() if m.startswith("untouched"))
@@ -74,9 +76,10 @@ def budget() -> str:
         rows.append([str(row["MACs budget"]), row["method"], f"{row['test acc %']:.2f} ± {row['acc std']:.2f}",
                      worded([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
                      f"{row['parameters']:,}"])
-        if row["method"] != "maskfx":
-            ours = seeds[(row["MACs budget"], "maskfx")]
-            rows.append([str(row["MACs budget"]), f"maskfx minus {row['method']}", "", worded(
+        if row["method"] not in (MASKFX, MASKFX_PLAIN):
+            mine_label = counterpart(row["method"])
+            ours = seeds[(row["MACs budget"], mine_label)]
+            rows.append([str(row["MACs budget"]), f"{mine_label} minus {row['method']}", "", worded(
                 [ours[s] - mine[s] for s in mine]), "", ""])
     base = next(r for r in rows_of(summary) if r["method"].startswith("untouched"))
     rows.insert(0, ["-", base["method"], f"{base['test acc %']:.2f} ± {base['acc std']:.2f}", "", "1.000",

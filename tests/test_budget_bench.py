@@ -27,8 +27,8 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert summary["columns"] == budget.COLUMNS and per_seed["columns"] == budget.SEED_COLUMNS
     rows = {(row[1], row[0]): dict(zip(summary["columns"], row)) for row in summary["rows"]}
     (b,) = budget.QUICK.budgets
-    assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), (budget.MASKFX, b),
-                          *((method, b) for method in budget.PEERS)]
+    assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), *((method, b) for method in budget.METHODS)]
+    assert set(budget.METHODS) == {budget.MASKFX, budget.MASKFX_PLAIN, *budget.PEERS}
 
     untouched, start = rows[budget.UNTOUCHED, None], rows[budget.START, None]
     assert untouched["MAC ratio"] == start["MAC ratio"] == 1.0
@@ -36,7 +36,7 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert untouched["Δ vs untouched (pt, paired)"] is None
     assert untouched["ORT b1 / untouched"] == untouched["ORT b32 / untouched"] == 1.0
     assert start["ORT b1 p50 ms"] is None  # the start is not deployed, only measured
-    for method in (budget.MASKFX, *budget.PEERS):  # pruned under the budget, exported, timed
+    for method in budget.METHODS:  # pruned under the budget, exported, timed
         row = rows[method, b]
         assert 0 < row["MAC ratio"] <= b and row["parameters"] < RESNET18_10
         assert 0 < row["ORT b1 p50 ms"] and 0 < row["ORT b32 p50 ms"]
@@ -46,10 +46,13 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert all(0 <= row["test acc %"] <= 100 for row in rows.values())
 
     assert len(per_seed["rows"]) == len(rows) * len(budget.QUICK.seeds)
-    assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, budget.MASKFX, *budget.PEERS}
+    assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, *budget.METHODS}
     notes = summary["notes"]
     assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
-    assert any(note.startswith(f"Budget {b}: maskfx") and "No verdict (smoke budget)" in note for note in notes)
+    for mine in (budget.MASKFX, budget.MASKFX_PLAIN):  # each paired with the peers trained alike
+        assert any(note.startswith(f"Budget {b}: {mine} ") and "No verdict (smoke budget)" in note for note in notes)
+    assert budget.counterpart(budget.TORCH_PRUNING_TAYLOR_PLAIN) == budget.MASKFX_PLAIN
+    assert budget.counterpart(budget.TORCH_PRUNING) == budget.MASKFX
     assert f"## {saved['title']} (`budget`)" in render.section(saved)
     drawn = figures.draw(saved, tmp_path)  # accuracy against MACs and latency, from the file alone
     assert drawn == tmp_path / "budget.png" and drawn.read_bytes().startswith(b"\x89PNG")

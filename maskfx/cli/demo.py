@@ -34,6 +34,7 @@ from maskfx.report import Measurement, count_macs, count_parameters, ort_latency
 from maskfx.report.writer import comparison
 from maskfx.train import (Data, Phase, accuracy, budget_structure_epochs, fit, learn_then_frozen, load_data, predict,
                           resolve_device)
+from maskfx.train.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from maskfx.train.fit import GATE_LR, evaluation_loader
 from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_BATCHES
 
@@ -240,8 +241,8 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64"
               + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")
-              + ("; the transformed model also learns from the trained start's logits (distillation, T = 4, "
-                 "alpha 0.5)." if part.distill else "."))
+              + ("; the transformed model also learns from the trained start's logits (distillation, T = "
+                 f"{DEFAULT_TEMPERATURE:g}, alpha {DEFAULT_ALPHA:g})." if part.distill else "."))
     if facts is not None:
         recipe += (f" Torch-Pruning {facts['version']} (the peer): the same trained start, L2-magnitude channel "
                    f"pruning (BasePruner, MagnitudeImportance(p=2), local: one ratio per layer), round_to="

@@ -21,7 +21,7 @@ from maskfx.errors import UserError
 from maskfx.train import ddp
 from maskfx.train.checkpoint import Checkpoint, Recipe, save_checkpoint
 from maskfx.train.data import Data
-from maskfx.train.distill import Distillation
+from maskfx.train.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Distillation
 from maskfx.train.loop import accuracy, predict, run_epoch
 from maskfx.train.params import clip_masks_after_steps, param_groups
 from maskfx.train.optimizers import Optimizers
@@ -80,8 +80,9 @@ def fit(net: nn.Module, data: Data, phases: list[Phase], *, device: torch.device
         checkpoint: str | os.PathLike | None = None, resume: Checkpoint | None = None,
         job: ddp.Distributed = ddp.Distributed(), desc: str = "train", evaluate: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, amp: bool = True,
-        skip_nonfinite: bool = False, teacher: nn.Module | None = None, distill_temperature: float = 4.0,
-        distill_alpha: float = 0.5, recalibrate_batches: int = 0) -> list[dict[str, Any]]:
+        skip_nonfinite: bool = False, teacher: nn.Module | None = None,
+        distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,
+        recalibrate_batches: int = 0) -> list[dict[str, Any]]:
     """Train ``net`` through ``phases`` with SGD (cosine learning rate within each phase; channel
     gates with Adam, see ``_optimizers``). A net with a budget (``maskfx.Budget``) adds its
     penalty to the loss; its target anneals over the structure-learning epochs before the first
