@@ -15,6 +15,9 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
   through the budgets) until its MACs are at or under the same budget, then trained through the
   same phases with the same distillation; and the same with Taylor importance (|weight x
   gradient|, a training batch's cross-entropy gradient before each step);
+- maskfx and Torch-Pruning's Taylor arm again, not distilled (cross-entropy alone, as the
+  untouched model trains): the distillation's own effect, paired, where the start that teaches is
+  itself below the untouched model trained on;
 - untouched: the start trained on through the same phases (no distillation, no pruning).
 
 Every arm is measured on all 10,000 test images; its difference to the untouched model is paired
@@ -22,7 +25,7 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; about half an hour on 2 quiet CPU cores, other processes on a shared
+Budget (the full run; about 16 minutes on 2 CPU cores at load 2-5, other processes on a shared
 machine stretch it far beyond their share, as torch then runs more threads than there are cores):
 
 - 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
@@ -34,11 +37,12 @@ machine stretch it far beyond their share, as torch then runs more threads than 
   structure learns in the first 2 of the 3, the product's default (``budget_structure_epochs``:
   with all 3, two seeds of three stood at 58% and 54% in eval mode when the structure phase ended,
   its gates still moving, and one of them shipped 6.6 points under the untouched model; with 1,
-  the gates of the demo's ResNeXt branches had too few steps). The per-seed table records, for
+  the gates of the demo's ResNeXt branches had too few steps; both measured before the gates
+  started whole and distillation moved to T = 2). The per-seed table records, for
   maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
   the cut the learning made. On quiet cores an epoch costs 5-10 s.
-- all 10,000 test images for every one of the 11 models of a seed.
-- 3 seeds; one seed's 10 deployable models exported and timed.
+- all 10,000 test images for every one of the 17 models of a seed.
+- 3 seeds; one seed's 16 deployable models exported and timed.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.
