@@ -188,7 +188,7 @@ def test_the_planted_task_separates_the_estimators():
     """Why the hard-concrete is the default: over 3 seeds it closes the planted dead channels
     (measured 1.00 / 1.00 / 0.94 of the 32 right), while the straight-through Bernoulli gate, whose
     gradient is the loss's slope at the drawn mask rather than what closing a channel costs,
-    closes live ones instead (0.25 / 0.25 / 0.19: worse than chance)."""
+    closes live ones instead (0.12 / 0.25 / 0.19: worse than chance)."""
     agreement = {estimator: [_agreement_with_the_plant(seed, estimator) for seed in range(3)]
                  for estimator in ESTIMATORS}
     assert min(agreement["hard-concrete"]) >= 0.9, agreement
@@ -234,17 +234,14 @@ def _trained_start(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, step
 
 def _learn_under_budget(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: float, round_to: int,
                         estimator: str = "hard-concrete"):
-    """The budget's learning as ``fit`` runs it: weights by SGD, gates by Adam at 0.2, for 400
-    steps (the default start, a gate's draw whole 99% of the time, leaves the task few fractional
-    draws to tell live units from dead ones by until the penalty has lowered every gate: 200 steps
-    closed one or two live channels of 32, where a start at 80% had been enough)."""
+    """The budget's learning as ``fit`` runs it: weights by SGD, gates by Adam at 0.2."""
     net = maskfx.transform(model.train(), channels=maskfx.ChannelConfig(round_to=round_to, estimator=estimator),
                            example_inputs=(x[:2],), budget=maskfx.Budget(macs=budget, warmup=0.5))
     groups = maskfx.param_groups(net, lr=0.01)
     weights = torch.optim.SGD([g for g in groups if g["name"] == "weights"], lr=0.01, momentum=0.9)
     gates = torch.optim.Adam([dict(g, lr=0.2) for g in groups if g["name"] == "gates"])
-    net.maskfx_budget.schedule(400)
-    for _ in range(400):
+    net.maskfx_budget.schedule(200)
+    for _ in range(200):
         loss = nn.functional.cross_entropy(net(x), labels) + budget_penalty(net)
         weights.zero_grad()
         gates.zero_grad()
@@ -440,21 +437,17 @@ def test_one_training_draw_closes_a_channel_in_every_layer_writing_it():
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_each_gate_starts_open_with_init_keep_and_draws_at_its_keep_probability(estimator):
-    """Both estimators: at the start a training draw is exactly 1 at the rate ``init_keep``, it is
-    non-zero at least as often, and eval keeps every unit; the training draws are open at the rate
-    ``keep_probability`` states (20,000 draws per unit, a tolerance of 4 standard errors)."""
-    tolerance = float(4 * (0.25 / 20_000) ** 0.5)
-    gate = ChannelGate(ChannelSpace("s", channels=3, unit=1), init_keep=0.9, estimator=estimator)
+    """Both estimators: P(open) is ``init_keep`` at the start and eval keeps every unit; the
+    training draws are open at the rate ``keep_probability`` states (20,000 draws per unit, a
+    tolerance of 4 standard errors)."""
+    gate = ChannelGate(ChannelSpace("s", channels=3, unit=1), init_keep=0.99, estimator=estimator)
+    assert torch.allclose(gate.keep_probability(), torch.full((3,), 0.99)) and bool((gate.deterministic() == 1).all())
     torch.manual_seed(0)
-    with torch.no_grad():
-        whole = torch.stack([gate.sample() == 1 for _ in range(20_000)]).float().mean(0)
-    assert torch.allclose(whole, torch.full((3,), 0.9), atol=tolerance)
-    assert bool((gate.keep_probability() >= 0.9).all()) and bool((gate.deterministic() == 1).all())
     with torch.no_grad():
         gate.log_alpha.copy_(torch.tensor([-2.0, 0.3, 2.0]))
         want = gate.keep_probability()
         rate = torch.stack([gate.sample() > 0 for _ in range(20_000)]).float().mean(0)
-    assert torch.allclose(rate, want, atol=tolerance)
+    assert torch.allclose(rate, want, atol=float(4 * (0.25 / 20_000) ** 0.5))
 
 
 def test_the_straight_through_gate_is_binary_forward_and_passes_the_gradient_to_its_probability():

@@ -85,12 +85,9 @@ class ChannelGate(nn.Module):
         self.temperature = float(temperature)
         self.straight_through = estimator == "straight-through"
         units = space.channels // space.unit
-        # P(z = 1) = init_keep at the start: a training forward sees the start's function unchanged
-        # that often. It is sigmoid(log_alpha - beta * log((1 - gamma) / (zeta - 1))) for the
-        # hard-concrete (whose P(z > 0) is then nearer 1 still), sigmoid(log_alpha) for the
-        # straight-through gate. Keeping P(z > 0) at 0.99 instead left one hard-concrete draw in
-        # five fractional on every channel: a trained start then trains under noise it never saw.
-        start = math.log(init_keep / (1 - init_keep)) + self._whole_shift()
+        # P(open) = init_keep at the start: sigmoid(log_alpha - beta * log(-gamma / zeta)) for the
+        # hard-concrete, sigmoid(log_alpha) for the straight-through gate.
+        start = math.log(init_keep / (1 - init_keep)) + self._shift()
         self.log_alpha = nn.Parameter(torch.full((units,), start))
         self.register_buffer("frozen_mask", torch.ones(units))
         self.register_buffer("frozen", torch.tensor(False))
@@ -107,19 +104,15 @@ class ChannelGate(nn.Module):
     def structure_parameters(self) -> list[nn.Parameter]:
         return [self.log_alpha] if self.log_alpha.requires_grad else []
 
-    def _nonzero_shift(self) -> float:
-        """log_alpha minus the logit of P(z > 0)."""
+    def _shift(self) -> float:
+        """log_alpha minus the logit of P(open)."""
         return 0.0 if self.straight_through else self.temperature * math.log(-GAMMA / ZETA)
-
-    def _whole_shift(self) -> float:
-        """log_alpha minus the logit of P(z = 1)."""
-        return 0.0 if self.straight_through else self.temperature * math.log((1 - GAMMA) / (ZETA - 1))
 
     def keep_probability(self) -> torch.Tensor:
         """P(z > 0) per unit, differentiable (a frozen gate: its 0/1 mask)."""
         if self.is_frozen:
             return self.frozen_mask
-        return torch.sigmoid(self.log_alpha - self._nonzero_shift())
+        return torch.sigmoid(self.log_alpha - self._shift())
 
     def deterministic(self) -> torch.Tensor:
         """The gate eval uses per unit: in [0, 1], exactly 0 for a closed unit."""
