@@ -37,8 +37,8 @@ machine stretch it far beyond their share, as torch then runs more threads than 
   structure learns in the first 2 of the 3, the product's default (``budget_structure_epochs``:
   with all 3, two seeds of three stood at 58% and 54% in eval mode when the structure phase ended,
   its gates still moving, and one of them shipped 6.6 points under the untouched model; with 1,
-  the gates of the demo's ResNeXt branches had too few steps; both measured before the gates
-  started whole and distillation moved to T = 2). The per-seed table records, for
+  the gates of the demo's ResNeXt branches had too few steps; both measured with distillation at
+  T = 4, which made runs diverge of itself). The per-seed table records, for
   maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
   the cut the learning made. On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 17 models of a seed.

@@ -14,8 +14,8 @@ from maskfx.errors import UserError
 from maskfx.budget import penalty_state
 from maskfx.train import (Checkpoint, Phase, Recipe, budget_structure_epochs, ddp, fit, learn_then_frozen,
                           load_checkpoint, load_data, resolve_device, save_checkpoint)
-from maskfx.train.phases import PRESETS, preset
 from maskfx.train.distill import DEFAULT_TEMPERATURE
+from maskfx.train.phases import PRESETS, preset
 from maskfx.train.recalibrate import DEFAULT_BATCHES
 
 
@@ -57,8 +57,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     add_techniques(parser)
     add_budget(parser)
     parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"learn from the starting model's logits too (knowledge distillation, T = {DEFAULT_TEMPERATURE:g}; default: on "
-                             "when --weights gives a trained start)")
+                        help=f"learn from the starting model's logits too (knowledge distillation, "
+                             f"T = {DEFAULT_TEMPERATURE:g}; default: on when --weights gives a trained start)")
     schedule = parser.add_argument_group("schedule: learn structure, then freeze and fine-tune")
     schedule.add_argument("--epochs", type=count, default=3, help="epochs at --lr, the structure learning first")
     schedule.add_argument("--structure-epochs", type=count, default=None,

@@ -56,8 +56,8 @@ def budget_structure_epochs(epochs: int) -> int:
     start (Fashion-MNIST, seeds 0 / 1) one epoch shipped 78.4 / 79.1%, all three 72.9 / 79.0%, all
     but the last 77.7 / 78.8%; on the demo's small ResNeXt (digits, one seed, its gates choosing
     whole branches) 80.0%, 88.6% and 85.3%. All but the last never collapsed where all did, and lost
-    less than one did where one lost. (Measured before the gates started whole and distillation
-    moved to T = 2: both removed collapses of their own, so the choice is due a re-measurement.)"""
+    less than one did where one lost. (Measured with distillation at T = 4, which made freshly
+    pruned models diverge of itself: ``maskfx.train.distill``. The choice is due a re-measurement.)"""
     return max(1, epochs - 1) if epochs else 0
 
 
