@@ -90,6 +90,7 @@ START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
 MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR = "maskfx", "Torch-Pruning", "Torch-Pruning, Taylor"
 NOT_DISTILLED = ", not distilled"  # an arm trained on labels alone: the distillation's own effect, paired
 MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN = MASKFX + NOT_DISTILLED, TORCH_PRUNING_TAYLOR + NOT_DISTILLED
+MASKFX_ARMS = (MASKFX, MASKFX_PLAIN)  # maskfx distilled and not; every peer arm pairs with one (``counterpart``)
 PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor",  # the peer's arms and their importance
          TORCH_PRUNING_TAYLOR_PLAIN: "taylor"}
 METHODS = (MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR, MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN)  # table order
@@ -240,7 +241,7 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
     arms[UNTOUCHED] = untouched_arm(start, data, budget, seed, device)
 
     for b in budget.budgets:
-        for method in (MASKFX, MASKFX_PLAIN):
+        for method in MASKFX_ARMS:
             arms[arm_key(method, b)] = maskfx_arm(start, data, budget, b, seed, device, example,
                                                   distill=distilled(method))
 
@@ -327,7 +328,7 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
     notes = []
     n = len(budget.seeds)
     for b in budget.budgets:
-        for mine in (MASKFX, MASKFX_PLAIN):
+        for mine in MASKFX_ARMS:
             ours = judged[arm_key(mine, b)]
             line = (f"Budget {b}: {mine} {ours['delta']:+.2f} pt vs untouched (per seed "
                     f"{'/'.join(f'{d:+.2f}' for d in ours['deltas'])}; MAC ratio "

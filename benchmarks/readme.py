@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.budget import MASKFX, MASKFX_PLAIN, counterpart
+from benchmarks.budget import MASKFX_ARMS, counterpart
 from benchmarks.measure import REUSED
 from benchmarks.stats import worded
 from benchmarks.suite import per_seed, rows_of
@@ -76,7 +76,7 @@ def budget() -> str:
         rows.append([str(row["MACs budget"]), row["method"], f"{row['test acc %']:.2f} ± {row['acc std']:.2f}",
                      worded([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
                      f"{row['parameters']:,}"])
-        if row["method"] not in (MASKFX, MASKFX_PLAIN):
+        if row["method"] not in MASKFX_ARMS:
             mine_label = counterpart(row["method"])
             ours = seeds[(row["MACs budget"], mine_label)]
             rows.append([str(row["MACs budget"]), f"{mine_label} minus {row['method']}", "", worded(

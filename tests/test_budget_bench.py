@@ -28,7 +28,7 @@ def test_quick_run_measures_every_arm(tmp_path):
     rows = {(row[1], row[0]): dict(zip(summary["columns"], row)) for row in summary["rows"]}
     (b,) = budget.QUICK.budgets
     assert list(rows) == [(budget.START, None), (budget.UNTOUCHED, None), *((method, b) for method in budget.METHODS)]
-    assert set(budget.METHODS) == {budget.MASKFX, budget.MASKFX_PLAIN, *budget.PEERS}
+    assert set(budget.METHODS) == {*budget.MASKFX_ARMS, *budget.PEERS}
 
     untouched, start = rows[budget.UNTOUCHED, None], rows[budget.START, None]
     assert untouched["MAC ratio"] == start["MAC ratio"] == 1.0
@@ -49,7 +49,7 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert {row[2] for row in per_seed["rows"]} == {budget.START, budget.UNTOUCHED, *budget.METHODS}
     notes = summary["notes"]
     assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
-    for mine in (budget.MASKFX, budget.MASKFX_PLAIN):  # each paired with the peers trained alike
+    for mine in budget.MASKFX_ARMS:  # each paired with the peers trained alike
         assert any(note.startswith(f"Budget {b}: {mine} ") and "No verdict (smoke budget)" in note for note in notes)
     assert budget.counterpart(budget.TORCH_PRUNING_TAYLOR_PLAIN) == budget.MASKFX_PLAIN
     assert budget.counterpart(budget.TORCH_PRUNING) == budget.MASKFX

@@ -37,10 +37,10 @@ def learn_then_frozen(epochs: int, lr: float, mask_lr: float, finetune_epochs: i
 
     A budget wants the structure frozen before training ends (``budget_structure_epochs``): its
     gates keep moving until their phase ends, so the weights meet the frozen structure only after
-    it. Measured on the budget suite's trained start (resnet18, Fashion-MNIST, budget 0.5, ``round_to=8``, 3 + 2 epochs, seeds 0-2): 3 structure
-    epochs 73.5 / 79.1 / 78.1%, one 78.6 / 79.2 / 76.7% (the net in eval mode just before the
-    freeze, after 3: 58% and 54% on seeds 0 and 2; the untouched model trained on: 80.1 / 80.8 /
-    80.2%)."""
+    it. Measured on the budget suite's trained start (resnet18, Fashion-MNIST, budget 0.5,
+    ``round_to=8``, 3 + 2 epochs, seeds 0-2): 3 structure epochs 73.5 / 79.1 / 78.1%, one 78.6 /
+    79.2 / 76.7% (the net in eval mode just before the freeze, after 3: 58% and 54% on seeds 0 and
+    2; the untouched model trained on: 80.1 / 80.8 / 80.2%)."""
     structure = epochs if structure_epochs is None else structure_epochs
     if isinstance(structure, bool) or not (isinstance(structure, int) and 0 <= structure <= epochs):
         raise UserError(f"structure epochs must be an int from 0 to the {epochs} learning epochs, got {structure!r}")
