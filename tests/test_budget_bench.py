@@ -58,6 +58,20 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert drawn == tmp_path / "budget.png" and drawn.read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_batch_one_floor_recovers_a_planted_line():
+    """Latencies planted on 0.3 ms + 2 ms x MAC ratio: the note gives that line back, the ratio a
+    model at the goal's budget would run at on it, and the MACs the latency goal would take."""
+    macs = {budget.UNTOUCHED: 1.0, "a": 0.75, "b": 0.5, "c": 0.35}
+    first = {key: budget.Arm(None, macs=round(1e6 * fraction)) for key, fraction in macs.items()}
+    latency = {key: (0.3 + 2.0 * fraction, 1.0) for key, fraction in macs.items()}
+    note = budget.batch_one_floor(first, latency)
+    dense = 0.3 + 2.0
+    assert "p50 ms = 0.300 + 2.000 x MAC ratio" in note and "r^2 1.00" in note
+    assert f"{0.3 / dense:.0%} of the untouched model's call" in note
+    assert f"runs {(0.3 + 2.0 * budget.GOAL_BUDGET) / dense:.3f}x at batch 1" in note
+    assert f"takes {(budget.GOAL_LATENCY * dense - 0.3) / 2.0:.3f} of the MACs" in note
+
+
 def test_the_untouched_model_costs_what_resnet18_costs():
     import torch
     import torchvision
