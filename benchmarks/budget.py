@@ -15,6 +15,9 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
   through the budgets) until its MACs are at or under the same budget, then trained through the
   same phases with the same distillation; and the same with Taylor importance (|weight x
   gradient|, a training batch's cross-entropy gradient before each step);
+- maskfx again, distilled, its budget the MACs Torch-Pruning's L2 arm landed at (per seed and
+  budget): equal MACs exactly, where the peer's uniform steps of ``round_to`` channels overshoot
+  the budget (its Taylor arm takes the same steps);
 - maskfx and Torch-Pruning's Taylor arm again, not distilled (cross-entropy alone, as the
   untouched model trains): the distillation's own effect, paired, where the start that teaches is
   itself below the untouched model trained on;
@@ -44,8 +47,8 @@ machine stretch it far beyond their share, as torch then runs more threads than 
   T = 4, which made runs diverge of itself). The per-seed table records, for
   maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
   the cut the learning made. On quiet cores an epoch costs 5-10 s.
-- all 10,000 test images for every one of the 17 models of a seed.
-- 3 seeds; one seed's 16 deployable models exported and timed.
+- all 10,000 test images for every one of the 20 models of a seed.
+- 3 seeds; one seed's 19 deployable models exported and timed.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.
@@ -93,10 +96,13 @@ START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
 MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR = "maskfx", "Torch-Pruning", "Torch-Pruning, Taylor"
 NOT_DISTILLED = ", not distilled"  # an arm trained on labels alone: the distillation's own effect, paired
 MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN = MASKFX + NOT_DISTILLED, TORCH_PRUNING_TAYLOR + NOT_DISTILLED
-MASKFX_ARMS = (MASKFX, MASKFX_PLAIN)  # maskfx distilled and not; every peer arm pairs with one (``counterpart``)
+MASKFX_AT_PEER = MASKFX + ", at Torch-Pruning's MACs"  # distilled, its budget the peer's MACs: equal MACs exactly
+BUDGET_ARMS = (MASKFX, MASKFX_PLAIN)  # maskfx distilled and not at each budget asked
+MASKFX_ARMS = (*BUDGET_ARMS, MASKFX_AT_PEER)  # every peer arm pairs with those trained alike (``counterparts``)
 PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor",  # the peer's arms and their importance
          TORCH_PRUNING_TAYLOR_PLAIN: "taylor"}
-METHODS = (MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR, MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN)  # table order
+METHODS = (MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR, MASKFX_AT_PEER, MASKFX_PLAIN,  # table order
+           TORCH_PRUNING_TAYLOR_PLAIN)
 COLUMNS = ["MACs budget", "method", "test acc %", "acc std", "Δ vs untouched (pt, paired)", "Δ std", "MAC ratio",
            "parameters", "ORT b1 / untouched", "ORT b32 / untouched", "ORT b1 p50 ms", "ORT b32 p50 ms"]
 SEED_COLUMNS = ["seed", "MACs budget", "method", "test acc %", "Δ vs untouched (pt)", "MAC ratio", "parameters",
@@ -134,9 +140,10 @@ def distilled(method: str) -> bool:
     return not method.endswith(NOT_DISTILLED)
 
 
-def counterpart(method: str) -> str:
-    """The maskfx arm a peer's arm is paired with: the one trained alike (distilled or not)."""
-    return MASKFX if distilled(method) else MASKFX_PLAIN
+def counterparts(method: str) -> tuple[str, ...]:
+    """The maskfx arms a peer's arm is paired with: those trained alike (distilled or not), at the
+    budget and, distilled, at the peer's own MACs."""
+    return (MASKFX, MASKFX_AT_PEER) if distilled(method) else (MASKFX_PLAIN,)
 
 
 def fashion_data(budget: RunBudget) -> Data:
@@ -244,7 +251,7 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
     arms[UNTOUCHED] = untouched_arm(start, data, budget, seed, device)
 
     for b in budget.budgets:
-        for method in MASKFX_ARMS:
+        for method in BUDGET_ARMS:
             arms[arm_key(method, b)] = maskfx_arm(start, data, budget, b, seed, device, example,
                                                   distill=distilled(method))
 
@@ -265,6 +272,8 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
                 _fit(copy.deepcopy(got.model), data, plain_phases(budget), seed, device, f"{method} {b}",
                      teacher=teacher)[0],
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
+    for b, got in zip(budget.budgets, pruned_by[PEERS[TORCH_PRUNING]][0]):  # the budget the peer's step landed at
+        arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, got.macs / base_macs, seed, device, example)
     return measured(arms, full, example)
 
 
@@ -326,8 +335,8 @@ def _met(ok: bool) -> str:
 
 
 def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[str]:
-    """For every budget and maskfx arm (distilled, not distilled), where it and the peers trained
-    alike land; at ``GOAL_BUDGET`` the issue's goals."""
+    """For every budget and maskfx arm (distilled or not at the budget, distilled at the peer's
+    MACs), where it and the peers trained alike land; at ``GOAL_BUDGET`` the issue's goals."""
     notes = []
     n = len(budget.seeds)
     for b in budget.budgets:
@@ -338,7 +347,7 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
                     f"{'/'.join(f'{r:.3f}' for r in ours['macs'])}, "
                     f"{'under' if all(r <= b for r in ours['macs']) else 'OVER'} the budget; ORT "
                     f"{ours['b1']}x at batch 1, {ours['b32']}x at batch 32)")
-            for method in (m for m in PEERS if counterpart(m) == mine):
+            for method in (m for m in PEERS if mine in counterparts(m)):
                 theirs = judged[arm_key(method, b)]
                 versus = [o - t for o, t in zip(ours["deltas"], theirs["deltas"])]
                 line += (f"; {method} {theirs['delta']:+.2f} pt (MAC ratio "
@@ -348,6 +357,9 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
             line += f" (paired over {n} seed(s); brackets: 95% intervals)."
             if quick:
                 line += " No verdict (smoke budget)."
+            elif mine == MASKFX_AT_PEER:
+                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed: equal MACs, so the arms differ "
+                         f"only in which channels go and how they are chosen.")
             elif b == GOAL_BUDGET:
                 line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and "
                          f"ORT latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.budget import MASKFX_ARMS, counterpart
+from benchmarks.budget import MASKFX_ARMS, counterparts
 from benchmarks.measure import REUSED
 from benchmarks.stats import worded
 from benchmarks.suite import per_seed, rows_of
@@ -77,10 +77,10 @@ def budget() -> str:
                      worded([mine[s] - untouched[s] for s in mine]), f"{row['MAC ratio']:.3f}",
                      f"{row['parameters']:,}"])
         if row["method"] not in MASKFX_ARMS:
-            mine_label = counterpart(row["method"])
-            ours = seeds[(row["MACs budget"], mine_label)]
-            rows.append([str(row["MACs budget"]), f"{mine_label} minus {row['method']}", "", worded(
-                [ours[s] - mine[s] for s in mine]), "", ""])
+            for mine_label in counterparts(row["method"]):
+                ours = seeds[(row["MACs budget"], mine_label)]
+                rows.append([str(row["MACs budget"]), f"{mine_label} minus {row['method']}", "", worded(
+                    [ours[s] - mine[s] for s in mine]), "", ""])
     base = next(r for r in rows_of(summary) if r["method"].startswith("untouched"))
     rows.insert(0, ["-", base["method"], f"{base['test acc %']:.2f} ± {base['acc std']:.2f}", "", "1.000",
                     f"{base['parameters']:,}"])

@@ -51,8 +51,10 @@ def test_quick_run_measures_every_arm(tmp_path):
     assert any(f"tested on {budget.QUICK.test_images} test images" in note for note in notes)
     for mine in budget.MASKFX_ARMS:  # each paired with the peers trained alike
         assert any(note.startswith(f"Budget {b}: {mine} ") and "No verdict (smoke budget)" in note for note in notes)
-    assert budget.counterpart(budget.TORCH_PRUNING_TAYLOR_PLAIN) == budget.MASKFX_PLAIN
-    assert budget.counterpart(budget.TORCH_PRUNING) == budget.MASKFX
+    assert budget.counterparts(budget.TORCH_PRUNING_TAYLOR_PLAIN) == (budget.MASKFX_PLAIN,)
+    assert budget.counterparts(budget.TORCH_PRUNING) == (budget.MASKFX, budget.MASKFX_AT_PEER)
+    at_peer, peer = rows[budget.MASKFX_AT_PEER, b], rows[budget.TORCH_PRUNING, b]  # equal MACs, within freeze's 3%
+    assert 0.97 * peer["MAC ratio"] <= at_peer["MAC ratio"] <= peer["MAC ratio"]
     assert f"## {saved['title']} (`budget`)" in render.section(saved)
     drawn = figures.draw(saved, tmp_path)  # accuracy against MACs and latency, from the file alone
     assert drawn == tmp_path / "budget.png" and drawn.read_bytes().startswith(b"\x89PNG")
