@@ -44,7 +44,9 @@ machine stretch it far beyond their share, as torch then runs more threads than 
   with all 3, two seeds of three stood at 58% and 54% in eval mode when the structure phase ended,
   its gates still moving, and one of them shipped 6.6 points under the untouched model; with 1,
   the gates of the demo's ResNeXt branches had too few steps; both measured with distillation at
-  T = 4, which made runs diverge of itself). The per-seed table records, for
+  T = 4, which made runs diverge of itself; at T = 2 from the 16-epoch start 1, 2 and 3 structure
+  epochs shipped within a few tenths of each other, the function's docstring has the numbers).
+  The per-seed table records, for
   maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
   the cut the learning made. On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 20 models of a seed.
