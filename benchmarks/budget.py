@@ -16,8 +16,9 @@ For every seed one trained start (torchvision resnet18, no weights, a 10-class h
   same phases with the same distillation; and the same with Taylor importance (|weight x
   gradient|, a training batch's cross-entropy gradient before each step);
 - maskfx again, distilled, its budget the MACs Torch-Pruning's L2 arm landed at (per seed and
-  budget): equal MACs exactly, where the peer's uniform steps of ``round_to`` channels overshoot
-  the budget (its Taylor arm takes the same steps);
+  budget; its Taylor arm takes the same steps), which freeze meets from under: equal MACs to the
+  MAC ratio table's precision, where the peer's uniform steps of ``round_to`` channels overshoot
+  the budget;
 - maskfx and Torch-Pruning's Taylor arm again, not distilled (cross-entropy alone, as the
   untouched model trains): the distillation's own effect, paired, where the start that teaches is
   itself below the untouched model trained on;
@@ -60,6 +61,7 @@ it shows the pipeline runs end to end, not what the methods do.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import statistics
 import tempfile
@@ -243,8 +245,9 @@ def measured(arms: dict[str, Arm], full: Data, example: torch.Tensor) -> dict[st
 
 
 def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, device: torch.device) -> dict[str, Arm]:
-    """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget
-    ``(MASKFX, b)`` and each of ``PEERS`` at ``b`` (keys as ``arm_key``)."""
+    """Every arm of one seed, trained and measured: ``START``, ``UNTOUCHED`` and per budget ``b``
+    each of ``BUDGET_ARMS`` and ``PEERS`` at ``b``, and ``MASKFX_AT_PEER`` at the MACs Torch-Pruning
+    landed at (keys as ``arm_key``)."""
     data = training_subset(full, budget.train_images, seed)
     arms: dict[str, Arm] = {}
 
@@ -275,7 +278,8 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
                      teacher=teacher)[0],
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
     for b, got in zip(budget.budgets, pruned_by[PEERS[TORCH_PRUNING]][0]):  # the budget the peer's step landed at
-        arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, got.macs / base_macs, seed, device, example)
+        at_peer = math.floor(got.macs / base_macs * 1e4) / 1e4  # 4 digits, not above the peer's
+        arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, at_peer, seed, device, example)
     return measured(arms, full, example)
 
 
@@ -360,8 +364,8 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
             if quick:
                 line += " No verdict (smoke budget)."
             elif mine == MASKFX_AT_PEER:
-                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed: equal MACs, so the arms differ "
-                         f"only in which channels go and how they are chosen.")
+                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed (to 4 digits, met from under): "
+                         f"at equal MACs the arms differ only in which channels go and how they are chosen.")
             elif b == GOAL_BUDGET:
                 line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and "
                          f"ORT latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "
@@ -382,6 +386,9 @@ def batch_one_floor(first: dict[str, Arm], latency: dict[str, tuple[float, float
     macs, ms = zip(*((first[key].macs / base, times[0]) for key, times in latency.items()))
     slope, intercept = statistics.linear_regression(macs, ms)
     dense = intercept + slope
+    if slope <= 0 or intercept < 0:
+        return f"Batch 1's floor: the {len(ms)} timed models' latencies fit no line (slope {slope:.3f} ms, " \
+               f"intercept {intercept:.3f} ms): no floor to read."
     return (f"Batch 1's floor: over the {len(ms)} timed models, p50 ms = {intercept:.3f} + {slope:.3f} x MAC ratio "
             f"(least squares, r^2 {statistics.correlation(macs, ms) ** 2:.2f}). The {intercept:.3f} ms no width "
             f"removes is {intercept / dense:.0%} of the untouched model's call on that line, so a model at "

@@ -64,7 +64,7 @@ def demo() -> str:
 def budget() -> str:
     """The budget suite per budget and method: accuracy, the paired difference to the untouched
     model with its 95% interval over the seeds, and maskfx minus each Torch-Pruning arm trained
-    alike (distilled or not), paired likewise."""
+    alike (distilled or not; distilled, also maskfx at the peer's own MACs), paired likewise."""
     summary, seeds_table = _load("benchmarks/results/budget.json")["tables"]
     seeds = per_seed(seeds_table, "MACs budget", "method")
     untouched = next(v for (b, m), v in seeds.items() if m.startswith("untouched"))

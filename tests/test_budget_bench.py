@@ -53,7 +53,7 @@ def test_quick_run_measures_every_arm(tmp_path):
         assert any(note.startswith(f"Budget {b}: {mine} ") and "No verdict (smoke budget)" in note for note in notes)
     assert budget.counterparts(budget.TORCH_PRUNING_TAYLOR_PLAIN) == (budget.MASKFX_PLAIN,)
     assert budget.counterparts(budget.TORCH_PRUNING) == (budget.MASKFX, budget.MASKFX_AT_PEER)
-    at_peer, peer = rows[budget.MASKFX_AT_PEER, b], rows[budget.TORCH_PRUNING, b]  # equal MACs, within freeze's 3%
+    at_peer, peer = rows[budget.MASKFX_AT_PEER, b], rows[budget.TORCH_PRUNING, b]  # met from under, within 3% as resnet18's budgets are (test_channels)
     assert 0.97 * peer["MAC ratio"] <= at_peer["MAC ratio"] <= peer["MAC ratio"]
     assert f"## {saved['title']} (`budget`)" in render.section(saved)
     drawn = figures.draw(saved, tmp_path)  # accuracy against MACs and latency, from the file alone
@@ -72,6 +72,8 @@ def test_the_batch_one_floor_recovers_a_planted_line():
     assert f"{0.3 / dense:.0%} of the untouched model's call" in note
     assert f"runs {(0.3 + 2.0 * budget.GOAL_BUDGET) / dense:.3f}x at batch 1" in note
     assert f"takes {(budget.GOAL_LATENCY * dense - 0.3) / 2.0:.3f} of the MACs" in note
+    falling = {key: (1.0 - 0.1 * fraction, 1.0) for key, fraction in macs.items()}  # noise, no line: no floor read
+    assert "fit no line" in budget.batch_one_floor(first, falling)
 
 
 def test_the_untouched_model_costs_what_resnet18_costs():
