@@ -61,7 +61,6 @@ it shows the pipeline runs end to end, not what the methods do.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import statistics
 import tempfile
@@ -278,8 +277,7 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
                      teacher=teacher)[0],
                 seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
     for b, got in zip(budget.budgets, pruned_by[PEERS[TORCH_PRUNING]][0]):  # the budget the peer's step landed at
-        at_peer = math.floor(got.macs / base_macs * 1e4) / 1e4  # 4 digits, not above the peer's
-        arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, at_peer, seed, device, example)
+        arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, got.macs / base_macs, seed, device, example)
     return measured(arms, full, example)
 
 
@@ -364,7 +362,7 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
             if quick:
                 line += " No verdict (smoke budget)."
             elif mine == MASKFX_AT_PEER:
-                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed (to 4 digits, met from under): "
+                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed (met from under): "
                          f"at equal MACs the arms differ only in which channels go and how they are chosen.")
             elif b == GOAL_BUDGET:
                 line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and "
