@@ -362,8 +362,8 @@ def goal_notes(budget: RunBudget, judged: dict[str, dict], quick: bool) -> list[
             if quick:
                 line += " No verdict (smoke budget)."
             elif mine == MASKFX_AT_PEER:
-                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed (met from under): "
-                         f"at equal MACs the arms differ only in which channels go and how they are chosen.")
+                line += (f" Its budget: {TORCH_PRUNING}'s MAC ratio at {b}, per seed: equal MACs, so the arms differ "
+                         f"only in which channels go and how they are chosen.")
             elif b == GOAL_BUDGET:
                 line += (f" Goals (the issue: at {GOAL_BUDGET} MACs within {GOAL_POINTS} pt of the untouched model and "
                          f"ORT latency <= {GOAL_LATENCY}x): accuracy {_met(ours['delta'] >= -GOAL_POINTS)} "
