@@ -29,7 +29,7 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; 16-20 minutes on 2 CPU cores at load 2-6, other processes on a shared
+Budget (the full run; 26 minutes on 2 CPU cores at load 2-7, the recorded run, other processes on a shared
 machine stretch it far beyond their share, as torch then runs more threads than there are cores):
 
 - 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
