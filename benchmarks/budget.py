@@ -29,8 +29,9 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; 26 minutes on 2 CPU cores at load 2-7, the recorded run, other processes on a shared
-machine stretch it far beyond their share, as torch then runs more threads than there are cores):
+Budget (the full run; the recorded one took 26 minutes on 2 CPU cores at load 2-7; other processes
+on a shared machine stretch it far beyond their share, as torch then runs more threads than there
+are cores):
 
 - 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
   channels, as ``load_data`` serves them): 37M MACs an image untouched.
@@ -99,7 +100,7 @@ START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
 MASKFX, TORCH_PRUNING, TORCH_PRUNING_TAYLOR = "maskfx", "Torch-Pruning", "Torch-Pruning, Taylor"
 NOT_DISTILLED = ", not distilled"  # an arm trained on labels alone: the distillation's own effect, paired
 MASKFX_PLAIN, TORCH_PRUNING_TAYLOR_PLAIN = MASKFX + NOT_DISTILLED, TORCH_PRUNING_TAYLOR + NOT_DISTILLED
-MASKFX_AT_PEER = MASKFX + ", at Torch-Pruning's MACs"  # distilled, its budget the peer's MACs: equal MACs exactly
+MASKFX_AT_PEER = MASKFX + ", at Torch-Pruning's MACs"  # distilled, its budget the peer's MAC ratio (met from under)
 BUDGET_ARMS = (MASKFX, MASKFX_PLAIN)  # maskfx distilled and not at each budget asked
 MASKFX_ARMS = (*BUDGET_ARMS, MASKFX_AT_PEER)  # every peer arm pairs with those trained alike (``counterparts``)
 PEERS = {TORCH_PRUNING: "l2", TORCH_PRUNING_TAYLOR: "taylor",  # the peer's arms and their importance
