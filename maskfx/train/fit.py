@@ -35,6 +35,10 @@ def evaluation_loader(data: Data, batch_size: int = 256) -> DataLoader:
 
 
 GATE_LR = 0.2  # Adam's learning rate for channel gates (CoFi trains its L0 gates with Adam at 0.01-0.1)
+# Adam's momentum for the gates: 0.5, not the usual 0.9. When the budget's penalty goes silent at
+# its target, the gates' momentum keeps closing them for about 1 / (1 - beta1) steps (maskfx.budget
+# says what that cost).
+GATE_BETAS = (0.5, 0.999)
 
 
 def _optimizers(net: nn.Module, phase: Phase, momentum: float,
@@ -50,7 +54,7 @@ def _optimizers(net: nn.Module, phase: Phase, momentum: float,
         return sgd, sgd
     for group in gates:
         group["lr"] = GATE_LR
-    return Optimizers(sgd, torch.optim.Adam(gates, lr=GATE_LR)), sgd
+    return Optimizers(sgd, torch.optim.Adam(gates, lr=GATE_LR, betas=GATE_BETAS)), sgd
 
 
 def _learning_epochs(phases: list[Phase]) -> int:
