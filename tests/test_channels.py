@@ -500,3 +500,12 @@ def test_fit_records_how_far_the_structure_learned_and_warns_when_freeze_made_th
     long, warned = _fit_planted_under_budget(structure_epochs=12)
     reached = [record["budget_expected"]["macs"] for record in long if "budget_expected" in record]
     assert len(reached) == 12 and reached[-1] <= 0.55 + maskfx.budget.SHORTFALL * 0.45 and not warned
+
+
+def test_the_learning_holds_the_budget_once_it_reaches_it():
+    """The gates' momentum (``GATE_BETAS``) lets them stop when the penalty falls silent: on the
+    planted task the expected MACs follow the annealed target down to 0.55 and stay within 0.02 of
+    it. With Adam's usual 0.9 they went on closing to 0.475 and ended at 0.49 (measured)."""
+    history, _ = _fit_planted_under_budget(structure_epochs=12)
+    reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
+    assert min(reached) >= 0.55 - 0.02 and abs(reached[-1] - 0.55) <= 0.02, reached

@@ -35,7 +35,7 @@ from maskfx.report.writer import comparison
 from maskfx.train import (Data, Phase, accuracy, budget_structure_epochs, fit, learn_then_frozen, load_data, predict,
                           resolve_device)
 from maskfx.train.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
-from maskfx.train.fit import GATE_LR, evaluation_loader
+from maskfx.train.fit import GATE_BETAS, GATE_LR, evaluation_loader
 from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_BATCHES
 
 
@@ -240,7 +240,7 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
               f"and frozen after them, then {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64"
-              + (f"; channel gates by Adam at lr {GATE_LR}" if collapses["prune"].budget is not None else "")
+              + (f"; channel gates by Adam at lr {GATE_LR}, betas {GATE_BETAS}" if collapses["prune"].budget is not None else "")
               + ("; the transformed model also learns from the trained start's logits (distillation, T = "
                  f"{DEFAULT_TEMPERATURE:g}, alpha {DEFAULT_ALPHA:g})." if part.distill else "."))
     if facts is not None:
