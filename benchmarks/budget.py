@@ -29,7 +29,7 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; the recorded one took 26 minutes on 2 CPU cores at load 2-7; other processes
+Budget (the full run; the recorded one took 16 minutes on 2 CPU cores at load 1.7-5.1; other processes
 on a shared machine stretch it far beyond their share, as torch then runs more threads than there
 are cores):
 
@@ -39,18 +39,19 @@ are cores):
   the start (a trained start, near where more training stops paying: the untouched model gains
   0.8-1.2 points by training on; after 8 epochs it gained 1.6, and distilling from that start cost
   every distilled arm 0.6-0.8 points at every budget, the teacher being below what its student
-  reached on labels alone; side runs at 16, seeds 0 / 1, budget 0.5: maskfx distilled -0.34 /
-  -0.61 points, not distilled -0.54 / -0.84: the comparison measures what pruning costs rather
-  than who catches up), then 3 at the learning rate and 2 of fine-tuning for every arm; maskfx's
-  structure learns in the first 2 of the 3, the product's default (``budget_structure_epochs``:
-  with all 3, two seeds of three stood at 58% and 54% in eval mode when the structure phase ended,
-  its gates still moving, and one of them shipped 6.6 points under the untouched model; with 1,
-  the gates of the demo's ResNeXt branches had too few steps; both measured with distillation at
-  T = 4, which made runs diverge of itself; at T = 2 from the 16-epoch start 1, 2 and 3 structure
-  epochs shipped within a few tenths of each other, the function's docstring has the numbers).
-  The per-seed table records, for
-  maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected: how much of
-  the cut the learning made. On quiet cores an epoch costs 5-10 s.
+  reached on labels alone; side runs at 16, seeds 0 / 1, budget 0.5, at the gates' former momentum
+  0.9: maskfx distilled -0.34 / -0.61 points, not distilled -0.54 / -0.84; at momentum 0.5 the
+  recorded run has them the other way, -0.57 / -0.86 against -0.07 / -0.79: the comparison measures
+  what pruning costs rather than who catches up), then 3 at the learning rate and 2 of fine-tuning
+  for every arm; maskfx's structure learns in the first 2 of the 3, the product's default
+  (``budget_structure_epochs``: with all 3, two seeds of three stood at 58% and 54% in eval mode
+  when the structure phase ended, its gates still moving, and one of them shipped 6.6 points under
+  the untouched model; with 1, the gates of the demo's ResNeXt branches had too few steps; both
+  measured with distillation at T = 4, which made runs diverge of itself; at T = 2 from the
+  16-epoch start 1, 2 and 3 structure epochs shipped within a few tenths of each other, the
+  function's docstring has the numbers). The per-seed table records, for maskfx, the expected MAC
+  ratio its gates' probabilities gave when freeze selected: how much of the cut the learning made.
+  On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 20 models of a seed.
 - 3 seeds; one seed's 19 deployable models exported and timed.
 
@@ -89,7 +90,7 @@ SUITE = "budget"
 TITLE = "A MACs budget: maskfx channel gates vs Torch-Pruning vs untouched (resnet18 on Fashion-MNIST)"
 DATA = "fashion-mnist"  # a load_data spec; the tests may point it elsewhere
 MODEL = "resnet18"
-LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01  # as the digits example (/tmp/fit1.py); gates: Adam at fit's GATE_LR
+LR, MASK_LR, FINETUNE_LR = 0.05, 0.5, 0.01  # as the digits example; gates: Adam at fit's GATE_LR, GATE_BETAS
 BATCH = 64
 ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default multiple on this machine; the peer gets the same
 TEMPERATURE, ALPHA = DEFAULT_TEMPERATURE, DEFAULT_ALPHA  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA)

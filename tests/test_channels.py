@@ -1,5 +1,6 @@
 """Channel gates: which channels go together, exact folding and pruning, a planted test of what
 closes, and the budget's selection, errors and landing."""
+import functools
 import warnings
 
 import pytest
@@ -471,6 +472,7 @@ def test_a_bad_estimator_is_one_clear_error():
         maskfx.ChannelConfig(estimator="gumbel")
 
 
+@functools.cache  # two tests read the 12-epoch run
 def _fit_planted_under_budget(structure_epochs: int) -> tuple[list[dict], list[str]]:
     """The planted model under a 0.55 budget through ``fit``: ``structure_epochs`` epochs of 8 steps
     learning the gates, then freeze and one epoch of weights; the history and the shortfall warnings."""

@@ -240,7 +240,8 @@ def run_part(part: Part, data: Data, budget: Schedule, out: Path, device: torch.
               f"and frozen after them, then {budget.finetune} epochs at lr "
               f"{FINETUNE_LR}; the baseline trains on with the same schedule. SGD, momentum 0.9, weight decay 5e-4, "
               f"cosine within each phase, batch 64"
-              + (f"; channel gates by Adam at lr {GATE_LR}, betas {GATE_BETAS}" if collapses["prune"].budget is not None else "")
+              + (f"; channel gates by Adam at lr {GATE_LR}, betas {GATE_BETAS}"
+                 if collapses["prune"].budget is not None else "")
               + ("; the transformed model also learns from the trained start's logits (distillation, T = "
                  f"{DEFAULT_TEMPERATURE:g}, alpha {DEFAULT_ALPHA:g})." if part.distill else "."))
     if facts is not None:

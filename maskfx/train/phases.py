@@ -60,7 +60,9 @@ def budget_structure_epochs(epochs: int) -> int:
     pruned models diverge of itself: ``maskfx.train.distill``.) Re-measured at T = 2 on the suite's
     16-epoch start, seeds 0 / 1, points against the untouched model: at budget 0.5 one epoch
     -0.05 / -0.98, all but the last -0.34 / -0.61, all three -0.64 / -0.46; at 0.35 -0.24 / -1.04,
-    -0.33 / -0.97, -0.30 / -0.68. No choice is ahead on resnet18 (one epoch leaves 0.94 of the
+    -0.33 / -0.97, -0.30 / -0.68 (at the gates' former momentum 0.9; at 0.5 one epoch ends at
+    0.87 of the MACs and shipped -0.91 on 3 seeds at budget 0.303, against -0.75 for two: see
+    ``maskfx.budget``). No choice is ahead on resnet18 (one epoch leaves 0.94 of the
     MACs to freeze's selection and loses no more), so the ResNeXt's need for steps decides."""
     return max(1, epochs - 1) if epochs else 0
 
