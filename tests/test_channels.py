@@ -15,7 +15,7 @@ from maskfx.measure import count_macs
 from maskfx.techniques.channels.config import ESTIMATORS
 from maskfx.techniques.channels.layers import GAMMA, ZETA, ChannelGate, ChannelSpace
 from maskfx.techniques.channels.rewrite import gates_of
-from maskfx.train.fit import GATE_BETAS, GATE_LR
+from maskfx.train.fit import gate_optimizer
 
 
 def _busy_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -241,7 +241,7 @@ def _learn_under_budget(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                            example_inputs=(x[:2],), budget=maskfx.Budget(macs=budget, warmup=0.5))
     groups = maskfx.param_groups(net, lr=0.01)
     weights = torch.optim.SGD([g for g in groups if g["name"] == "weights"], lr=0.01, momentum=0.9)
-    gates = torch.optim.Adam([dict(g, lr=GATE_LR) for g in groups if g["name"] == "gates"], betas=GATE_BETAS)
+    gates = gate_optimizer([g for g in groups if g["name"] == "gates"])
     net.maskfx_budget.schedule(200)
     for _ in range(200):
         loss = nn.functional.cross_entropy(net(x), labels) + budget_penalty(net)

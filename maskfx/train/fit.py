@@ -42,6 +42,13 @@ GATE_LR = 0.2  # Adam's learning rate for channel gates (CoFi trains its L0 gate
 GATE_BETAS = (0.5, 0.999)
 
 
+def gate_optimizer(gate_groups: list[dict]) -> torch.optim.Adam:
+    """Adam over the channel gates' parameter groups (``param_groups``' ``"gates"``) at
+    ``GATE_LR`` and ``GATE_BETAS``, whatever rate the groups carry: the gates' optimizer ``fit``
+    steps, for a loop of one's own too."""
+    return torch.optim.Adam([dict(group, lr=GATE_LR) for group in gate_groups], betas=GATE_BETAS)
+
+
 def _optimizers(net: nn.Module, phase: Phase, momentum: float,
                 weight_decay: float) -> tuple[torch.optim.Optimizer | Optimizers, torch.optim.SGD]:
     """SGD for the weights and the masks, which it clips after each step; Adam for channel gates,
@@ -53,9 +60,7 @@ def _optimizers(net: nn.Module, phase: Phase, momentum: float,
     clip_masks_after_steps(sgd, net)
     if not gates or phase.mask_lr == 0:  # a phase without structure learning leaves the gates as they are
         return sgd, sgd
-    for group in gates:
-        group["lr"] = GATE_LR
-    return Optimizers(sgd, torch.optim.Adam(gates, lr=GATE_LR, betas=GATE_BETAS)), sgd
+    return Optimizers(sgd, gate_optimizer(gates)), sgd
 
 
 def _learning_epochs(phases: list[Phase]) -> int:

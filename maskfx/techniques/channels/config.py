@@ -43,12 +43,12 @@ class ChannelConfig:
     hard-concrete gate); near 1 keeps a trained start's function until the budget's penalty
     closes gates. At 0.99 one hard-concrete training draw in five is fractional (in (0, 1)): a
     start whole 99% of the time (``init_keep=0.9996``) was measured against it, distilled at T = 2
-    (at the gates' former Adam momentum 0.9), and lost on both models. The budget suite's resnet18 learned less of the cut before the freeze
-    (0.66-0.72 of the MACs against 0.44-0.56 at budget 0.5) and shipped 0.16-0.24 points lower on
-    the mean of 3 seeds at each budget (lower in 7 of the 9 seed-budget pairs); the demo's
-    ResNeXt, whose units are whole branches, 15.6 points lower (74.2% against 89.8%). The task
-    needs fractional draws to tell units apart. ``temperature``: the hard-concrete's beta (2/3 in
-    the paper and CoFi).
+    (at the gates' former Adam momentum 0.9), and lost on both models. The budget suite's resnet18
+    learned less of the cut before the freeze (0.66-0.72 of the MACs against 0.44-0.56 at budget
+    0.5) and shipped 0.16-0.24 points lower on the mean of 3 seeds at each budget (lower in 7 of
+    the 9 seed-budget pairs); the demo's ResNeXt, whose units are whole branches, 15.6 points
+    lower (74.2% against 89.8%). The task needs fractional draws to tell units apart.
+    ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
     ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
     with a binary forward and the straight-through gradient, as the papers' masks learn
     (``benchmarks/gates.py`` measures the two against each other).
