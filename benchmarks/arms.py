@@ -44,16 +44,21 @@ def fashion_split(train_images: int, test_images: int | None, seed: int, image_s
     overfitting regime, as ``digits_data``), and its 10,000 test images or the first
     ``test_images`` of them; ``DataError`` (how to get them) when the files are not here.
     ``spec``: the ``load_data`` name, ``fashion-mnist:PATH`` for the files elsewhere."""
-    data = training_subset(load_data(spec, image_size=image_size), train_images, seed)
-    if test_images is not None:
-        data.test = Subset(data.test, range(min(test_images, len(data.test))))
-    return data
+    return first_test_images(training_subset(load_data(spec, image_size=image_size), train_images, seed), test_images)
 
 
 def training_subset(data: Data, images: int, seed: int) -> Data:
     """``images`` training images drawn with ``seed`` (as ``load_data``'s ``limit``), the test set whole."""
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
     return Data(Subset(data.train, order[:images].tolist()), data.test, data.num_classes, data.input_shape)
+
+
+def first_test_images(data: Data, images: int | None) -> Data:
+    """``data`` with the first ``images`` of its test images (``None``: all of them): a smoke run's
+    test set, the same images on every call."""
+    if images is not None:
+        data.test = Subset(data.test, range(min(images, len(data.test))))
+    return data
 
 
 def example_batch(data: Data, size: int = 8) -> torch.Tensor:

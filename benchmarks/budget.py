@@ -29,7 +29,7 @@ by seed. The first seed's deployable models are exported with ``maskfx.export_on
 ONNX Runtime) and timed in one interleaved ONNX Runtime run per batch size (1 and 32), so the
 latency ratios share the machine's noise.
 
-Budget (the full run; the recorded one took 16 minutes on 2 CPU cores at load 1.7-5.1; other processes
+Budget (the full run; the recorded one took 43 minutes on 2 CPU cores, nothing else running; other processes
 on a shared machine stretch it far beyond their share, as torch then runs more threads than there
 are cores):
 
@@ -53,7 +53,9 @@ are cores):
   ratio its gates' probabilities gave when freeze selected: how much of the cut the learning made.
   On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 20 models of a seed.
-- 3 seeds; one seed's 19 deployable models exported and timed.
+- 8 seeds (3 until the run over them resolved no equal-MACs difference: over 8, the paired difference
+  between maskfx and a peer at equal MACs varies by 0.5-1.4 points (sample std) from seed to seed, seeds
+  0-2 alone having shown 0.1-0.8); one seed's 19 deployable models exported and timed.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.
@@ -74,10 +76,10 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 import maskfx
-from benchmarks.arms import example_batch, test_accuracy, training_subset
+from benchmarks.arms import example_batch, first_test_images, test_accuracy, training_subset
 from benchmarks.stats import worded
 from benchmarks.suite import Cell, SuiteSkipped, ratio, result, table
 from maskfx.peers import torch_pruning as peer
@@ -135,7 +137,7 @@ class RunBudget:
 LEARN = 3  # the full run's epochs at LR after the start
 FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=16, learn=LEARN,
                  structure=budget_structure_epochs(LEARN), finetune=2,
-                 budgets=(0.75, 0.5, 0.35), seeds=(0, 1, 2), latency_runs=200, batch32_runs=30, prune_steps=90)
+                 budgets=(0.75, 0.5, 0.35), seeds=tuple(range(8)), latency_runs=200, batch32_runs=30, prune_steps=90)
 # 16 px: the ImageNet stem still leaves a 1x1 map for layer3 and layer4, a quarter of the compute
 QUICK = RunBudget(image_size=16, train_images=96, test_images=96, pretrain=1, learn=1, structure=1, finetune=1,
                   budgets=(0.5,), seeds=(0,), latency_runs=5, batch32_runs=3, prune_steps=18)
@@ -158,9 +160,7 @@ def fashion_data(budget: RunBudget) -> Data:
         data = load_data(DATA, image_size=budget.image_size)
     except DataError as error:
         raise SuiteSkipped(str(error)) from None
-    if budget.test_images is not None:
-        data.test = Subset(data.test, range(min(budget.test_images, len(data.test))))
-    return data
+    return first_test_images(data, budget.test_images)
 
 
 def torch_pruned(start: nn.Module, example: torch.Tensor, targets: list[int], steps: int, importance: str,

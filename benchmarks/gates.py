@@ -10,9 +10,9 @@ images and paired by seed; the difference between the two estimators gets its 95
 planted tests (``tests/test_channels.py``) hold that both find the channels, branches and blocks
 known to carry nothing; this suite asks which keeps more accuracy on a real task.
 
-Budget: per seed a start, the untouched model and two maskfx arms (about 1.5 minutes a seed on 2
-cores at load average 2-5: the recorded run took 4.4 minutes); 3 seeds. The quick run (CI-sized) takes the budget
-suite's quick sizes.
+Budget: per seed a start, the untouched model and two maskfx arms (about 1.4 minutes a seed on 2
+cores, nothing else running: the recorded run took 11.4 minutes); the budget suite's 8 seeds. The quick
+run (CI-sized) takes the budget suite's quick sizes.
 
     python -m benchmarks --only gates [--quick]
 """

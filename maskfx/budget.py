@@ -166,7 +166,7 @@ def shortfall_warning(net: nn.Module) -> str | None:
              if expected - target > SHORTFALL * (1 - target)}
     if not short:
         return None
-    reached = "; ".join(f"expected {RESOURCE_NAMES[r]} {e:.3f} of the original against the budget's {t}"
+    reached = "; ".join(f"expected {RESOURCE_NAMES[r]} {e:.3f} of the original against the budget's {t:.4g}"
                         for r, (e, t) in short.items())
     return (f"the structure learning ended short of the budget ({reached}): freeze makes the rest of the cut by "
             f"the gates' probabilities, which barely differ there; learn the structure for more steps")
