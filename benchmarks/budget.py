@@ -53,9 +53,9 @@ are cores):
   ratio its gates' probabilities gave when freeze selected: how much of the cut the learning made.
   On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 20 models of a seed.
-- 8 seeds (3 until the run over them resolved no equal-MACs difference: over 8, the paired difference
-  between maskfx and a peer at equal MACs varies by 0.5-1.4 points (sample std) from seed to seed, seeds
-  0-2 alone having shown 0.1-0.8); one seed's 19 deployable models exported and timed.
+- 8 seeds (there were 3, over which no equal-MACs difference was resolved: over 8, the paired
+  difference between maskfx and a peer at equal MACs varies by 0.5-1.4 points (sample std) from seed
+  to seed, where seeds 0-2 alone had shown 0.1-0.8); one seed's 19 deployable models exported and timed.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.
