@@ -95,6 +95,7 @@ from maskfx.report import count_macs, count_parameters, ort_latency
 from maskfx.train import Data, DataError, Phase, budget_structure_epochs, fit, learn_then_frozen, load_data, \
     resolve_device
 from maskfx.train.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from maskfx.train.recalibrate import DEFAULT_BATCHES as RECALIBRATE_DEFAULT
 
 SUITE = "budget"
 TITLE = "A MACs budget: maskfx channel gates vs Torch-Pruning vs untouched (resnet18 on Fashion-MNIST)"
@@ -105,6 +106,9 @@ BATCH = 64
 ROUND_TO = maskfx.ChannelConfig().round_to  # maskfx's default multiple on this machine; the peer gets the same
 TEMPERATURE, ALPHA = DEFAULT_TEMPERATURE, DEFAULT_ALPHA  # distillation: CE (1 - ALPHA) + KL at TEMPERATURE (ALPHA)
 EXAMPLES = 8  # test images for transform, collapse's check, MACs and the ONNX exports
+# BatchNorm recomputed after every arm's last epoch, as ``maskfx train`` does for a transformed net;
+# the start (every arm's teacher) is left as trained
+RECALIBRATE = RECALIBRATE_DEFAULT
 MAX_PRUNING_RATIO = peer.MAX_RATIO  # Torch-Pruning's ratio after its last step; it stops at the first under the target
 GOAL_BUDGET, GOAL_POINTS, GOAL_LATENCY = 0.5, 0.5, 0.55  # the issue: at 0.5 MACs within 0.5 pt, ORT <= 0.55x
 START, UNTOUCHED = "start (trained, before any budget)", "untouched, trained on"
@@ -196,10 +200,12 @@ class Arm:
 
 
 def _fit(model: nn.Module, data: Data, phases: list[Phase], seed: int, device: torch.device, desc: str,
-         teacher: nn.Module | None = None) -> tuple[nn.Module, list[dict]]:
-    """``model`` trained (on the CPU, in eval mode after) and ``fit``'s history."""
+         teacher: nn.Module | None = None, recalibrate_batches: int = RECALIBRATE) -> tuple[nn.Module, list[dict]]:
+    """``model`` trained (on the CPU, in eval mode after, its BatchNorm statistics recomputed over
+    ``recalibrate_batches`` training batches) and ``fit``'s history."""
     history = fit(model, data, phases, device=device, seed=seed, batch_size=BATCH, evaluate=False, desc=desc,
-                  teacher=teacher, distill_temperature=TEMPERATURE, distill_alpha=ALPHA)
+                  teacher=teacher, distill_temperature=TEMPERATURE, distill_alpha=ALPHA,
+                  recalibrate_batches=recalibrate_batches)
     return model.cpu().eval(), history
 
 
@@ -221,7 +227,7 @@ def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: 
     report = maskfx.summary(deploy).collapse
     reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
     return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1] if reached else None, notes=[
-        f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget}), {report.shift}"])
+        f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget:.4g}), {report.shift}"])
 
 
 def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device, num_classes: int) -> Arm:
@@ -229,7 +235,7 @@ def trained_start(data: Data, budget: RunBudget, seed: int, device: torch.device
     began = time.perf_counter()
     torch.manual_seed(seed)
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start")[0],
+    return Arm(_fit(model, data, [Phase(budget.pretrain, LR)], seed, device, "start", recalibrate_batches=0)[0],
                seconds=time.perf_counter() - began)
 
 
@@ -433,7 +439,9 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
                          if k.startswith(MASKFX))
     return [recipe, seeds_note, pruner,
             f'maskfx: transform(channels=True, budget=maskfx.Budget(macs=b)), collapse("prune") against the frozen '
-            f"net on {EXAMPLES} test images — {collapse}. No BatchNorm recalibration.",
+            f"net on {EXAMPLES} test images — {collapse}. After its last epoch every arm but the start has its "
+            f"BatchNorm statistics recomputed over {RECALIBRATE} training batches in eval mode (maskfx.recalibrate, "
+            f"as maskfx train does by default), the maskfx arms before collapse.",
             f"MAC ratio: torch.utils.flop_counter, one image, to the untouched model (mean over seeds; per seed in "
             f"the second table). ORT: CPU provider, the first seed's models, p50 of {budget.latency_runs} interleaved "
             f"runs at batch 1 and {budget.batch32_runs} at batch 32; every export verified against PyTorch in ONNX "

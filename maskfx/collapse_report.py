@@ -93,7 +93,7 @@ class CollapseReport:
 
     def over_budget(self) -> list[str]:
         """Each budget target the deployed graph exceeds, worded (empty: every measured one is met)."""
-        return [f"{achieved:.3f} of the original's {resource} (budget {target})"
+        return [f"{achieved:.3f} of the original's {resource} (budget {target:.4g})"
                 for resource, target, achieved in (("MACs", self.budget, self.achieved),
                                                    ("parameters", self.params_budget, self.achieved_params))
                 if achieved is not None and achieved > target]
@@ -128,9 +128,9 @@ class CollapseReport:
             lines.append(f"  {step.technique}: {step.layers} layers lowered, {step.before} -> {step.after}{shift}")
         if self.budget is not None:
             achieved = f"{self.achieved:.3f}" if self.achieved is not None else "not measured (no example inputs)"
-            lines.append(f"  budget: {self.budget} of the original's {self.macs_original:,} MACs; achieved {achieved}")
+            lines.append(f"  budget: {self.budget:.4g} of the original's {self.macs_original:,} MACs; achieved {achieved}")
         if self.params_budget is not None:
-            lines.append(f"  budget: {self.params_budget} of the original's {self.params_original:,} parameters; "
+            lines.append(f"  budget: {self.params_budget:.4g} of the original's {self.params_original:,} parameters; "
                          f"achieved {self.achieved_params:.3f}")
         return "\n".join(lines)
 
