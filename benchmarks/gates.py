@@ -4,14 +4,15 @@ gradient (how the MaskConnect and Blockout papers learn their masks)?
 
 The budget suite's task, recipe and seeds (``benchmarks/budget.py``: resnet18 on Fashion-MNIST at
 32 px, a start trained on a seeded subset of the training images, then structure learning,
-freeze and training on the frozen structure, distilled from the start), at one budget, 0.5 of the MACs, with one arm per
+freeze and training on the frozen structure, distilled from the start, BatchNorm recalibrated after
+the last epoch), at one budget, 0.5 of the MACs, with one arm per
 estimator beside the untouched model trained as long. Every arm is measured on all 10,000 test
 images and paired by seed; the difference between the two estimators gets its 95% interval. The
 planted tests (``tests/test_channels.py``) hold that both find the channels, branches and blocks
 known to carry nothing; this suite asks which keeps more accuracy on a real task.
 
-Budget: per seed a start, the untouched model and two maskfx arms (about 1.4 minutes a seed on 2
-cores, nothing else running: the recorded run took 11.4 minutes); the budget suite's 8 seeds. The quick
+Budget: per seed a start, the untouched model and two maskfx arms (about 1.6 minutes a seed on 2
+cores, nothing else running: the recorded run took 12.6 minutes); the budget suite's 8 seeds. The quick
 run (CI-sized) takes the budget suite's quick sizes.
 
     python -m benchmarks --only gates [--quick]
