@@ -60,6 +60,16 @@ are cores):
   maskfx at Torch-Pruning's MACs +0.24 [-0.09, +0.57] at 0.5 and +0.18 [-0.05, +0.42] at 0.35,
   Torch-Pruning's L2 arm +0.15 [+0.04, +0.26] and +0.12, the untouched model +0.05 [-0.05, +0.14]:
   worth most to the arms whose weights moved most after the start, and given to all alike.
+- not distilled, the distillation's own effect: maskfx at the budget and Torch-Pruning's Taylor
+  arm. Side runs on the recorded run's seeds and starts (recalibrated as the suite; the untouched
+  model reproduces the suite's to the digit) added the two at equal MACs: maskfx not distilled
+  at Torch-Pruning's MACs stood -0.45 [-0.87, -0.02] under the untouched model at 0.404 and -0.82
+  [-1.06, -0.57] at 0.303; Torch-Pruning's L2 arm not distilled -1.34 and -1.35, maskfx minus it
+  +0.90 [-0.68, +2.48] and +0.53 [-0.64, +1.71] (on seed 5 the L2 arm lost 5.3 and 4.5 points).
+  Not distilled, the gates reached Torch-Pruning's MACs on every seed when freeze selected
+  (0.347-0.374 at 0.404, 0.265-0.295 at 0.303), where distilled they stood at 0.44 on seed 3: the
+  distillation's larger gradient on the gates is a scale the multiplier, started at 1, had not
+  reached within the 40 structure steps there.
 - 8 seeds (there were 3, over which no equal-MACs difference was resolved: over 8, the paired
   difference between maskfx and a peer at equal MACs varies by 0.5-1.4 points (sample std) from seed
   to seed, where seeds 0-2 alone had shown 0.1-0.8); one seed's 19 deployable models exported and timed.
