@@ -42,7 +42,12 @@ are cores):
   reached on labels alone; side runs at 16, seeds 0 / 1, budget 0.5, at the gates' former momentum
   0.9: maskfx distilled -0.34 / -0.61 points, not distilled -0.54 / -0.84; at momentum 0.5 the
   recorded run has them the other way, -0.73 / -0.68 against -0.06 / -0.74: the comparison measures
-  what pruning costs rather than who catches up), then 3 at the learning rate and 2 of fine-tuning
+  what pruning costs rather than who catches up. 16 is not yet there: side runs of a 32-epoch start
+  on the 8 seeds (this recipe otherwise, recalibrated) left the untouched model 0.18 [-0.05, +0.42]
+  points to gain by training on, where it gains 0.55 from 16; maskfx at 0.5 then stood -0.15
+  [-0.44, +0.14] under it distilled and -0.30 [-0.74, +0.13] not distilled, distillation paying
+  +0.15 [-0.12, +0.43]; the untouched model itself ended 0.74 [+0.19, +1.30] higher than from 16),
+  then 3 at the learning rate and 2 of fine-tuning
   for every arm; maskfx's structure learns in the first 2 of the 3, the product's default
   (``budget_structure_epochs``: with all 3, two seeds of three stood at 58% and 54% in eval mode
   when the structure phase ended, its gates still moving, and one of them shipped 6.6 points under
