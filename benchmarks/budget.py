@@ -46,7 +46,10 @@ are cores):
   on the 8 seeds (this recipe otherwise, recalibrated) left the untouched model 0.18 [-0.05, +0.42]
   points to gain by training on, where it gains 0.55 from 16; maskfx at 0.5 then stood -0.15
   [-0.44, +0.14] under it distilled and -0.30 [-0.74, +0.13] not distilled, distillation paying
-  +0.15 [-0.12, +0.43]; the untouched model itself ended 0.74 [+0.19, +1.30] higher than from 16),
+  +0.15 [-0.12, +0.43]; the untouched model itself ended 0.74 [+0.19, +1.30] higher than from 16.
+  The whole suite from 32 (a side run) gave Torch-Pruning more: its L2 arm -0.81 / -0.77 at 0.5 /
+  0.35 (-1.25 / -1.64 from 16), maskfx at its MACs minus it +0.39 [-0.38, +1.16] / +0.12 [-0.70,
+  +0.93], against Taylor +1.16 [+0.49, +1.83] / +2.16 [+1.12, +3.20]),
   then 3 at the learning rate and 2 of fine-tuning
   for every arm; maskfx's structure learns in the first 2 of the 3, the product's default
   (``budget_structure_epochs``: with all 3, two seeds of three stood at 58% and 54% in eval mode
