@@ -128,7 +128,8 @@ class CollapseReport:
             lines.append(f"  {step.technique}: {step.layers} layers lowered, {step.before} -> {step.after}{shift}")
         if self.budget is not None:
             achieved = f"{self.achieved:.3f}" if self.achieved is not None else "not measured (no example inputs)"
-            lines.append(f"  budget: {self.budget:.4g} of the original's {self.macs_original:,} MACs; achieved {achieved}")
+            lines.append(f"  budget: {self.budget:.4g} of the original's {self.macs_original:,} MACs; "
+                         f"achieved {achieved}")
         if self.params_budget is not None:
             lines.append(f"  budget: {self.params_budget:.4g} of the original's {self.params_original:,} parameters; "
                          f"achieved {self.achieved_params:.3f}")
