@@ -160,7 +160,7 @@ class RunBudget:
 
 
 LEARN = 3  # the full run's epochs at LR after the start
-FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=16, learn=LEARN,
+FULL = RunBudget(image_size=32, train_images=1280, test_images=None, pretrain=32, learn=LEARN,
                  structure=budget_structure_epochs(LEARN), finetune=2,
                  budgets=(0.75, 0.5, 0.35), seeds=tuple(range(8)), latency_runs=200, batch32_runs=30, prune_steps=90)
 # 16 px: the ImageNet stem still leaves a 1x1 map for layer3 and layer4, a quarter of the compute
