@@ -11,9 +11,9 @@ images and paired by seed; the difference between the two estimators gets its 95
 planted tests (``tests/test_channels.py``) hold that both find the channels, branches and blocks
 known to carry nothing; this suite asks which keeps more accuracy on a real task.
 
-Budget: per seed a start, the untouched model and two maskfx arms (about 1.6 minutes a seed on 2
-cores, nothing else running: the recorded run took 12.6 minutes); the budget suite's 8 seeds. The quick
-run (CI-sized) takes the budget suite's quick sizes.
+Budget: per seed a start, the untouched model and two maskfx arms (about 2.5 minutes a seed on 2
+cores, nothing else running: the recorded run, from the budget suite's 32-epoch start, took 19.8
+minutes); the budget suite's 8 seeds. The quick run (CI-sized) takes the budget suite's quick sizes.
 
     python -m benchmarks --only gates [--quick]
 """
