@@ -36,32 +36,31 @@ are cores):
 - 32 px inputs (the network downsamples 32x; Fashion-MNIST's 28 px images upsampled, three equal
   channels, as ``load_data`` serves them): 37M MACs an image untouched.
 - 1,280 training images per seed (20 batches of 64, a seeded subset of the 60,000), 32 epochs for
-  the start (a trained start, near where more training stops paying: the untouched model gains
-  0.18 points by training on, the start row of the results). Shorter starts were measured first and
-  left too much to gain, so a distilled arm learned from a teacher below what its student reached
-  on labels alone: after 8 epochs the untouched model gained 1.6 on seeds 0-2 and distilling cost
-  every distilled arm 0.6-0.8 points at every budget; after 16 it gained 0.55 over the 8 seeds
-  (-0.25 to +1.27 per seed) and the recorded run from it had maskfx at 0.5 -0.55 distilled, -0.41
-  not distilled, Torch-Pruning's L2 arm -1.25 / -1.64 at 0.5 / 0.35 and maskfx at its MACs +0.50
-  [+0.05, +0.96] / +0.51 [-0.56, +1.58] ahead of it. From 32 the untouched model ends 0.74 [+0.19,
-  +1.30] higher than from 16 and distillation pays (side runs, maskfx at 0.5: +0.15 [-0.12, +0.43]);
-  the L2 arm gains more from the longer start than maskfx does. The switch to 32 was made after
-  those side runs had measured it, by the criterion above, which was written before them;
-  then 3 at the learning rate and 2 of fine-tuning
-  for every arm; maskfx's structure learns in the first 2 of the 3, the product's default
-  (``budget_structure_epochs``: with all 3, two seeds of three stood at 58% and 54% in eval mode
-  when the structure phase ended, its gates still moving, and one of them shipped 6.6 points under
-  the untouched model; with 1, the gates of the demo's ResNeXt branches had too few steps; both
-  measured with distillation at T = 4, which made runs diverge of itself; at T = 2 from the
-  16-epoch start 1, 2 and 3 structure epochs shipped within a few tenths of each other, the
-  function's docstring has the numbers). The per-seed table records, for maskfx, the expected MAC
-  ratio its gates' probabilities gave when freeze selected: how much of the cut the learning made.
-  On quiet cores an epoch costs 5-10 s.
+  the start (a trained start, near where more training stops paying: the untouched model gains 0.18
+  points by training on, the start row of the results). Shorter starts were measured first and left
+  too much to gain, so a distilled arm learned from a teacher below what its student reached on
+  labels alone: after 8 epochs the untouched model gained 1.6 on seeds 0-2 and distilling cost every
+  distilled arm 0.6-0.8 points at every budget; after 16 it gained 0.55 over the 8 seeds (-0.25 to
+  +1.27 per seed) and the recorded run from it had maskfx at 0.5 -0.55 distilled, -0.41 not
+  distilled, Torch-Pruning's L2 arm -1.25 / -1.64 at 0.5 / 0.35 and maskfx at its MACs +0.50 [+0.05,
+  +0.96] / +0.51 [-0.56, +1.58] ahead of it. From 32 the untouched model ends 0.74 [+0.19, +1.30]
+  higher than from 16 and distillation pays (the recorded run, maskfx at 0.5: +0.15 [-0.12, +0.43]
+  distilled over not); the L2 arm gains more from the longer start than maskfx does. The switch to
+  32 was made after side runs had measured it, by the criterion above, which was written
+  before them; then 3 at the learning rate and 2 of fine-tuning for every arm; maskfx's structure
+  learns in the first 2 of the 3, the product's default (``budget_structure_epochs``: with all 3,
+  two seeds of three stood at 58% and 54% in eval mode when the structure phase ended, its gates
+  still moving, and one of them shipped 6.6 points under the untouched model; with 1, the gates of
+  the demo's ResNeXt branches had too few steps; both measured with distillation at T = 4, which
+  made runs diverge of itself; at T = 2 from the 16-epoch start 1, 2 and 3 structure epochs shipped
+  within a few tenths of each other, the function's docstring has the numbers). The per-seed table
+  records, for maskfx, the expected MAC ratio its gates' probabilities gave when freeze selected:
+  how much of the cut the learning made. On quiet cores an epoch costs 5-10 s.
 - all 10,000 test images for every one of the 20 models of a seed.
-- BatchNorm recalibration for every arm after the start (20 training batches after its last
-  epoch, ``fit(recalibrate_batches=20)``, as ``maskfx train`` does for a transformed net by
-  default); the start, every distilled arm's teacher, stays as trained. Adopted from side runs of
-  this suite's own arms on its 8 seeds (from 16-epoch starts), each arm against the same arm without (95% Student-t):
+- BatchNorm recalibration for every arm after the start (20 training batches after its last epoch,
+  ``fit(recalibrate_batches=20)``, as ``maskfx train`` does for a transformed net by default); the
+  start, every distilled arm's teacher, stays as trained. Adopted from side runs of this suite's own
+  arms on its 8 seeds (from 16-epoch starts), each arm against the same arm without (95% Student-t):
   maskfx at Torch-Pruning's MACs +0.24 [-0.09, +0.57] at 0.5 and +0.18 [-0.05, +0.42] at 0.35,
   Torch-Pruning's L2 arm +0.15 [+0.04, +0.26] and +0.12, the untouched model +0.05 [-0.05, +0.14]:
   worth most to the arms whose weights moved most after the start, and given to all alike.
