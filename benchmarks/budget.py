@@ -76,7 +76,8 @@ are cores):
 - 8 seeds (there were 3, over which no equal-MACs difference was resolved: over 8, the paired
   difference between maskfx and a peer at equal MACs varies by 0.8-1.3 points (sample std) from seed
   to seed at 0.5 and 0.35 and by 0.2-0.3 at 0.75, where seeds 0-2 alone had shown 0.1-0.8 on the
-  16-epoch starts); one seed's 19 deployable models exported and timed.
+  16-epoch starts); one seed's 19 deployable models exported and timed. The equal-macs suite
+  (``benchmarks/equal_macs.py``) replicates the comparison with the L2 arm on 24 fresh seeds.
 
 The quick run (CI-sized) takes 16 px, 96 training and 96 test images, one budget and one epoch a phase:
 it shows the pipeline runs end to end, not what the methods do.

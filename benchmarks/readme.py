@@ -116,6 +116,18 @@ def gates() -> str:
                    "parameters"], table)
 
 
+def equal_macs() -> str:
+    """The equal-macs suite: the untouched model, Torch-Pruning L2 and maskfx at L2's MACs per
+    budget over its fresh seeds, each against the untouched model and maskfx against L2, paired."""
+    summary = _load("benchmarks/results/equal-macs.json")["tables"][0]
+    delta, versus = "Δ vs untouched (pt, paired) [95% interval]", "Δ maskfx − L2 (pt, paired) [95% interval]"
+    return _table(["MACs budget", "arm", "MAC ratio", "test acc % (mean ± std)",
+                   "pt vs untouched, paired [95% interval]", "maskfx minus L2, paired [95% interval]"],
+                  [["-" if r["MACs budget"] is None else str(r["MACs budget"]), r["arm"], f"{r['MAC ratio']:.3f}",
+                    f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[delta] or "", r[versus] or ""]
+                   for r in rows_of(summary)])
+
+
 def papers() -> str:
     """The papers suite: each table's methods, mean ± std over the seeds, beside the paper's figure."""
     rows = []
@@ -201,7 +213,8 @@ def deployment() -> str:
 
 
 FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
-                                         "gates": gates, "papers": papers, "transfer": transfer,
+                                         "gates": gates, "equal-macs": equal_macs, "papers": papers,
+                                         "transfer": transfer,
                                          "default-transforms": default_transforms, "training-cost": training_cost,
                                          "deployment": deployment}
 

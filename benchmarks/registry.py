@@ -15,6 +15,7 @@ SUITES: dict[str, str] = {  # suite name -> module exposing SUITE and run(quick)
     "budget": "benchmarks.budget",
     "width-latency": "benchmarks.width_latency",
     "gates": "benchmarks.gates",
+    "equal-macs": "benchmarks.equal_macs",
 }
 
 

@@ -48,6 +48,14 @@ class ChannelConfig:
     0.5) and shipped 0.16-0.24 points lower on the mean of 3 seeds at each budget (lower in 7 of
     the 9 seed-budget pairs); the demo's ResNeXt, whose units are whole branches, 15.6 points
     lower (74.2% against 89.8%). The task needs fractional draws to tell units apart.
+    Every unit of a space starts alike. A start ranked by magnitude (each unit's ``log_alpha``
+    moved by ``s`` times its rank within the space, spread over [-1, 1], by Torch-Pruning's L2
+    group importance: its writers' rows, BatchNorm scales and readers' columns) was measured on the
+    budget suite's 8 starts at Torch-Pruning's MACs 0.404 / 0.303, distilled, paired against the
+    uniform start: s = 1 +0.06 [-0.18, +0.31] / +0.29 [-0.29, +0.88] points; s = 2 +0.14
+    [-0.05, +0.33] / +0.08 [-0.54, +0.71]; s = 3 +0.14 [-0.28, +0.55] / +0.07 [-0.54, +0.69] (7
+    seeds); s = 1 with the budget's multiplier started at 3 +0.18 [-0.30, +0.65] / +0.20 [-0.13,
+    +0.53] (7 seeds). None is resolved; the start stays uniform, borrowing nothing from the peer.
     ``temperature``: the hard-concrete's beta (2/3 in the paper and CoFi).
     ``estimator``: ``"hard-concrete"`` (the default) or ``"straight-through"``, a Bernoulli gate
     with a binary forward and the straight-through gradient, as the papers' masks learn
