@@ -15,11 +15,12 @@ cores, nothing else running (the recorded run: 63.5 minutes). The quick run (CI-
 budget suite's quick sizes.
 
 The budgets are the issue's. Below them a uniform cut should cost more than a learned allocation;
-a side run at 0.2 (Torch-Pruning's step: 0.154 of the MACs) on the budget suite's 8 starts, as
-this suite's arms, put maskfx +0.64 [-0.32, +1.61] points ahead of L2 (ahead by 1.0-1.8 on five
-seeds, behind by 0.6-0.8 on three; maskfx -2.05, L2 -2.69 against the untouched model), the gates
-at 0.33-0.50 of the MACs when freeze made the rest of the cut. Not resolved; a suite at such
-budgets is the next measurement.
+a side run at 0.2 (Torch-Pruning's step: 0.154 of the MACs) on seeds 0-13 (the budget suite's 8
+starts and this suite's first 6, whose untouched models it reproduced), as this suite's arms, put
+maskfx +0.51 [-0.16, +1.17] points ahead of L2 (ahead on 9 seeds of 14, by 0.2-1.9; behind by
+0.6-1.3 on five; maskfx -1.93, L2 -2.44 against the untouched model), the gates at 0.31-0.51 of
+the MACs when freeze made the rest of the cut. Not resolved; a suite at such budgets is the next
+measurement.
 
     python -m benchmarks --only equal-macs [--quick]
 """
