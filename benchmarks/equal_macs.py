@@ -47,9 +47,8 @@ SEEDS = tuple(range(8, 32))  # the budget suite runs 0-7
 BUDGETS = (0.5, 0.35)
 L2 = TORCH_PRUNING + " L2"
 MASKFX_AT_L2 = "maskfx, at L2's MACs"
-VERSUS = "Δ maskfx − L2 (pt, paired) [95% interval]"
-COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", "Δ vs untouched (pt, paired) [95% interval]",
-           VERSUS]
+DELTA, VERSUS = "Δ vs untouched (pt, paired) [95% interval]", "Δ maskfx − L2 (pt, paired) [95% interval]"
+COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", DELTA, VERSUS]
 SEED_COLUMNS = ["seed", "MACs budget", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio"]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.budget import MASKFX_ARMS, counterparts
+from benchmarks.equal_macs import DELTA, VERSUS
 from benchmarks.measure import REUSED
 from benchmarks.stats import worded
 from benchmarks.suite import per_seed, rows_of
@@ -120,11 +121,10 @@ def equal_macs() -> str:
     """The equal-macs suite: the untouched model, Torch-Pruning L2 and maskfx at L2's MACs per
     budget over its fresh seeds, each against the untouched model and maskfx against L2, paired."""
     summary = _load("benchmarks/results/equal-macs.json")["tables"][0]
-    delta, versus = "Δ vs untouched (pt, paired) [95% interval]", "Δ maskfx − L2 (pt, paired) [95% interval]"
     return _table(["MACs budget", "arm", "MAC ratio", "test acc % (mean ± std)",
                    "pt vs untouched, paired [95% interval]", "maskfx minus L2, paired [95% interval]"],
                   [["-" if r["MACs budget"] is None else str(r["MACs budget"]), r["arm"], f"{r['MAC ratio']:.3f}",
-                    f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[delta] or "", r[versus] or ""]
+                    f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[DELTA] or "", r[VERSUS] or ""]
                    for r in rows_of(summary)])
 
 
