@@ -264,6 +264,16 @@ def untouched_arm(start: nn.Module, data: Data, budget: RunBudget, seed: int, de
                seconds=time.perf_counter() - began)
 
 
+def peer_arm(got: peer.Pruned, start: nn.Module, data: Data, budget: RunBudget, seed: int, device: torch.device,
+             desc: str, distill: bool = True) -> Arm:
+    """A Torch-Pruning step trained through the arms' phases like the untouched model, distilled from
+    ``start`` unless ``distill`` is false (its seconds: the training only)."""
+    began = time.perf_counter()
+    model = _fit(copy.deepcopy(got.model), data, plain_phases(budget), seed, device, desc,
+                 teacher=_teacher(start) if distill else None)[0]
+    return Arm(model, seconds=time.perf_counter() - began, notes=[str(got.steps)])
+
+
 def measured(arms: dict[str, Arm], full: Data, example: torch.Tensor) -> dict[str, Arm]:
     """``arms`` with each one's test accuracy (all of ``full``'s test images), MACs and parameters."""
     for arm in arms.values():
@@ -299,12 +309,9 @@ def run_seed(seed: int, full: Data, budget: RunBudget, example: torch.Tensor, de
             pruned_by[importance] = pruned, (time.perf_counter() - began) / len(pruned)
         pruned, pruning = pruned_by[importance]
         for b, got in zip(budget.budgets, pruned):
-            began = time.perf_counter()
-            teacher = _teacher(start) if distilled(method) else None
-            arms[arm_key(method, b)] = Arm(
-                _fit(copy.deepcopy(got.model), data, plain_phases(budget), seed, device, f"{method} {b}",
-                     teacher=teacher)[0],
-                seconds=time.perf_counter() - began + pruning, notes=[str(got.steps)])
+            arms[arm_key(method, b)] = peer_arm(got, start, data, budget, seed, device, f"{method} {b}",
+                                                distill=distilled(method))
+            arms[arm_key(method, b)].seconds += pruning
     for b, got in zip(budget.budgets, pruned_by[PEERS[TORCH_PRUNING]][0]):  # the budget the peer's step landed at
         arms[arm_key(MASKFX_AT_PEER, b)] = maskfx_arm(start, data, budget, got.macs / base_macs, seed, device, example)
     return measured(arms, full, example)

@@ -14,28 +14,24 @@ landed at (``Budget(macs=...)`` the peer's ratio, distilled alike). About 2.6 mi
 cores, nothing else running (the recorded run: 63.5 minutes). The quick run (CI-sized) takes the
 budget suite's quick sizes.
 
-The budgets are the issue's. Below them a uniform cut should cost more than a learned allocation;
-a side run at 0.2 (Torch-Pruning's step: 0.154 of the MACs) on seeds 0-13 (the budget suite's 8
-starts and this suite's first 6, whose untouched models it reproduced), as this suite's arms, put
-maskfx +0.51 [-0.16, +1.17] points ahead of L2 (ahead on 9 seeds of 14, by 0.2-1.9; behind by
-0.6-1.3 on five; maskfx -1.93, L2 -2.44 against the untouched model), the gates at 0.31-0.51 of
-the MACs when freeze made the rest of the cut. Not resolved; a suite at such budgets is the next
-measurement.
+The budgets are the issue's. Below them a uniform cut should cost more than a learned allocation:
+the equal-macs-deep suite (``benchmarks/equal_macs_deep.py``) runs these arms at 0.2 and 0.1 on
+24 further seeds, through ``compare``.
 
     python -m benchmarks --only equal-macs [--quick]
 """
 from __future__ import annotations
 
-import copy
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
 from benchmarks.arms import example_batch, training_subset
-from benchmarks.budget import (FULL, QUICK, TORCH_PRUNING, UNTOUCHED, Arm, RunBudget, _fit, _teacher, fashion_data,
-                               maskfx_arm, measured, plain_phases, torch_pruned, trained_start, untouched_arm)
+from benchmarks.budget import (FULL, QUICK, TORCH_PRUNING, UNTOUCHED, Arm, RunBudget, fashion_data, maskfx_arm,
+                               measured, peer_arm, torch_pruned, trained_start, untouched_arm)
 from benchmarks.stats import interval95, worded
 from benchmarks.suite import Cell, result, table
 from maskfx.report import count_macs
@@ -65,8 +61,7 @@ def run_seed(seed: int, full: Data, budget: RunBudget, budgets: tuple[float, ...
     base = count_macs(start, example)
     pruned = torch_pruned(start, example, [int(b * base) for b in budgets], budget.prune_steps, "l2", None)
     for b, got in zip(budgets, pruned):
-        arms[key(L2, b)] = Arm(_fit(copy.deepcopy(got.model), data, plain_phases(budget), seed, device, f"l2 {b}",
-                                    teacher=_teacher(start))[0])
+        arms[key(L2, b)] = peer_arm(got, start, data, budget, seed, device, f"l2 {b}")
         arms[key(MASKFX_AT_L2, b)] = maskfx_arm(start, data, budget, got.macs / base, seed, device, example)
     return measured(arms, full, example)
 
@@ -80,10 +75,27 @@ def verdict(differences: list[float]) -> str:
             f"paired difference's std {statistics.stdev(differences):.2f} pt")
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One suite of this kind: its name and title, its seeds and its MACs budgets."""
+
+    suite: str
+    title: str
+    seeds: tuple[int, ...]
+    budgets: tuple[float, ...]
+
+
 def run(quick: bool) -> dict:
     """Every seed's arms, trained and measured; ``SuiteSkipped`` without the data."""
+    return compare(Comparison(SUITE, TITLE, SEEDS, BUDGETS), quick)
+
+
+def compare(comparison: Comparison, quick: bool) -> dict:
+    """``comparison``'s seeds and budgets, trained and measured, as its suite's record (the quick
+    run: the budget suite's quick sizes and seed, at ``comparison``'s first budget)."""
     started = time.perf_counter()
-    budget, seeds, budgets = (QUICK, QUICK.seeds, QUICK.budgets) if quick else (FULL, SEEDS, BUDGETS)
+    budget, seeds, budgets = ((QUICK, QUICK.seeds, comparison.budgets[:1]) if quick
+                              else (FULL, comparison.seeds, comparison.budgets))
     full = fashion_data(budget)
     example, device = example_batch(full, 8), resolve_device("auto")
     runs = [run_seed(seed, full, budget, budgets, example, device) for seed in seeds]
@@ -124,7 +136,7 @@ def run(quick: bool) -> dict:
         f"The whole suite {time.perf_counter() - started:.0f} s on {device} ({torch.get_num_threads()} torch "
         f"threads), load average {os.getloadavg()[0]:.1f} at the end.",
     ]
-    return {**result(SUITE, TITLE + (" [quick: smoke budget]" if quick else ""), [
+    return {**result(comparison.suite, comparison.title + (" [quick: smoke budget]" if quick else ""), [
         table("Untouched, Torch-Pruning L2 and maskfx at L2's MACs, same start, data, epochs and distillation",
               COLUMNS, summary, notes),
         table("Per seed", SEED_COLUMNS, per_seed)]), "seeds": list(seeds)}

@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {  # suite name -> module exposing SUITE and run(quick)
     "width-latency": "benchmarks.width_latency",
     "gates": "benchmarks.gates",
     "equal-macs": "benchmarks.equal_macs",
+    "equal-macs-deep": "benchmarks.equal_macs_deep",
 }
 
 

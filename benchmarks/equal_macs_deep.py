@@ -1,0 +1,31 @@
+"""maskfx against Torch-Pruning's L2 magnitude pruning at equal MACs under deep budgets, 0.2 and
+0.1 of resnet18's MACs (Torch-Pruning's iterative steps land at 0.154 and 0.094), on 24 seeds no
+other suite runs (32 to 55).
+
+At 0.5 and 0.35 the equal-macs suite found the two level: a converged resnet18 trained on 1,280
+images loses under a point at 0.30 of its MACs to either, so a uniform width cut leaves a learned
+allocation little to win. Deeper cuts cost more, and that is where the allocation should tell. A
+side run before this suite, at 0.2 on seeds 0-13 (the budget suite's 8 starts and the equal-macs
+suite's first 6, whose untouched models it reproduced), put maskfx +0.51 [-0.16, +1.17] points
+ahead of L2 at 0.154 of the MACs (ahead on 9 seeds of 14; maskfx -1.93, L2 -2.44 against the
+untouched model), its gates at 0.31-0.51 of the MACs when freeze made the rest of the cut. This
+suite measures that on fresh seeds, and one step deeper.
+
+Same arms, recipe and sizes as the equal-macs suite (``benchmarks.equal_macs.compare``); about
+2.6 minutes a seed on 2 cores.
+
+    python -m benchmarks --only equal-macs-deep [--quick]
+"""
+from __future__ import annotations
+
+from benchmarks.equal_macs import Comparison, compare
+
+SUITE = "equal-macs-deep"
+TITLE = "maskfx vs Torch-Pruning L2 at equal MACs under deep budgets, 24 fresh seeds (resnet18 on Fashion-MNIST)"
+SEEDS = tuple(range(32, 56))  # the budget suite runs 0-7, the equal-macs suite 8-31
+BUDGETS = (0.2, 0.1)
+
+
+def run(quick: bool) -> dict:
+    """Every seed's arms, trained and measured; ``SuiteSkipped`` without the data."""
+    return compare(Comparison(SUITE, TITLE, SEEDS, BUDGETS), quick)
