@@ -48,13 +48,23 @@ COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", DELTA, VE
 SEED_COLUMNS = ["seed", "MACs budget", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio"]
 
 
+START_COLUMNS = ["MACs budget", "arm", "expected MAC ratio at freeze (mean)",
+                 "Δ vs maskfx's default start (pt, paired) [95% interval]"]
+
+
 def key(arm: str, b: float) -> str:
     return f"{arm} @ {b}"
 
 
+def started_at(multiplier: float) -> str:
+    """The arm of maskfx at L2's MACs with the budget's multiplier started at ``multiplier``."""
+    return f"{MASKFX_AT_L2}, multiplier started at {multiplier:g}"
+
+
 def run_seed(seed: int, full: Data, budget: RunBudget, budgets: tuple[float, ...], example: torch.Tensor,
-             device: torch.device) -> dict[str, Arm]:
-    """The untouched model, and per budget the L2 arm and maskfx at the MACs it landed at."""
+             device: torch.device, multipliers: tuple[float, ...] = ()) -> dict[str, Arm]:
+    """The untouched model, and per budget the L2 arm and maskfx at the MACs it landed at (and so
+    again per multiplier of ``multipliers``, the budget's ``initial_multiplier``)."""
     data = training_subset(full, budget.train_images, seed)
     start = trained_start(data, budget, seed, device, full.num_classes).deploy
     arms = {UNTOUCHED: untouched_arm(start, data, budget, seed, device)}
@@ -63,15 +73,18 @@ def run_seed(seed: int, full: Data, budget: RunBudget, budgets: tuple[float, ...
     for b, got in zip(budgets, pruned):
         arms[key(L2, b)] = peer_arm(got, start, data, budget, seed, device, f"l2 {b}")
         arms[key(MASKFX_AT_L2, b)] = maskfx_arm(start, data, budget, got.macs / base, seed, device, example)
+        for multiplier in multipliers:
+            arms[key(started_at(multiplier), b)] = maskfx_arm(start, data, budget, got.macs / base, seed, device,
+                                                              example, initial_multiplier=multiplier)
     return measured(arms, full, example)
 
 
-def verdict(differences: list[float]) -> str:
+def verdict(differences: list[float], subject: str = "maskfx") -> str:
     """Ahead, behind or level (where the paired difference's 95% interval lies against zero), and
-    on how many seeds maskfx was ahead."""
+    on how many seeds ``subject`` was ahead."""
     _, low, high = interval95(differences)
-    word = "maskfx ahead" if low > 0 else "maskfx behind" if high < 0 else "level (the interval spans zero)"
-    return (f"{word}; maskfx ahead on {sum(d > 0 for d in differences)} seeds of {len(differences)}, the "
+    word = f"{subject} ahead" if low > 0 else f"{subject} behind" if high < 0 else "level (the interval spans zero)"
+    return (f"{word}; {subject} ahead on {sum(d > 0 for d in differences)} seeds of {len(differences)}, the "
             f"paired difference's std {statistics.stdev(differences):.2f} pt")
 
 
@@ -83,6 +96,7 @@ class Comparison:
     title: str
     seeds: tuple[int, ...]
     budgets: tuple[float, ...]
+    multipliers: tuple[float, ...] = ()  # further maskfx arms: Budget(initial_multiplier=) each
 
 
 def run(quick: bool) -> dict:
@@ -98,10 +112,16 @@ def compare(comparison: Comparison, quick: bool) -> dict:
                               else (FULL, comparison.seeds, comparison.budgets))
     full = fashion_data(budget)
     example, device = example_batch(full, 8), resolve_device("auto")
-    runs = [run_seed(seed, full, budget, budgets, example, device) for seed in seeds]
+    runs = [run_seed(seed, full, budget, budgets, example, device, comparison.multipliers) for seed in seeds]
 
     def points(name: str, minus: str = UNTOUCHED) -> list[float]:
         return [100 * (r[name].accuracy - r[minus].accuracy) for r in runs]
+
+    def one_verdict(b: float, differences: list[float], subject: str = "maskfx") -> str:
+        return f"at {b}: {verdict(differences, subject)}" if len(differences) > 1 else f"at {b}: one seed, no verdict"
+
+    def at_freeze(name: str) -> float:
+        return round(statistics.mean(r[name].expected_at_freeze for r in runs), 3)
 
     def accuracy_row(b: float | None, name: str, versus: str | None = None) -> list[Cell]:
         accuracies = [100 * r[name].accuracy for r in runs]
@@ -111,19 +131,28 @@ def compare(comparison: Comparison, quick: bool) -> dict:
                 round(statistics.stdev(accuracies), 2) if len(runs) > 1 else None,
                 None if name == UNTOUCHED else worded(points(name)), versus]
 
+    maskfx_arms = [MASKFX_AT_L2] + [started_at(m) for m in comparison.multipliers]
     summary = [accuracy_row(None, UNTOUCHED)]
     per_seed: list[list[Cell]] = []
-    verdicts = []
+    starts: list[list[Cell]] = []
+    verdicts, start_verdicts = [], []
     for b in budgets:
-        ahead = points(key(MASKFX_AT_L2, b), key(L2, b))
-        summary += [accuracy_row(b, key(L2, b)), accuracy_row(b, key(MASKFX_AT_L2, b), worded(ahead))]
-        verdicts.append(f"at {b}: {verdict(ahead)}" if len(ahead) > 1 else f"at {b}: one seed, no verdict")
+        summary.append(accuracy_row(b, key(L2, b)))
+        for name in maskfx_arms:
+            ahead = points(key(name, b), key(L2, b))
+            summary.append(accuracy_row(b, key(name, b), worded(ahead)))
+            verdicts.append(one_verdict(b, ahead) + ("" if name == MASKFX_AT_L2 else f" ({name})"))
+        starts.append([b, MASKFX_AT_L2, at_freeze(key(MASKFX_AT_L2, b)), None])
+        for m in comparison.multipliers:
+            gain = points(key(started_at(m), b), key(MASKFX_AT_L2, b))
+            starts.append([b, started_at(m), at_freeze(key(started_at(m), b)), worded(gain)])
+            start_verdicts.append(one_verdict(b, gain, f"the start at {m:g}"))
     for seed, r in zip(seeds, runs):
         per_seed += [[seed, None, UNTOUCHED, round(100 * r[UNTOUCHED].accuracy, 2), None, 1.0]]
         per_seed += [[seed, b, name, round(100 * r[key(name, b)].accuracy, 2),
                       round(100 * (r[key(name, b)].accuracy - r[UNTOUCHED].accuracy), 2),
                       round(r[key(name, b)].macs / r[UNTOUCHED].macs, 4)]
-                     for b in budgets for name in (L2, MASKFX_AT_L2)]
+                     for b in budgets for name in [L2] + maskfx_arms]
     notes = [
         f"resnet18 (torchvision, no weights, 10-class head) at {budget.image_size} px on Fashion-MNIST: "
         f"{budget.train_images} training images per seed, tested on {len(full.test)} test images; the budget "
@@ -136,7 +165,15 @@ def compare(comparison: Comparison, quick: bool) -> dict:
         f"The whole suite {time.perf_counter() - started:.0f} s on {device} ({torch.get_num_threads()} torch "
         f"threads), load average {os.getloadavg()[0]:.1f} at the end.",
     ]
-    return {**result(comparison.suite, comparison.title + (" [quick: smoke budget]" if quick else ""), [
-        table("Untouched, Torch-Pruning L2 and maskfx at L2's MACs, same start, data, epochs and distillation",
-              COLUMNS, summary, notes),
-        table("Per seed", SEED_COLUMNS, per_seed)]), "seeds": list(seeds)}
+    tables = [table("Untouched, Torch-Pruning L2 and maskfx at L2's MACs, same start, data, epochs and distillation",
+                    COLUMNS, summary, notes),
+              table("Per seed", SEED_COLUMNS, per_seed)]
+    if comparison.multipliers:
+        tables.append(table("maskfx's budget multiplier started higher, against its default start (1)",
+                            START_COLUMNS, starts, [
+                                "Expected MAC ratio at freeze: what the gates' probabilities gave when freeze "
+                                "selected the kept units (the rest of the cut is freeze's, by near-tied "
+                                "probabilities).",
+                                "Verdict " + "; ".join(start_verdicts) + (" — quick run." if quick else ".")]))
+    return {**result(comparison.suite, comparison.title + (" [quick: smoke budget]" if quick else ""), tables),
+            "seeds": list(seeds)}

@@ -24,8 +24,9 @@ SUITE = "equal-macs-deep"
 TITLE = "maskfx vs Torch-Pruning L2 at equal MACs under deep budgets, 24 fresh seeds (resnet18 on Fashion-MNIST)"
 SEEDS = tuple(range(32, 56))  # the budget suite runs 0-7, the equal-macs suite 8-31
 BUDGETS = (0.2, 0.1)
+MULTIPLIERS = (3.0,)  # a second maskfx arm: Budget(initial_multiplier=3)
 
 
 def run(quick: bool) -> dict:
     """Every seed's arms, trained and measured; ``SuiteSkipped`` without the data."""
-    return compare(Comparison(SUITE, TITLE, SEEDS, BUDGETS), quick)
+    return compare(Comparison(SUITE, TITLE, SEEDS, BUDGETS, MULTIPLIERS), quick)

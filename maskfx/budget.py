@@ -78,14 +78,13 @@ import torch.fx as fx
 from torch import nn
 
 from maskfx import techniques
-from maskfx.config import RESOURCE_NAMES, Budget
+from maskfx.config import MULTIPLIER_RANGE, RESOURCE_NAMES, Budget
 from maskfx.errors import UserError
 from maskfx.state import get_state
 from maskfx.technique import structure_parameters
 
 GROWTH = 1.1  # the multiplier's factor per step over the target
 SHRINK = 4  # under the target it shrinks by GROWTH ** SHRINK per step: the gates' momentum overshoots
-MULTIPLIER_RANGE = (1e-3, 1e7)
 MODULE = "maskfx_budget"
 
 
@@ -97,7 +96,7 @@ class BudgetPenalty(nn.Module):
         super().__init__()
         self.targets = {resource: float(value) for resource, value in budget.targets().items()}
         self.warmup = float(budget.warmup)
-        self.register_buffer("multiplier", torch.tensor(1.0))
+        self.register_buffer("multiplier", torch.tensor(float(budget.initial_multiplier)))
         self.register_buffer("step", torch.tensor(0))
         self.register_buffer("warmup_steps", torch.tensor(0))
 

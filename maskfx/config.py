@@ -33,6 +33,7 @@ def resolve(argument: str, value: Any, config_type: type[Config]) -> Config | No
 
 
 RESOURCE_NAMES = {"macs": "MACs", "params": "parameters"}
+MULTIPLIER_RANGE = (1e-3, 1e7)  # where the budget penalty's multiplier may start and move
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,15 @@ class Budget:
     """``macs``: the fraction of the original model's MACs (at the example input) that the pruned
     model may keep, in (0, 1]; ``params``: the same for its parameters; one or both. ``warmup``:
     the fraction of the structure-learning steps over which each target anneals from 1 to its
-    fraction; the rest learns at the targets."""
+    fraction; the rest learns at the targets. ``initial_multiplier``: the penalty's multiplier at
+    the first structure-learning step (it then adapts, ``maskfx.budget``); a larger start makes the
+    gates learn more of a deep cut before ``freeze`` selects the rest (``maskfx.budget``'s
+    docstring has the measurements)."""
 
     macs: float | None = None
     warmup: float = 0.5
     params: float | None = None
+    initial_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         if self.macs is None and self.params is None:
@@ -55,6 +60,11 @@ class Budget:
                                 f"{RESOURCE_NAMES[name]}, got {value!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
             raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")
+        low, high = MULTIPLIER_RANGE
+        if (isinstance(self.initial_multiplier, bool) or not isinstance(self.initial_multiplier, (int, float))
+                or not low <= self.initial_multiplier <= high):
+            raise UserError(f"budget initial_multiplier must be a number in [{low:g}, {high:g}], "
+                            f"got {self.initial_multiplier!r}")
 
     def targets(self) -> dict[str, float]:
         """Each resource the budget bounds, with its fraction of the original's."""

@@ -388,6 +388,10 @@ def test_budget_penalty_adapts_and_is_zero_without_a_budget():
     assert float(state.multiplier) == pytest.approx(GROWTH) and float(first.detach()) > 0  # over budget: grows
     first.backward()
     assert all(g.log_alpha.grad is not None and (g.log_alpha.grad > 0).all() for g in gates_of(net).values())
+    started = maskfx.transform(model, channels=True, example_inputs=(x,),
+                               budget=maskfx.Budget(macs=0.5, warmup=0, initial_multiplier=3))
+    assert float(budget_penalty(started).detach()) == pytest.approx(3 * float(first.detach()))  # same excess, 3x
+    assert float(started.maskfx_budget.multiplier) == pytest.approx(3 * GROWTH)
 
 
 @pytest.mark.parametrize("budget, message", [
@@ -395,6 +399,9 @@ def test_budget_penalty_adapts_and_is_zero_without_a_budget():
     (dict(macs=-0.2), "fraction in \\(0, 1\\]"), (dict(macs=0.5, warmup=2), "warmup"),
     (dict(), "needs macs= or params="), (dict(params=0), "params must be a fraction in \\(0, 1\\]"),
     (dict(macs=0.5, params=True), "params must be"),
+    (dict(macs=0.5, initial_multiplier=0), "initial_multiplier must be a number in \\[0.001, 1e\\+07\\]"),
+    (dict(macs=0.5, initial_multiplier=float("nan")), "initial_multiplier"),
+    (dict(macs=0.5, initial_multiplier=True), "initial_multiplier"),
 ])
 def test_bad_budgets_are_one_clear_error(budget, message):
     with pytest.raises(maskfx.UserError, match=message):
