@@ -7,6 +7,7 @@ import torch
 
 import maskfx
 from maskfx.train import Checkpoint, CheckpointError, Phase, Recipe, fit, load_checkpoint, load_data, save_checkpoint
+from maskfx.state import get_state
 from maskfx.train.models import build_model
 
 MODEL = "tiny_models:resnet"
@@ -134,3 +135,14 @@ def test_resuming_a_budget_warns_at_its_freeze_once_and_records_until_it(tmp_pat
         history = fit(saved.network(), data, phases, device=CPU, batch_size=32, evaluate=False, resume=saved)
     assert (_shortfalls(before), _shortfalls(after)) == ((0, 1) if killed_after == 1 else (1, 0))
     assert ["budget_expected" in record for record in history] == [True, False, False]
+
+
+def test_a_recipe_rebuilds_the_budget_with_every_field(data):
+    """The budget's warmup and starting multiplier come back with its targets, so a resumed run
+    learns under the penalty it started with."""
+    budget = maskfx.Budget(macs=0.6, warmup=0.25, initial_multiplier=3)
+    net = maskfx.transform(build_model(MODEL, 10), channels=True, budget=budget,
+                           example_inputs=(torch.zeros(2, *data.input_shape),))
+    rebuilt = Recipe.of(net, MODEL, 10, data.input_shape).build()
+    assert get_state(rebuilt).budget == budget
+    assert float(rebuilt.maskfx_budget.multiplier) == 3.0

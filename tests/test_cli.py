@@ -11,7 +11,7 @@ import torch
 import maskfx
 from maskfx.cli import COMMANDS, main
 from maskfx.cli.options import add_techniques, technique_configs
-from maskfx.train.checkpoint import DIGEST_KEY, payload_digest
+from maskfx.train.checkpoint import DIGEST_KEY, load_checkpoint, payload_digest
 
 TESTS = Path(__file__).parent
 TINY = ["tiny_models:resnet", "--image-size", "16", "--limit", "64"]
@@ -76,6 +76,10 @@ def test_a_parameters_budget_from_the_command_line_is_met_beside_the_macs_one(tm
     assert macs <= 0.6 and 0.4 * 0.97 <= params <= 0.4 and "verified" in said
     assert main(["transform", *TINY, "--budget-params", "0.5", "--out", str(tmp_path / "p.pt")]) == 0
     assert "channels" in capsys.readouterr().out
+    assert main(["transform", *TINY, "--budget-params", "0.5", "--budget-multiplier", "3",
+                 "--out", str(tmp_path / "m.pt")]) == 0
+    assert load_checkpoint(tmp_path / "m.pt").recipe.budget == {"macs": None, "warmup": 0.5, "params": 0.5,
+                                                                "initial_multiplier": 3.0}
 
 
 def test_resume_from_the_command_line_finishes_the_run(tmp_path, capsys):
@@ -137,6 +141,9 @@ def bad_inputs(tmp: Path, good: Path) -> list[tuple[list[str], str]]:
         (["train", "--checkpoint", str(good), "--budget", "0.5", *run], "--budget: a --checkpoint's recipe"),
         (["transform", *TINY, "--budget-params", "0", *out], "--budget-params"),
         (["train", "--checkpoint", str(good), "--budget-params", "0.5", *run], "--budget-params: a --checkpoint's"),
+        (["transform", *TINY, "--budget-multiplier", "3", *out], "give --budget or --budget-params with it"),
+        (["transform", *TINY, "--budget", "0.5", "--budget-multiplier", "0", *out], "initial_multiplier must be"),
+        (["train", "--checkpoint", str(good), "--budget-multiplier", "3", *run], "--budget-multiplier: a --checkpoint's"),
         (["transform", *TINY], "required: --out"),
         (["train", *TINY, "--epochs", "-1", *run], "--epochs"),
         (["train", *TINY, "--lr", "fast", *run], "--lr"),

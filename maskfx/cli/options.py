@@ -65,23 +65,29 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-params", type=fraction, default=None, metavar="FRACTION",
                         help="prune to this fraction of the original model's parameters, alone or beside --budget "
                              "(both are met); turns on --channels")
+    parser.add_argument("--budget-multiplier", type=float, default=None, metavar="M",
+                        help="the budget penalty's multiplier at the first structure step (default 1); a larger start "
+                             "makes the gates learn more of a deep cut before freeze selects the rest")
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
     """The budget flags given on the command line."""
-    return [flag for flag, value in (("--budget", args.budget), ("--budget-params", args.budget_params))
-            if value is not None]
+    return [flag for flag, value in (("--budget", args.budget), ("--budget-params", args.budget_params),
+                                     ("--budget-multiplier", args.budget_multiplier)) if value is not None]
 
 
 def budgeted_configs(args: argparse.Namespace) -> tuple[dict, Budget | None]:
     """``transform``'s technique configs and budget from the flags: a budget turns on the channel
     gates, the technique that can meet one, when no flag did."""
     configs = technique_configs(args)
-    if not budget_flags(args):
+    if args.budget is None and args.budget_params is None:
+        if args.budget_multiplier is not None:
+            raise FlagError("--budget-multiplier sets how a budget learns: give --budget or --budget-params with it")
         return configs, None
     channels = levers()[0]
     configs.setdefault(channels.TECHNIQUE, channels.CONFIG())
-    return configs, Budget(macs=args.budget, params=args.budget_params)
+    started = {} if args.budget_multiplier is None else {"initial_multiplier": args.budget_multiplier}
+    return configs, Budget(macs=args.budget, params=args.budget_params, **started)
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
