@@ -48,8 +48,8 @@ COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", DELTA, VE
 SEED_COLUMNS = ["seed", "MACs budget", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio"]
 
 
-START_COLUMNS = ["MACs budget", "arm", "expected MAC ratio at freeze (mean)",
-                 "Δ vs maskfx's default start (pt, paired) [95% interval]"]
+STARTED_VERSUS = "Δ vs maskfx's default start (pt, paired) [95% interval]"
+START_COLUMNS = ["MACs budget", "arm", "expected MAC ratio at freeze (mean)", STARTED_VERSUS]
 
 
 def key(arm: str, b: float) -> str:

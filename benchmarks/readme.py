@@ -13,13 +13,14 @@ edited by hand.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.budget import MASKFX_ARMS, counterparts
-from benchmarks.equal_macs import DELTA, VERSUS
+from benchmarks.equal_macs import DELTA, STARTED_VERSUS, VERSUS
 from benchmarks.measure import REUSED
 from benchmarks.stats import worded
 from benchmarks.suite import per_seed, rows_of
@@ -117,15 +118,25 @@ def gates() -> str:
                    "parameters"], table)
 
 
-def equal_macs() -> str:
-    """The equal-macs suite: the untouched model, Torch-Pruning L2 and maskfx at L2's MACs per
-    budget over its fresh seeds, each against the untouched model and maskfx against L2, paired."""
-    summary = _load("benchmarks/results/equal-macs.json")["tables"][0]
+def equal_macs(suite: str = "equal-macs") -> str:
+    """An equal-macs suite (``equal-macs`` or ``equal-macs-deep``): the untouched model, Torch-Pruning
+    L2 and maskfx at L2's MACs per budget over its fresh seeds, each against the untouched model and
+    maskfx against L2, paired."""
+    summary = _load(f"benchmarks/results/{suite}.json")["tables"][0]
     return _table(["MACs budget", "arm", "MAC ratio", "test acc % (mean ± std)",
                    "pt vs untouched, paired [95% interval]", "maskfx minus L2, paired [95% interval]"],
                   [["-" if r["MACs budget"] is None else str(r["MACs budget"]), r["arm"], f"{r['MAC ratio']:.3f}",
                     f"{r['test acc %']:.2f} ± {r['acc std']:.2f}", r[DELTA] or "", r[VERSUS] or ""]
                    for r in rows_of(summary)])
+
+
+def multiplier_start() -> str:
+    """The equal-macs-deep suite's maskfx arms side by side: the budget's multiplier started at 1
+    (the default) and higher, with how much of the cut their gates had learned when freeze selected."""
+    starts = _load("benchmarks/results/equal-macs-deep.json")["tables"][2]
+    return _table(["MACs budget", "arm", "expected MAC ratio at freeze", "pt vs the start at 1, paired [95% interval]"],
+                  [[str(r["MACs budget"]), r["arm"], f"{r['expected MAC ratio at freeze (mean)']:.3f}",
+                    r[STARTED_VERSUS] or ""] for r in rows_of(starts)])
 
 
 def papers() -> str:
@@ -213,7 +224,10 @@ def deployment() -> str:
 
 
 FIGURES: dict[str, Callable[[], str]] = {"demo": demo, "budget": budget, "width-latency": width_latency,
-                                         "gates": gates, "equal-macs": equal_macs, "papers": papers,
+                                         "gates": gates, "equal-macs": equal_macs,
+                                         "equal-macs-deep": functools.partial(equal_macs, "equal-macs-deep"),
+                                         "multiplier-start": multiplier_start,
+                                         "papers": papers,
                                          "transfer": transfer,
                                          "default-transforms": default_transforms, "training-cost": training_cost,
                                          "deployment": deployment}
