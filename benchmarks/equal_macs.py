@@ -46,8 +46,6 @@ MASKFX_AT_L2 = "maskfx, at L2's MACs"
 DELTA, VERSUS = "Δ vs untouched (pt, paired) [95% interval]", "Δ maskfx − L2 (pt, paired) [95% interval]"
 COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", DELTA, VERSUS]
 SEED_COLUMNS = ["seed", "MACs budget", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio"]
-
-
 STARTED_VERSUS = "Δ vs maskfx's default start (pt, paired) [95% interval]"
 START_COLUMNS = ["MACs budget", "arm", "expected MAC ratio at freeze (mean)", STARTED_VERSUS]
 
