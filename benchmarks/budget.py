@@ -233,7 +233,8 @@ def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: 
     began = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        net = maskfx.transform(start, channels=channels, example_inputs=(example,), budget=maskfx.Budget(macs=b, initial_multiplier=initial_multiplier))
+        net = maskfx.transform(start, channels=channels, example_inputs=(example,),
+                               budget=maskfx.Budget(macs=b, initial_multiplier=initial_multiplier))
     phases = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, budget.structure)
     net, history = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start) if distill else None)
     deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
@@ -460,7 +461,7 @@ def notes(budget: RunBudget, full: Data, runs: list[dict[str, Arm]], judged: dic
     collapse = "; ".join(f"{k}: {n}" for run in runs[:1] for k, arm in run.items() for n in arm.notes
                          if k.startswith(MASKFX))
     return [recipe, seeds_note, pruner,
-            f'maskfx: transform(channels=True, budget=maskfx.Budget(macs=b, initial_multiplier=initial_multiplier)), collapse("prune") against the frozen '
+            f'maskfx: transform(channels=True, budget=maskfx.Budget(macs=b)), collapse("prune") against the frozen '
             f"net on {EXAMPLES} test images — {collapse}. After its last epoch every arm but the start has its "
             f"BatchNorm statistics recomputed over {RECALIBRATE} training batches in eval mode (maskfx.recalibrate, "
             f"as maskfx train does by default), the maskfx arms before collapse.",

@@ -64,12 +64,13 @@ pay at 0.303, and at 0.404 it is not resolved; the start at 1 and x1.1 stay unti
 
 Deeper budgets are another matter. At Torch-Pruning's 0.154 and 0.094 of the MACs (budgets 0.2
 and 0.1, the equal-macs-deep suite: 24 fresh seeds, results file) the start at 1 leaves the gates
-at 0.47 of the MACs on the mean when freeze selects, so freeze makes most of the cut by near-tied
-probabilities, and ships level with Torch-Pruning's L2 (+0.35 [-0.30, +1.01] and -0.53 [-1.38,
-+0.32] points). Started at 3 (``Budget(initial_multiplier=3)``) the gates reach 0.18, and the
-shipped model gains +0.80 [+0.39, +1.21] and +1.21 [+0.53, +1.89] points over the start at 1,
-putting it ahead of L2 at 0.154 (+1.15 [+0.54, +1.77]; +0.68 [-0.10, +1.47] at 0.094). The
-default is still 1: changing it changes every budgeted suite's results, which are rerun together.
+at 0.47 of the MACs on the mean when freeze selects, so freeze takes them from there to the budget
+(about 40% of the cut) by near-tied probabilities, and ships level with Torch-Pruning's L2 (+0.35
+[-0.30, +1.01] and -0.53 [-1.38, +0.32] points). Started at 3 (``Budget(initial_multiplier=3)``)
+the gates reach 0.18, and the shipped model gains +0.80 [+0.39, +1.21] and +1.21 [+0.53, +1.89]
+points over the start at 1, putting it ahead of L2 at 0.154 (+1.15 [+0.54, +1.77]; +0.68 [-0.10,
++1.47] at 0.094). The default is still 1: changing it changes every budgeted suite's results,
+which are rerun together.
 
 With both targets, the penalty is the multiplier times the sum of the two excesses (one
 multiplier: both are fractions of the same kind).

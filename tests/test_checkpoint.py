@@ -146,3 +146,5 @@ def test_a_recipe_rebuilds_the_budget_with_every_field(data):
     rebuilt = Recipe.of(net, MODEL, 10, data.input_shape).build()
     assert get_state(rebuilt).budget == budget
     assert float(rebuilt.maskfx_budget.multiplier) == 3.0
+    older = Recipe(MODEL, 10, data.input_shape, {"channels": {}}, {"macs": 0.6, "warmup": 0.5, "params": None})
+    assert float(older.build().maskfx_budget.multiplier) == 1.0  # a recipe saved before the field: the default

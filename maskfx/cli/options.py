@@ -7,7 +7,7 @@ from typing import Callable, NoReturn
 
 from maskfx import techniques
 from maskfx.budget import levers
-from maskfx.config import Budget
+from maskfx.config import MULTIPLIER_RANGE, Budget
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
@@ -58,6 +58,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def multiplier(text: str) -> float:
+    """The budget penalty's starting multiplier: a number in ``MULTIPLIER_RANGE``."""
+    value, (low, high) = float(text), MULTIPLIER_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text}")
+    return value
+
+
 def add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=fraction, default=None, metavar="FRACTION",
                         help="prune to this fraction of the original model's MACs (e.g. 0.5): the channel gates learn "
@@ -65,7 +73,7 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-params", type=fraction, default=None, metavar="FRACTION",
                         help="prune to this fraction of the original model's parameters, alone or beside --budget "
                              "(both are met); turns on --channels")
-    parser.add_argument("--budget-multiplier", type=float, default=None, metavar="M",
+    parser.add_argument("--budget-multiplier", type=multiplier, default=None, metavar="M",
                         help="the budget penalty's multiplier at the first structure step (default 1); a larger start "
                              "makes the gates learn more of a deep cut before freeze selects the rest")
 
