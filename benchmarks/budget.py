@@ -208,6 +208,7 @@ class Arm:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     expected_at_freeze: float | None = None  # maskfx: the MACs its gates' probabilities gave when freeze selected
+    start_multiplier: float | None = None  # maskfx: the budget penalty's multiplier at the first structure step
 
 
 def _fit(model: nn.Module, data: Data, phases: list[Phase], seed: int, device: torch.device, desc: str,
@@ -226,21 +227,23 @@ def _teacher(start: nn.Module) -> nn.Module:
 
 def maskfx_arm(start: nn.Module, data: Data, budget: RunBudget, b: float, seed: int, device: torch.device,
                example: torch.Tensor, channels: bool | maskfx.ChannelConfig = True, distill: bool = True,
-               initial_multiplier: float = 1.0) -> Arm:
-    """``start`` under ``Budget(macs=b, initial_multiplier=)``: gates learned with the weights
-    (distilled from ``start`` unless ``distill`` is false), frozen, fine-tuned and collapsed
-    (accuracy and size measured by the caller)."""
+               initial_multiplier: float | None = None) -> Arm:
+    """``start`` under ``Budget(macs=b, initial_multiplier=)`` (``None``: the budget's default
+    start): gates learned with the weights (distilled from ``start`` unless ``distill`` is false),
+    frozen, fine-tuned and collapsed (accuracy and size measured by the caller)."""
     began = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         net = maskfx.transform(start, channels=channels, example_inputs=(example,),
                                budget=maskfx.Budget(macs=b, initial_multiplier=initial_multiplier))
+    started = float(net.maskfx_budget.multiplier)
     phases = learn_then_frozen(budget.learn, LR, MASK_LR, budget.finetune, FINETUNE_LR, budget.structure)
     net, history = _fit(net, data, phases, seed, device, f"maskfx {b}", teacher=_teacher(start) if distill else None)
     deploy = maskfx.collapse(net, "prune", example_inputs=(example,))
     report = maskfx.summary(deploy).collapse
     reached = [record["budget_expected"]["macs"] for record in history if "budget_expected" in record]
-    return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1] if reached else None, notes=[
+    return Arm(deploy, seconds=time.perf_counter() - began, expected_at_freeze=reached[-1] if reached else None,
+               start_multiplier=started, notes=[
         f"the summary's achieved MACs {report.achieved:.3f} of the original (budget {report.budget:.4g}), "
         f"{report.shift}"])
 

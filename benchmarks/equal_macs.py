@@ -34,6 +34,7 @@ from benchmarks.budget import (FULL, QUICK, TORCH_PRUNING, UNTOUCHED, Arm, RunBu
                                measured, peer_arm, torch_pruned, trained_start, untouched_arm)
 from benchmarks.stats import interval95, worded
 from benchmarks.suite import Cell, result, table
+from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER
 from maskfx.report import count_macs
 from maskfx.train import Data, resolve_device
 
@@ -47,7 +48,8 @@ DELTA, VERSUS = "Δ vs untouched (pt, paired) [95% interval]", "Δ maskfx − L2
 COLUMNS = ["MACs budget", "arm", "MAC ratio", "test acc %", "acc std", DELTA, VERSUS]
 SEED_COLUMNS = ["seed", "MACs budget", "arm", "test acc %", "Δ vs untouched (pt)", "MAC ratio"]
 STARTED_VERSUS = "Δ vs maskfx's default start (pt, paired) [95% interval]"
-START_COLUMNS = ["MACs budget", "arm", "expected MAC ratio at freeze (mean)", STARTED_VERSUS]
+START_COLUMNS = ["MACs budget", "arm", "multiplier at the first structure step", "expected MAC ratio at freeze (mean)",
+                 STARTED_VERSUS]
 
 
 def key(arm: str, b: float) -> str:
@@ -55,7 +57,8 @@ def key(arm: str, b: float) -> str:
 
 
 def started_at(multiplier: float) -> str:
-    """The arm of maskfx at L2's MACs with the budget's multiplier started at ``multiplier``."""
+    """The arm of maskfx at L2's MACs with the budget's multiplier started at ``multiplier`` (the
+    plain arm starts at the budget's default, ``Budget.start_multiplier``)."""
     return f"{MASKFX_AT_L2}, multiplier started at {multiplier:g}"
 
 
@@ -94,7 +97,7 @@ class Comparison:
     title: str
     seeds: tuple[int, ...]
     budgets: tuple[float, ...]
-    multipliers: tuple[float, ...] = ()  # further maskfx arms: Budget(initial_multiplier=) each
+    multipliers: tuple[float, ...] = ()  # further maskfx arms, each with Budget(initial_multiplier=) given
 
 
 def run(quick: bool) -> dict:
@@ -121,6 +124,9 @@ def compare(comparison: Comparison, quick: bool) -> dict:
     def at_freeze(name: str) -> float:
         return round(statistics.mean(r[name].expected_at_freeze for r in runs), 3)
 
+    def first_multiplier(name: str) -> str:
+        return " or ".join(f"{m:g}" for m in sorted({r[name].start_multiplier for r in runs}))
+
     def accuracy_row(b: float | None, name: str, versus: str | None = None) -> list[Cell]:
         accuracies = [100 * r[name].accuracy for r in runs]
         return [b, name if b is None else name.split(" @ ")[0],
@@ -130,6 +136,7 @@ def compare(comparison: Comparison, quick: bool) -> dict:
                 None if name == UNTOUCHED else worded(points(name)), versus]
 
     maskfx_arms = [MASKFX_AT_L2] + [started_at(m) for m in comparison.multipliers]
+    subjects = {MASKFX_AT_L2: "maskfx", **{started_at(m): f"maskfx started at {m:g}" for m in comparison.multipliers}}
     summary = [accuracy_row(None, UNTOUCHED)]
     per_seed: list[list[Cell]] = []
     starts: list[list[Cell]] = []
@@ -139,11 +146,12 @@ def compare(comparison: Comparison, quick: bool) -> dict:
         for name in maskfx_arms:
             ahead = points(key(name, b), key(L2, b))
             summary.append(accuracy_row(b, key(name, b), worded(ahead)))
-            verdicts.append(one_verdict(b, ahead) + ("" if name == MASKFX_AT_L2 else f" ({name})"))
-        starts.append([b, MASKFX_AT_L2, at_freeze(key(MASKFX_AT_L2, b)), None])
+            verdicts.append(one_verdict(b, ahead, subjects[name]))
+        starts.append([b, MASKFX_AT_L2, first_multiplier(key(MASKFX_AT_L2, b)), at_freeze(key(MASKFX_AT_L2, b)), None])
         for m in comparison.multipliers:
             gain = points(key(started_at(m), b), key(MASKFX_AT_L2, b))
-            starts.append([b, started_at(m), at_freeze(key(started_at(m), b)), worded(gain)])
+            starts.append([b, started_at(m), first_multiplier(key(started_at(m), b)), at_freeze(key(started_at(m), b)),
+                           worded(gain)])
             start_verdicts.append(one_verdict(b, gain, f"the start at {m:g}"))
     for seed, r in zip(seeds, runs):
         per_seed += [[seed, None, UNTOUCHED, round(100 * r[UNTOUCHED].accuracy, 2), None, 1.0]]
@@ -157,7 +165,8 @@ def compare(comparison: Comparison, quick: bool) -> dict:
         f"suite's recipe (start {budget.pretrain} epoch(s), then {budget.learn} at the learning rate, maskfx's gates "
         f"learning in the first {budget.structure}, and {budget.finetune} of fine-tuning; both pruned arms distilled "
         f"from the start). Torch-Pruning: MagnitudeImportance(p=2), {budget.prune_steps} iterative steps, taken at "
-        f"the first step under the budget; maskfx: Budget(macs=) that step's MAC ratio.",
+        f"the first step under the budget; maskfx: Budget(macs=) that step's MAC ratio"
+        + "".join(f", and again with Budget(initial_multiplier={m:g})" for m in comparison.multipliers) + ".",
         f"Seeds: {', '.join(map(str, seeds))}; differences paired by seed, 95% Student-t intervals.",
         "Verdict " + "; ".join(verdicts) + (" — quick run." if quick else "."),
         f"The whole suite {time.perf_counter() - started:.0f} s on {device} ({torch.get_num_threads()} torch "
@@ -167,7 +176,8 @@ def compare(comparison: Comparison, quick: bool) -> dict:
                     COLUMNS, summary, notes),
               table("Per seed", SEED_COLUMNS, per_seed)]
     if comparison.multipliers:
-        tables.append(table("maskfx's budget multiplier started higher, against its default start (1)",
+        tables.append(table("maskfx's budget multiplier started elsewhere, against its default start "
+                            f"({DEEP_CUT_MULTIPLIER:g} under {DEEP_CUT:g} of the MACs, else 1)",
                             START_COLUMNS, starts, [
                                 "Expected MAC ratio at freeze: what the gates' probabilities gave when freeze "
                                 "selected the kept units (the rest of the cut is freeze's, by near-tied "

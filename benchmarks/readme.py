@@ -131,12 +131,13 @@ def equal_macs(suite: str = "equal-macs") -> str:
 
 
 def multiplier_start() -> str:
-    """The equal-macs-deep suite's maskfx arms side by side: the budget's multiplier started at 1
-    (the default) and higher, with how much of the cut their gates had learned when freeze selected."""
+    """The equal-macs-deep suite's maskfx arms side by side: the budget's multiplier at its default
+    start and at another, with how much of the cut their gates had learned when freeze selected."""
     starts = _load("benchmarks/results/equal-macs-deep.json")["tables"][2]
-    return _table(["MACs budget", "arm", "expected MAC ratio at freeze", "pt vs the start at 1, paired [95% interval]"],
-                  [[str(r["MACs budget"]), r["arm"], f"{r['expected MAC ratio at freeze (mean)']:.3f}",
-                    r[STARTED_VERSUS] or ""] for r in rows_of(starts)])
+    return _table(["MACs budget", "arm", "multiplier's start", "expected MAC ratio at freeze",
+                   "pt vs the default start, paired [95% interval]"],
+                  [[str(r["MACs budget"]), r["arm"], r["multiplier at the first structure step"],
+                    f"{r['expected MAC ratio at freeze (mean)']:.3f}", r[STARTED_VERSUS] or ""] for r in rows_of(starts)])
 
 
 def papers() -> str:

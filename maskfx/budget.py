@@ -106,7 +106,7 @@ class BudgetPenalty(nn.Module):
         super().__init__()
         self.targets = {resource: float(value) for resource, value in budget.targets().items()}
         self.warmup = float(budget.warmup)
-        self.register_buffer("multiplier", torch.tensor(float(budget.initial_multiplier)))
+        self.register_buffer("multiplier", torch.tensor(budget.start_multiplier()))
         self.register_buffer("step", torch.tensor(0))
         self.register_buffer("warmup_steps", torch.tensor(0))
 

@@ -11,6 +11,7 @@ from torchvision.models.resnet import BasicBlock
 
 import maskfx
 from maskfx.budget import GROWTH, budget_penalty
+from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER
 from maskfx.measure import count_macs
 from maskfx.techniques.channels.config import ESTIMATORS
 from maskfx.techniques.channels.layers import GAMMA, ZETA, ChannelGate, ChannelSpace
@@ -392,6 +393,20 @@ def test_budget_penalty_adapts_and_is_zero_without_a_budget():
                                budget=maskfx.Budget(macs=0.5, warmup=0, initial_multiplier=3))
     assert float(budget_penalty(started).detach()) == pytest.approx(3 * float(first.detach()))  # same excess, 3x
     assert float(started.maskfx_budget.multiplier) == pytest.approx(3 * GROWTH)
+
+
+@pytest.mark.parametrize("budget, start", [
+    (dict(macs=0.5), 1.0), (dict(macs=DEEP_CUT), 1.0), (dict(macs=0.2), DEEP_CUT_MULTIPLIER),
+    (dict(macs=0.5, params=0.1), DEEP_CUT_MULTIPLIER), (dict(params=0.2), DEEP_CUT_MULTIPLIER),
+    (dict(macs=0.1, initial_multiplier=1), 1.0), (dict(macs=0.5, initial_multiplier=3), 3.0),
+])
+def test_the_multiplier_starts_higher_under_a_deep_cut_unless_given(budget, start):
+    """Started at 1 a deep cut's gates stop far above it at freeze; the default starts them at 3
+    under DEEP_CUT of the original (any target), and a given start is kept."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    net = maskfx.transform(model, channels=True, example_inputs=(torch.randn(1, 3, 32, 32),),
+                           budget=maskfx.Budget(**budget))
+    assert maskfx.Budget(**budget).start_multiplier() == start == float(net.maskfx_budget.multiplier)
 
 
 @pytest.mark.parametrize("budget, message", [

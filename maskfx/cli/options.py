@@ -7,7 +7,7 @@ from typing import Callable, NoReturn
 
 from maskfx import techniques
 from maskfx.budget import levers
-from maskfx.config import MULTIPLIER_RANGE, Budget
+from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER, MULTIPLIER_RANGE, Budget
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
@@ -74,7 +74,8 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
                         help="prune to this fraction of the original model's parameters, alone or beside --budget "
                              "(both are met); turns on --channels")
     parser.add_argument("--budget-multiplier", type=multiplier, default=None, metavar="M",
-                        help="the budget penalty's multiplier at the first structure step (default 1); a larger start "
+                        help="the budget penalty's multiplier at the first structure step (default: "
+                             f"{DEEP_CUT_MULTIPLIER:g} when a budget is under {DEEP_CUT:g}, else 1); a larger start "
                              "makes the gates learn more of a deep cut before freeze selects the rest")
 
 
@@ -94,8 +95,7 @@ def budgeted_configs(args: argparse.Namespace) -> tuple[dict, Budget | None]:
         return configs, None
     channels = levers()[0]
     configs.setdefault(channels.TECHNIQUE, channels.CONFIG())
-    started = {} if args.budget_multiplier is None else {"initial_multiplier": args.budget_multiplier}
-    return configs, Budget(macs=args.budget, params=args.budget_params, **started)
+    return configs, Budget(macs=args.budget, params=args.budget_params, initial_multiplier=args.budget_multiplier)
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
