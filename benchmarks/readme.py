@@ -137,7 +137,8 @@ def multiplier_start() -> str:
     return _table(["MACs budget", "arm", "multiplier's start", "expected MAC ratio at freeze",
                    "pt vs the default start, paired [95% interval]"],
                   [[str(r["MACs budget"]), r["arm"], r["multiplier at the first structure step"],
-                    f"{r['expected MAC ratio at freeze (mean)']:.3f}", r[STARTED_VERSUS] or ""] for r in rows_of(starts)])
+                    f"{r['expected MAC ratio at freeze (mean)']:.3f}", r[STARTED_VERSUS] or ""]
+                   for r in rows_of(starts)])
 
 
 def papers() -> str:

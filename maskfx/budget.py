@@ -44,7 +44,7 @@ two epochs). A faster multiplier does not rescue one epoch: grown x1.3 a step, o
 epoch gives back. The growth itself was tried faster before (1.3, with momentum 0.9: reaching the
 target sooner, the cut still made in the last steps) and shipped no better.
 
-Why the multiplier starts at 1 rather than at a scale calibrated to the network: a start that
+Why the multiplier starts at 1 (above ``DEEP_CUT``) rather than at a scale calibrated to the network: a start that
 balances the penalty's gradient on the gates against the task's (the ratio of their norms at the
 first structure step, about 25-32 on the budget suite's resnet18 over its 8 seeds, distilled at
 Torch-Pruning's MACs, BatchNorm recalibrated) reached the budget on every seed, including seed 3
@@ -60,17 +60,18 @@ those 8 starts, distilled at Torch-Pruning's MACs, paired against the suite's ar
 started at 3 reached the budget on every seed (0.35-0.38 at freeze at 0.404, 0.26-0.28 at 0.303)
 and shipped +0.28 [-0.08, +0.64] and +0.04 [-0.37, +0.45]; grown x1.2 a step, +0.17 [-0.19, +0.53]
 and +0.02 [-0.50, +0.54], overshooting to 0.30-0.36 and 0.22-0.26. Learning the whole cut does not
-pay at 0.303, and at 0.404 it is not resolved; the start at 1 and x1.1 stay until it is.
+pay at 0.303, and at 0.404 it is not resolved; there the start at 1 and x1.1 stay until it is.
 
 Deeper budgets are another matter. At Torch-Pruning's 0.154 and 0.094 of the MACs (budgets 0.2
-and 0.1, the equal-macs-deep suite: 24 fresh seeds, results file) the start at 1 leaves the gates
+and 0.1, the equal-macs-deep suite: 24 fresh seeds, results file), the start at 1 leaves the gates
 at 0.47 of the MACs on the mean when freeze selects, so freeze takes them from there to the budget
 (about 40% of the cut) by near-tied probabilities, and ships level with Torch-Pruning's L2 (+0.35
 [-0.30, +1.01] and -0.53 [-1.38, +0.32] points). Started at 3 (``Budget(initial_multiplier=3)``)
 the gates reach 0.18, and the shipped model gains +0.80 [+0.39, +1.21] and +1.21 [+0.53, +1.89]
 points over the start at 1, putting it ahead of L2 at 0.154 (+1.15 [+0.54, +1.77]; +0.68 [-0.10,
-+1.47] at 0.094). The default is still 1: changing it changes every budgeted suite's results,
-which are rerun together.
++1.47] at 0.094). So a target under ``DEEP_CUT`` (0.25) starts the multiplier at 3 by default
+(``Budget.start_multiplier``), between the budgets where 3 gained nothing resolved (0.303 and
+up) and those where it gained (0.154 and under); ``initial_multiplier=`` overrides it.
 
 With both targets, the penalty is the multiplier times the sum of the two excesses (one
 multiplier: both are fractions of the same kind).

@@ -63,11 +63,10 @@ class Budget:
                                 f"{RESOURCE_NAMES[name]}, got {value!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
             raise UserError(f"budget warmup must be a fraction in [0, 1], got {self.warmup!r}")
-        low, high = MULTIPLIER_RANGE
-        if self.initial_multiplier is not None and (isinstance(self.initial_multiplier, bool) or not isinstance(self.initial_multiplier, (int, float))
-                or not low <= self.initial_multiplier <= high):
-            raise UserError(f"budget initial_multiplier must be a number in [{low:g}, {high:g}], "
-                            f"got {self.initial_multiplier!r}")
+        low, high, start = *MULTIPLIER_RANGE, self.initial_multiplier
+        if start is not None and (isinstance(start, bool) or not isinstance(start, (int, float))
+                                  or not low <= start <= high):
+            raise UserError(f"budget initial_multiplier must be None or a number in [{low:g}, {high:g}], got {start!r}")
 
     def targets(self) -> dict[str, float]:
         """Each resource the budget bounds, with its fraction of the original's."""

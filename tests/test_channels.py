@@ -414,7 +414,7 @@ def test_the_multiplier_starts_higher_under_a_deep_cut_unless_given(budget, star
     (dict(macs=-0.2), "fraction in \\(0, 1\\]"), (dict(macs=0.5, warmup=2), "warmup"),
     (dict(), "needs macs= or params="), (dict(params=0), "params must be a fraction in \\(0, 1\\]"),
     (dict(macs=0.5, params=True), "params must be"),
-    (dict(macs=0.5, initial_multiplier=0), "initial_multiplier must be a number in \\[0.001, 1e\\+07\\]"),
+    (dict(macs=0.5, initial_multiplier=0), "initial_multiplier must be None or a number in \\[0.001, 1e\\+07\\]"),
     (dict(macs=0.5, initial_multiplier=float("nan")), "initial_multiplier"),
     (dict(macs=0.5, initial_multiplier=True), "initial_multiplier"),
 ])
