@@ -72,7 +72,7 @@ are cores):
   +0.90 [-0.68, +2.48] and +0.53 [-0.64, +1.71] (on seed 5 the L2 arm lost 5.3 and 4.5 points).
   Not distilled, the gates reached Torch-Pruning's MACs on every seed when freeze selected
   (0.347-0.374 at 0.404, 0.265-0.295 at 0.303), where distilled they stood at 0.44 on seed 3
-  (gradient sizes not measured; ``maskfx/budget.py`` says why the multiplier still starts at 1).
+  (gradient sizes not measured; ``maskfx/budget.py`` says why the multiplier still starts at 1 at these budgets).
 - 8 seeds (there were 3, over which no equal-MACs difference was resolved: over 8, the paired
   difference between maskfx and a peer at equal MACs varies by 0.8-1.3 points (sample std) from seed
   to seed at 0.5 and 0.35 and by 0.2-0.3 at 0.75, where seeds 0-2 alone had shown 0.1-0.8 on the

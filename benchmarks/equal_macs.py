@@ -34,7 +34,7 @@ from benchmarks.budget import (FULL, QUICK, TORCH_PRUNING, UNTOUCHED, Arm, RunBu
                                measured, peer_arm, torch_pruned, trained_start, untouched_arm)
 from benchmarks.stats import interval95, worded
 from benchmarks.suite import Cell, result, table
-from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER
+from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER, DEFAULT_MULTIPLIER
 from maskfx.report import count_macs
 from maskfx.train import Data, resolve_device
 
@@ -177,7 +177,7 @@ def compare(comparison: Comparison, quick: bool) -> dict:
               table("Per seed", SEED_COLUMNS, per_seed)]
     if comparison.multipliers:
         tables.append(table("maskfx's budget multiplier started elsewhere, against its default start "
-                            f"({DEEP_CUT_MULTIPLIER:g} under {DEEP_CUT:g} of the MACs, else 1)",
+                            f"({DEEP_CUT_MULTIPLIER:g} under {DEEP_CUT:g} of the MACs, else {DEFAULT_MULTIPLIER:g})",
                             START_COLUMNS, starts, [
                                 "Expected MAC ratio at freeze: what the gates' probabilities gave when freeze "
                                 "selected the kept units (the rest of the cut is freeze's, by near-tied "

@@ -44,14 +44,15 @@ two epochs). A faster multiplier does not rescue one epoch: grown x1.3 a step, o
 epoch gives back. The growth itself was tried faster before (1.3, with momentum 0.9: reaching the
 target sooner, the cut still made in the last steps) and shipped no better.
 
-Why the multiplier starts at 1 (above ``DEEP_CUT``) rather than at a scale calibrated to the network: a start that
-balances the penalty's gradient on the gates against the task's (the ratio of their norms at the
-first structure step, about 25-32 on the budget suite's resnet18 over its 8 seeds, distilled at
-Torch-Pruning's MACs, BatchNorm recalibrated) reached the budget on every seed, including seed 3
-where the start at 1 stood at 0.44 when freeze selected, but shipped worse: -0.78 [-1.12, -0.45]
-points at 0.404 and -0.83 [-1.27, -0.39] at 0.303, paired against the start at 1. A tenth of that
-scale (about 3, like a fixed start at 3) gave -0.04 [-0.37, +0.30] and +0.25 [-0.15, +0.64]. Cutting
-early costs more than leaving a short remainder to freeze; the late cut is kept.
+Why the multiplier starts at 1 (at ``DEEP_CUT`` and above) rather than at a scale calibrated to
+the network: a start that balances the penalty's gradient on the gates against the task's (the
+ratio of their norms at the first structure step, about 25-32 on the budget suite's resnet18 over
+its 8 seeds, distilled at Torch-Pruning's MACs, BatchNorm recalibrated) reached the budget on
+every seed, including seed 3 where the start at 1 stood at 0.44 when freeze selected, but shipped
+worse: -0.78 [-1.12, -0.45] points at 0.404 and -0.83 [-1.27, -0.39] at 0.303, paired against the
+start at 1. A tenth of that scale (about 3, like a fixed start at 3) gave -0.04 [-0.37, +0.30] and
++0.25 [-0.15, +0.64]. Cutting early costs more than leaving a short remainder to freeze; the late
+cut is kept.
 
 From the budget suite's 32-epoch start (its recorded run) the remainder is no longer short when
 distilled: the 40 steps end at 0.33-0.50 of the MACs (0.43 on the mean) at every budget under that,
@@ -198,7 +199,8 @@ def shortfall_warning(net: nn.Module) -> str | None:
     reached = "; ".join(f"expected {RESOURCE_NAMES[r]} {e:.3f} of the original against the budget's {t:.4g}"
                         for r, (e, t) in short.items())
     return (f"the structure learning ended short of the budget ({reached}): freeze makes the rest of the cut by "
-            f"the gates' probabilities, which barely differ there; learn the structure for more steps")
+            "the gates' probabilities, which barely differ there; learn the structure for more steps, or start "
+            "the budget's multiplier higher (Budget(initial_multiplier=))")
 
 
 def budget_penalty(net: nn.Module) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Callable, NoReturn
 
 from maskfx import techniques
 from maskfx.budget import levers
-from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER, MULTIPLIER_RANGE, Budget
+from maskfx.config import DEEP_CUT, DEEP_CUT_MULTIPLIER, DEFAULT_MULTIPLIER, MULTIPLIER_RANGE, Budget
 from maskfx.errors import UserError
 from maskfx.technique import Option, positive_int
 from maskfx.train.data import DATA_HELP
@@ -75,8 +75,9 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
                              "(both are met); turns on --channels")
     parser.add_argument("--budget-multiplier", type=multiplier, default=None, metavar="M",
                         help="the budget penalty's multiplier at the first structure step (default: "
-                             f"{DEEP_CUT_MULTIPLIER:g} when a budget is under {DEEP_CUT:g}, else 1); a larger start "
-                             "makes the gates learn more of a deep cut before freeze selects the rest")
+                             f"{DEEP_CUT_MULTIPLIER:g} when a budget is under {DEEP_CUT:g}, "
+                             f"else {DEFAULT_MULTIPLIER:g}); "
+                             "a larger start makes the gates learn more of a deep cut before freeze selects the rest")
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:

@@ -49,7 +49,7 @@ class Recipe:
     num_classes: int
     input_shape: tuple[int, ...]
     transform: dict[str, dict[str, Any]] = field(default_factory=dict)
-    budget: dict[str, float] | None = None  # the maskfx.Budget's fields
+    budget: dict[str, float | None] | None = None  # the maskfx.Budget's fields
 
     @staticmethod
     def of(net: nn.Module, model: str, num_classes: int, input_shape: tuple[int, ...]) -> "Recipe":
