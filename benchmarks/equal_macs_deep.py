@@ -20,8 +20,9 @@ So the budget's default start is now 3 under a quarter of the MACs (``Budget.sta
 and this suite measures that default beside the start at 1, given.
 
 Same arms, recipe and sizes as the equal-macs suite (``benchmarks.equal_macs.compare``), plus
-maskfx with ``Budget(initial_multiplier=1)``; about 3.3 minutes a seed on 2 cores. The results
-file and README have the intervals.
+maskfx with ``Budget(initial_multiplier=1)``; about 3 minutes a seed on 2 cores (the recorded run:
+72 minutes, the same numbers as the first, arms swapped). The results file and README have the
+intervals.
 
     python -m benchmarks --only equal-macs-deep [--quick]
 """
